@@ -1,0 +1,116 @@
+"""A dataset split as plain arrays: image paths, UTM coordinates and positives.
+
+No mining, no behaviour flags: training and evaluation build what they need from these.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vgjax.data import format as fmt
+from vgjax.data.positives import positives_within
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Index:
+    """The images of one role (database or queries) of one split."""
+    paths: np.ndarray      # (N,) str, sorted
+    utm: np.ndarray        # (N, 2) float64 east, north in metres
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def notes(self) -> np.ndarray:
+        """The file names' `note` field (e.g. day / sunset / night), '' where absent."""
+        return np.array([fmt.parse_fields(p)["note"] for p in self.paths])
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split of a dataset: database, queries and their geographic positives."""
+    dataset: str                       # dataset name (folder name)
+    split: str                         # train | val | test
+    database: Index
+    queries: Index
+    soft_positives: list[np.ndarray]   # per query, database indices within soft radius
+    hard_positives: list[np.ndarray] | None  # per query within hard radius (train only)
+    dropped_queries: np.ndarray        # paths of training queries dropped (no hard positive)
+
+    def summary(self) -> str:
+        return (f"{self.dataset}/{self.split}: {len(self.database)} database images, "
+                f"{len(self.queries)} queries")
+
+
+def dataset_name(dataset_dir: str | os.PathLike) -> str:
+    return Path(dataset_dir).resolve().name
+
+
+def split_folder(dataset_dir: str | os.PathLike, split: str) -> Path:
+    """`<dataset>/images/<split>`; raises DatasetFormatError naming the missing folder."""
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise fmt.DatasetFormatError(f"dataset folder {dataset_dir} does not exist")
+    images = dataset_dir / "images"
+    if not images.is_dir():
+        raise fmt.DatasetFormatError(
+            f"{images} does not exist: expected <dataset>/images/<split>/<database|queries>/")
+    folder = images / split
+    if not folder.is_dir():
+        present = sorted(p.name for p in images.iterdir() if p.is_dir())
+        raise fmt.DatasetFormatError(
+            f"split folder {folder} does not exist (splits present: {present or 'none'})")
+    return folder
+
+
+def available_splits(dataset_dir: str | os.PathLike) -> list[str]:
+    images = Path(dataset_dir) / "images"
+    return [s for s in fmt.SPLITS if (images / s).is_dir()]
+
+
+def load_index(folder: str | os.PathLike) -> Index:
+    """Lists and parses one role folder; raises DatasetFormatError if missing or empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise fmt.DatasetFormatError(f"folder {folder} does not exist")
+    paths = fmt.list_images(folder)
+    if not paths:
+        raise fmt.DatasetFormatError(
+            f"{folder} holds no images (looked for {', '.join(fmt.IMAGE_EXTENSIONS)})")
+    return Index(paths=np.array(paths), utm=fmt.utm_array(paths))
+
+
+def load_split(dataset_dir: str | os.PathLike, split: str,
+               soft_dist: float = 25.0, hard_dist: float = 10.0) -> Split:
+    """Reads `<dataset>/images/<split>/{database,queries}` and computes positives.
+
+    For the train split, queries without a hard positive are dropped (and logged); for
+    val/test, every query is kept and one without soft positives counts as a miss.
+    """
+    folder = split_folder(dataset_dir, split)
+    database = load_index(folder / "database")
+    queries = load_index(folder / "queries")
+    name = dataset_name(dataset_dir)
+    hard = None
+    dropped = np.array([], dtype=str)
+    if split == "train":
+        hard = positives_within(database.utm, queries.utm, hard_dist)
+        keep = np.array([len(h) > 0 for h in hard], bool)
+        if not keep.all():
+            dropped = queries.paths[~keep]
+            log.info("%s/%s: dropped %d of %d training queries without a database image "
+                     "within %.0f m", name, split, (~keep).sum(), len(keep), hard_dist)
+            queries = Index(paths=queries.paths[keep], utm=queries.utm[keep])
+            hard = [h for h, k in zip(hard, keep) if k]
+        if len(queries) == 0:
+            raise fmt.DatasetFormatError(
+                f"{folder}: no training query has a database image within {hard_dist} m")
+    soft = positives_within(database.utm, queries.utm, soft_dist)
+    return Split(dataset=name, split=split, database=database, queries=queries,
+                 soft_positives=soft, hard_positives=hard, dropped_queries=dropped)
