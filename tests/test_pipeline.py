@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_image
+from vgjax.data.pipeline import (BatchLoader, ImageError, IMAGENET_MEAN, IMAGENET_STD,
+                                 load_batch, load_image, normalize)
+
+
+@pytest.fixture
+def images(tmp_path):
+    paths = []
+    for i in range(7):
+        p = tmp_path / f"img{i}.png"
+        write_image(str(p), (20 + i, 30), seed=i)
+        paths.append(str(p))
+    return paths
+
+
+def test_batches_fixed_shape_order_and_padding(images):
+    loader = BatchLoader(images, (16, 24), batch_size=3, num_workers=2, prefetch=1)
+    batches = list(loader)
+    assert len(loader) == 3 and [n for _, n in batches] == [3, 3, 1]
+    assert all(b.shape == (3, 16, 24, 3) and b.dtype == np.uint8 for b, _ in batches)
+    last, _ = batches[-1]
+    assert np.array_equal(last[1], last[0]) and np.array_equal(last[2], last[0])
+    flat = np.concatenate([b[:n] for b, n in batches])
+    want = np.stack([load_image(p, (16, 24)) for p in images])
+    assert np.array_equal(flat, want)
+    assert np.array_equal(load_batch(images, (16, 24), num_workers=1), want)
+
+
+def test_resize_matches_pillow_bilinear(images):
+    img = Image.open(images[3]).convert("RGB").resize((24, 16), Image.BILINEAR)
+    assert np.array_equal(load_image(images[3], (16, 24)), np.asarray(img))
+    assert load_image(images[0]).shape == (20, 30, 3)
+
+
+def test_jpeg_draft_keeps_target_size(tmp_path):
+    p = tmp_path / "big.jpg"
+    write_image(str(p), (480, 640))
+    out = load_image(p, (60, 80))
+    assert out.shape == (60, 80, 3)
+    assert load_image(p, (481, 641)).shape == (481, 641, 3)
+
+
+def test_errors_name_the_file(tmp_path, images):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ImageError, match="bad.jpg: cannot decode"):
+        load_image(bad)
+    with pytest.raises(ImageError, match="missing.png: file not found"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="bad.jpg"):
+        list(BatchLoader(images[:2] + [str(bad)], (8, 8), batch_size=2, num_workers=2))
+    with pytest.raises(ValueError, match="batch_size"):
+        BatchLoader(images, (8, 8), batch_size=0)
+
+
+def test_normalize_uint8_and_float_agree():
+    x = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 3), dtype=np.uint8)
+    a = normalize(x)
+    b = normalize(x.astype(np.float32) / 255.0)
+    assert a.dtype == np.float32 and np.allclose(a, b)
+    assert np.allclose(a, (x / 255.0 - IMAGENET_MEAN) / IMAGENET_STD, atol=1e-6)
