@@ -1,7 +1,6 @@
 import json
 import shutil
 
-import pytest
 
 from conftest import write_dataset, write_image
 from vgjax.data.format import make_filename

@@ -94,9 +94,17 @@ def load_split(dataset_dir: str | os.PathLike, split: str,
     val/test, every query is kept and one without soft positives counts as a miss.
     """
     folder = split_folder(dataset_dir, split)
-    database = load_index(folder / "database")
-    queries = load_index(folder / "queries")
-    name = dataset_name(dataset_dir)
+    return split_from_indexes(dataset_name(dataset_dir), split, load_index(folder / "database"),
+                              load_index(folder / "queries"), soft_dist, hard_dist,
+                              where=str(folder))
+
+
+def split_from_indexes(dataset: str, split: str, database: Index, queries: Index,
+                       soft_dist: float, hard_dist: float, where: str) -> Split:
+    """Positives of `queries` in `database`; drops training queries without hard positive.
+
+    `where` names the source (folder or copy) in errors.
+    """
     hard = None
     dropped = np.array([], dtype=str)
     if split == "train":
@@ -105,12 +113,12 @@ def load_split(dataset_dir: str | os.PathLike, split: str,
         if not keep.all():
             dropped = queries.paths[~keep]
             log.info("%s/%s: dropped %d of %d training queries without a database image "
-                     "within %.0f m", name, split, (~keep).sum(), len(keep), hard_dist)
+                     "within %.0f m", dataset, split, (~keep).sum(), len(keep), hard_dist)
             queries = Index(paths=queries.paths[keep], utm=queries.utm[keep])
             hard = [h for h, k in zip(hard, keep) if k]
         if len(queries) == 0:
             raise fmt.DatasetFormatError(
-                f"{folder}: no training query has a database image within {hard_dist} m")
+                f"{where}: no training query has a database image within {hard_dist} m")
     soft = positives_within(database.utm, queries.utm, soft_dist)
-    return Split(dataset=name, split=split, database=database, queries=queries,
+    return Split(dataset=dataset, split=split, database=database, queries=queries,
                  soft_positives=soft, hard_positives=hard, dropped_queries=dropped)

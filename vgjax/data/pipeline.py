@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import io
 import os
 from typing import Callable, Iterator, Sequence
 
@@ -26,14 +27,9 @@ class ImageError(IOError):
     """An image that cannot be read or decoded; the message names the file."""
 
 
-def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decodes an image to RGB uint8 (H, W, 3), resized to `size` = (H, W) if given.
-
-    Resizing is bilinear with antialiasing (Pillow), like torchvision's `Resize`.
-    """
-    path = os.fspath(path)
+def _decode(source, size: tuple[int, int] | None, name: str) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             if size is not None and img.format == "JPEG":
                 img.draft("RGB", (size[1], size[0]))  # keeps at least the target size
             img = img.convert("RGB")
@@ -41,9 +37,23 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
     except FileNotFoundError:
-        raise ImageError(f"{path}: file not found") from None
+        raise ImageError(f"{name}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{path}: cannot decode image ({e})") from None
+        raise ImageError(f"{name}: cannot decode image ({e})") from None
+
+
+def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decodes an image file to RGB uint8 (H, W, 3), resized to `size` = (H, W) if given.
+
+    Resizing is bilinear with antialiasing (Pillow), like torchvision's `Resize`.
+    """
+    return _decode(os.fspath(path), size, os.fspath(path))
+
+
+def decode_image_bytes(data: bytes, size: tuple[int, int] | None = None,
+                       name: str = "<bytes>") -> np.ndarray:
+    """`load_image` for encoded JPEG/PNG bytes (e.g. a TFDS record); `name` goes into errors."""
+    return _decode(io.BytesIO(data), size, name)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
