@@ -177,3 +177,29 @@ def test_cli_builds_and_keeps_existing_copy(built, tmp_path, capsys):
     assert tb.main(["--dataset", str(root), "--out", str(out)]) == 0
     assert "train_database 4" in capsys.readouterr().out
     assert directory.stat().st_mtime_ns == before
+
+
+def test_open_split_switches_between_folder_and_tfds(tmp_path):
+    """`data.source` selects the folder or its TFDS copy; both give the same split and pixels."""
+    pytest.importorskip("tensorflow_datasets")
+    import ml_collections
+
+    from conftest import write_dataset
+    from vgjax.data.sources import open_split
+    from vgjax.data.tfds_builder import build
+
+    root = tmp_path / "root"
+    write_dataset(root, name="toy-set", splits=("test",), n_db=4, n_q=2, ext=".jpg")
+    build(root / "toy-set", tmp_path / "tfds")
+    cfg = ml_collections.ConfigDict(dict(source="folder", root=str(root), tfds_dir="",
+                                         soft_positives_dist=25.0, hard_positives_dist=10.0))
+    folder_split, folder_reader = open_split(cfg, "toy-set", "test")
+    with pytest.raises(ValueError, match="data.tfds_dir"):
+        open_split(ml_collections.ConfigDict({**cfg.to_dict(), "source": "tfds"}), "toy-set", "test")
+    cfg.source, cfg.tfds_dir = "tfds", str(tmp_path / "tfds")
+    tfds_split, tfds_reader = open_split(cfg, "toy-set", "test")
+    assert tfds_split.dataset == folder_split.dataset == "toy-set"
+    assert np.array_equal(tfds_split.database.utm, folder_split.database.utm)
+    a = folder_reader.loader((8, 12))(folder_split.queries.paths[1])
+    b = tfds_reader.loader((8, 12))(tfds_split.queries.paths[1])
+    assert np.array_equal(a, b)

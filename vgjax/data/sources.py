@@ -1,0 +1,61 @@
+"""One entry point for a split, whatever holds its images (folder or TFDS copy).
+
+Training and evaluation call `open_split` and then read pixels only through the returned
+`ImageReader`, so `data.source` switches between a folder and its TFDS copy transparently.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from vgjax.data.dataset import Split, load_split
+from vgjax.data.pipeline import load_image
+
+SOURCES = ("folder", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageReader:
+    """`reader(path, size)` -> uint8 (H, W, 3); `reader.loader(size)` for `BatchLoader`."""
+    read: Callable[..., np.ndarray]
+
+    def __call__(self, path: str, size: tuple[int, int] | None = None) -> np.ndarray:
+        return self.read(path, size)
+
+    def loader(self, size: tuple[int, int] | None) -> Callable[[str], np.ndarray]:
+        return functools.partial(self.read, size=size)
+
+
+FOLDER_READER = ImageReader(load_image)
+
+
+def dataset_location(data_cfg, name_or_path: str | os.PathLike) -> str:
+    """A dataset given by name resolves against `data.root` (folder) or `data.tfds_dir`."""
+    p = Path(name_or_path)
+    if data_cfg.source == "tfds":
+        return p.name
+    if p.is_absolute() or len(p.parts) > 1 or p.is_dir():
+        return str(p)
+    return str(Path(data_cfg.root) / p)
+
+
+def open_split(data_cfg, dataset: str | os.PathLike, split: str) -> tuple[Split, ImageReader]:
+    """The `Split` of `dataset` (name or folder) and the reader for its image paths."""
+    if data_cfg.source not in SOURCES:
+        raise ValueError(f"data.source={data_cfg.source!r}: expected one of {SOURCES}")
+    location = dataset_location(data_cfg, dataset)
+    if data_cfg.source == "folder":
+        return (load_split(location, split, data_cfg.soft_positives_dist,
+                           data_cfg.hard_positives_dist), FOLDER_READER)
+    if not data_cfg.tfds_dir:
+        raise ValueError("data.source='tfds' needs data.tfds_dir (where tfds_builder wrote "
+                         "the copies)")
+    from vgjax.data.tfds_builder import load_split_tfds
+    result, images = load_split_tfds(data_cfg.tfds_dir, location, split,
+                                     data_cfg.soft_positives_dist, data_cfg.hard_positives_dist)
+    return result, ImageReader(images)
