@@ -26,6 +26,7 @@ def get_config():
     # Model ---------------------------------------------------------------------------------
     c.model = ml_collections.ConfigDict()
     c.model.backbone = "resnet18conv4"        # resnet{18,50,101}conv{4,5}
+    c.model.resnet_width = 64                 # channels of conv1 (64 = torchvision; smaller for tests)
     c.model.aggregation = "netvlad"           # netvlad | gem | mac | spoc
     c.model.netvlad_clusters = 64
     c.model.gem_p = 3.0
@@ -72,6 +73,7 @@ def get_config():
     c.train.cosine_t_max = 10                 # epochs
     c.train.cosine_eta_min = 0.0
     c.train.infer_batch_size = 32             # images per batch when computing caches
+    c.train.num_devices = 0                   # data-parallel devices (0 = all)
 
     # Evaluation ----------------------------------------------------------------------------
     c.test = ml_collections.ConfigDict()
@@ -92,4 +94,12 @@ def get_config():
     c.test.save_predictions = True
     c.test.num_pictures = 0                   # queries drawn beside their top-K
     c.test.pictures_only_wrong = False
+    c.test.pictures_topk = 5                  # predictions drawn per query
+    c.test.majority_weight = 0.01             # maj_voting: distance bonus per agreeing crop
+    c.test.domains = ["day", "sunset", "night"]  # per-domain recalls from the file-name note
+    c.test.pca_max_images = 16384             # images / descriptors PCA is fitted on
+    c.test.ivfpq_nprobe = 16
+    c.test.descriptors_dir = ""               # keep descriptors here (.npy); "" = temporary
+    c.test.descriptors_in_memory_gb = 4.0     # larger descriptor sets stream to disk
+    c.test.search_chunk_mb = 256.0            # database / query block size of exact search
     return c

@@ -1,0 +1,75 @@
+"""PyTorch ResNet / benchmark checkpoints -> a vgjax model dir.
+
+    python scripts/convert_torch_weights.py --input X.pth --output DIR \
+        [--backbone resnet18conv4] [--aggregation netvlad|gem|mac|spoc] \
+        [--netvlad-clusters K] [--fc-output-dim N] [--l2 before_pool|after_pool|none] \
+        [--image-size H W]
+
+Reads torchvision ImageNet weights (e.g. resnet18-f37072fd.pth; cut at conv4 unless
+--backbone says conv5; the head is freshly initialised) or the reference benchmark's
+checkpoints (a dict with model_state_dict, or a bare state_dict; `module.` prefixes are
+fine). Depth, width, cut and head are inferred from the keys; flags override them. The
+output dir works with training (model.pretrained), evaluation and `python -m vgjax.describe`.
+
+Needs PyTorch on CPU, only for this script: pip install torch==2.13.0
+Files are read with torch.load(weights_only=True); nothing else is unpickled.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def default_model_config():
+    spec = importlib.util.spec_from_file_location("vgjax_default_config",
+                                                  REPO / "configs" / "default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config().model
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help=".pth file")
+    parser.add_argument("--output", required=True, help="vgjax model dir to write")
+    parser.add_argument("--backbone", help="resnet{18,50,101}conv{4,5} (default: inferred)")
+    parser.add_argument("--aggregation", choices=("netvlad", "gem", "mac", "spoc"))
+    parser.add_argument("--netvlad-clusters", type=int)
+    parser.add_argument("--fc-output-dim", type=int)
+    parser.add_argument("--l2", choices=("before_pool", "after_pool", "none"))
+    parser.add_argument("--image-size", type=int, nargs=2, default=(480, 640),
+                        metavar=("H", "W"), help="input size stored with the model")
+    parser.add_argument("--seed", type=int, default=0, help="for a head not in the file")
+    args = parser.parse_args(argv)
+
+    from vgjax.models.convert import CheckpointError, convert_state_dict, load_torch_checkpoint
+    from vgjax.models.io import save_model
+    from vgjax.models.network import descriptor_dim
+
+    try:
+        state_dict = load_torch_checkpoint(args.input)
+        model_cfg, variables, report = convert_state_dict(
+            state_dict, default_model_config(), backbone=args.backbone,
+            aggregation=args.aggregation, netvlad_clusters=args.netvlad_clusters,
+            fc_output_dim=args.fc_output_dim, l2=args.l2, seed=args.seed)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: --input {args.input}: {e}", file=sys.stderr)
+        return 2
+    out = save_model(args.output, model_cfg, variables, tuple(args.image_size),
+                     extra={"converted_from": str(Path(args.input).resolve()), **report})
+    print(json.dumps({"output": str(out), "backbone": model_cfg.backbone,
+                      "resnet_width": model_cfg.resnet_width,
+                      "aggregation": model_cfg.aggregation,
+                      "descriptor_dim": descriptor_dim(model_cfg), **report}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Models: parity with a hand-written PyTorch reference, freezing, BN semantics, NetVLAD init."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import torch
+from torch_reference import ReferenceNet, TorchResNet, randomize, state_dict_numpy
+
+from configs.default import get_config
+from vgjax.data.pipeline import normalize
+from vgjax.models import aggregation as agg
+from vgjax.models.convert import convert_state_dict
+from vgjax.models.netvlad_init import (
+    initialize_netvlad,
+    netvlad_params_from_descriptors,
+    sample_local_descriptors,
+)
+from vgjax.models.network import (
+    build_network,
+    descriptor_dim,
+    init_key,
+    make_describe_fn,
+    network_info,
+    trainable_mask,
+)
+
+torch.set_num_threads(1)
+SIZES = {"odd": (33, 47), "even": (32, 48)}
+
+
+def model_cfg(**overrides):
+    cfg = get_config().model
+    for k, v in overrides.items():
+        cfg[k] = v
+    return cfg
+
+
+def images(size, n=2, seed=0):
+    """ImageNet-normalised random images, NHWC numpy and NCHW torch."""
+    rng = np.random.default_rng(seed)
+    x = normalize(rng.integers(0, 256, (n, *size, 3), dtype=np.uint8)).astype(np.float32)
+    return x, torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+
+
+def assert_close(actual, expected, rel=1e-4):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(actual, expected, rtol=rel, atol=rel * scale)
+
+
+def converted(ref: ReferenceNet, **flags):
+    cfg, variables, _ = convert_state_dict(state_dict_numpy(ref), get_config().model, **flags)
+    return cfg, variables
+
+
+@pytest.fixture(scope="module")
+def r18_netvlad():
+    ref = randomize(ReferenceNet(TorchResNet(width=64), clusters=16), seed=1).eval()
+    cfg, variables = converted(ref)
+    assert cfg.backbone == "resnet18conv4" and cfg.netvlad_clusters == 16
+    return ref, cfg, variables
+
+
+@pytest.mark.parametrize("size", ["odd", "even"])
+def test_resnet18_conv4_netvlad_matches_torch(r18_netvlad, size):
+    ref, cfg, variables = r18_netvlad
+    x, xt = images(SIZES[size])
+    net = build_network(cfg)
+    desc, feats = jax.jit(lambda v, x: net.apply(v, x, return_features=True))(variables, x)
+    with torch.no_grad():
+        feats_t = ref.backbone(xt)
+        desc_t = ref.aggregation(feats_t)
+    assert feats.shape == (2, *feats_t.shape[2:], 256) and desc.shape == (2, 16 * 256)
+    assert desc.dtype == jnp.float32
+    assert_close(feats, feats_t.numpy().transpose(0, 2, 3, 1))
+    assert_close(desc, desc_t.numpy())
+
+
+@pytest.mark.parametrize("size", ["odd", "even"])
+def test_resnet18_conv4_gem_matches_torch(size):
+    ref = randomize(ReferenceNet(TorchResNet(width=16), aggregation="gem"), seed=2).eval()
+    cfg, variables = converted(ref)
+    assert (cfg.aggregation, cfg.l2, cfg.resnet_width) == ("gem", "before_pool", 16)
+    x, xt = images(SIZES[size], seed=3)
+    desc = jax.jit(build_network(cfg).apply)(variables, x)
+    with torch.no_grad():
+        assert_close(desc, ref(xt).numpy())
+
+
+def test_resnet50_conv5_bottleneck_gem_fc_matches_torch():
+    resnet = TorchResNet(bottleneck=True, layers=(3, 4, 6, 3), width=8)
+    ref = randomize(ReferenceNet(resnet, conv5=True, aggregation="gem", fc_output_dim=24),
+                    seed=4).eval()
+    cfg, variables = converted(ref)
+    assert (cfg.backbone, cfg.fc_output_dim, descriptor_dim(cfg)) == ("resnet50conv5", 24, 24)
+    x, xt = images((65, 63), seed=5)
+    desc = jax.jit(build_network(cfg).apply)(variables, x)
+    with torch.no_grad():
+        assert_close(desc, ref(xt).numpy())
+
+
+def test_train_mode_batchnorm_matches_torch():
+    ref = randomize(ReferenceNet(TorchResNet(width=8), clusters=4), seed=6)
+    cfg, variables = converted(ref)
+    x, xt = images((33, 47), n=3, seed=7)
+    net = build_network(cfg)
+    desc, state = jax.jit(lambda v, x: net.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, x)
+    ref.train()
+    with torch.no_grad():
+        desc_t = ref(xt)
+    assert_close(desc, desc_t.numpy(), rel=1e-3)
+    _, after, _ = convert_state_dict(state_dict_numpy(ref), get_config().model)
+    flat_new = jax.tree_util.tree_leaves_with_path(state["batch_stats"])
+    flat_ref = dict(jax.tree_util.tree_leaves_with_path(after["batch_stats"]))
+    assert len(flat_new) == 2 * 15  # 15 BatchNorms in ResNet-18 up to layer3
+    for path, value in flat_new:
+        assert_close(value, flat_ref[path], rel=1e-4)
+
+
+def test_frozen_stages_get_no_gradient_and_keep_bn_stats():
+    ref = randomize(ReferenceNet(TorchResNet(width=4), aggregation="gem"), seed=9)
+    cfg, variables = converted(ref)
+    cfg.freeze_frozen_bn_stats = True
+    net = build_network(cfg)
+    x, _ = images((32, 32), n=2)
+
+    def loss(params):
+        desc, state = net.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                                train=True, mutable=["batch_stats"])
+        return jnp.sum(desc[0] * desc[1]), state
+
+    grads, state = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+    mask = trainable_mask(variables["params"], cfg)
+    assert set(mask["backbone"]) == {"conv1", "bn1", "layer1", "layer2", "layer3"}
+    for stage, trainable in [("conv1", False), ("bn1", False), ("layer1", False),
+                             ("layer2", False), ("layer3", True)]:
+        assert all(m is trainable for m in jax.tree_util.tree_leaves(mask["backbone"][stage]))
+        g = sum(float(jnp.abs(l).sum()) for l in jax.tree_util.tree_leaves(
+            grads["backbone"][stage]))
+        assert (g > 0) == trainable, stage
+        if stage == "conv1":
+            continue  # no batch statistics
+        old = jax.tree_util.tree_leaves(variables["batch_stats"]["backbone"][stage])
+        new = jax.tree_util.tree_leaves(state["batch_stats"]["backbone"][stage])
+        changed = any(not np.array_equal(a, b) for a, b in zip(old, new))
+        assert changed == trainable, stage
+    assert all(jax.tree_util.tree_leaves(mask["aggregation"]))
+
+
+def test_bfloat16_close_to_float32(r18_netvlad):
+    _, cfg, variables = r18_netvlad
+    x, _ = images((33, 47), seed=8)
+    bf_cfg = ml_collections.ConfigDict(cfg.to_dict())
+    bf_cfg.dtype = "bfloat16"
+    d16 = jax.jit(build_network(bf_cfg).apply)(variables, x)
+    d32 = jax.jit(build_network(cfg).apply)(variables, x)
+    assert d16.dtype == jnp.float32
+    err = np.linalg.norm(np.asarray(d16) - np.asarray(d32), axis=1) / np.linalg.norm(d32, axis=1)
+    assert err.max() < 1e-2
+
+
+def test_aggregations_match_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 5, 6)).astype(np.float32)
+    unit = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    for kind, pool in [("mac", lambda a: a.max((1, 2))), ("spoc", lambda a: a.mean((1, 2))),
+                       ("gem", lambda a: (np.maximum(a, 1e-6) ** 3).mean((1, 2)) ** (1 / 3))]:
+        for l2 in ("before_pool", "after_pool", "none"):
+            module = agg.GlobalPool(kind, l2)
+            out = module.apply(module.init(init_key(0), x), x)
+            expected = pool(unit if l2 == "before_pool" else x)
+            if l2 == "after_pool":
+                expected = expected / np.linalg.norm(expected, axis=-1, keepdims=True)
+            assert_close(out, expected, rel=1e-5)
+
+
+def test_netvlad_fc_and_validation():
+    cfg = model_cfg(netvlad_clusters=4, fc_output_dim=7, resnet_width=4)
+    assert descriptor_dim(cfg) == 7
+    net = build_network(cfg)
+    feats = jnp.ones((2, 2, 3, 16))
+    v = net.init(init_key(0), feats, method=type(net).aggregate)
+    assert v["params"]["fc"]["kernel"].shape == (4 * 16, 7)
+    out = net.apply(v, feats, method=type(net).aggregate)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    for field, value in [("backbone", "resnet34conv4"), ("aggregation", "vlad"),
+                         ("l2", "sometimes"), ("dtype", "float16"), ("trainable_from", "layer9")]:
+        with pytest.raises(ValueError, match=f"model.{field}"):
+            build_network(model_cfg(**{field: value, "aggregation": "gem"}
+                                    if field != "aggregation" else {field: value}))
+    with pytest.raises(ValueError, match="model.trainable_from.*layer4"):
+        build_network(model_cfg(trainable_from="layer4"))
+
+
+def test_network_info_counts_and_flops():
+    info = network_info(model_cfg(), (480, 640))
+    assert info["descriptor_dim"] == 16384
+    # conv1 + bn1 + layer1 + layer2 of ResNet-18 are frozen.
+    assert info["frozen_params"] == 9408 + 128 + 147968 + 525568
+    assert info["trainable_params"] == 2099712 + 64 * 256 * 2
+    assert 16.5 < info["gflops_per_image"] < 17.5  # PERF.md: 17.3 incl. padded taps
+
+
+def test_netvlad_alpha_and_kernel_follow_the_reference_formula():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(8, 16))
+    x = centres[rng.integers(0, 8, 2000)] + 0.3 * rng.normal(size=(2000, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    centroids, kernel, alpha = netvlad_params_from_descriptors(x, 8, iterations=20, seed=1)
+    unit = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+    dots = np.sort(unit @ x.T, axis=0)[::-1]  # the reference's computation, (K, M)
+    expected_alpha = -np.log(0.01) / np.mean(dots[0] - dots[1])
+    assert alpha == pytest.approx(expected_alpha, rel=1e-5)
+    assert kernel.shape == (1, 1, 16, 8)
+    np.testing.assert_allclose(kernel[0, 0].T, expected_alpha * unit, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least 8 descriptors"):
+        netvlad_params_from_descriptors(x[:5], 8)
+
+
+def alpha_of(kernel):
+    """alpha = the norm of every kernel column (kernel = alpha * unit centroids)."""
+    norms = np.linalg.norm(np.asarray(kernel[0, 0]), axis=0)
+    np.testing.assert_allclose(norms, norms[0], rtol=1e-4)
+    return norms[0]
+
+
+def test_initialize_netvlad_from_backbone_features():
+    ref = randomize(ReferenceNet(TorchResNet(width=8), clusters=4), seed=10)
+    cfg, variables = converted(ref)
+    cfg.netvlad_init.descriptors_per_image = 3
+    cfg.netvlad_init.iterations = 5
+    net = build_network(cfg)
+    rng = np.random.default_rng(0)
+    batches = [(rng.integers(0, 256, (4, 32, 48, 3), dtype=np.uint8), 4),
+               (rng.integers(0, 256, (4, 32, 48, 3), dtype=np.uint8), 2)]
+    new = initialize_netvlad(net, variables, batches, cfg, seed=0)
+    c = new["params"]["aggregation"]["centroids"]
+    k = new["params"]["aggregation"]["conv"]["kernel"]
+    assert c.shape == (4, 32) and k.shape == (1, 1, 32, 4)
+    np.testing.assert_allclose(np.asarray(k[0, 0].T), alpha_of(k) * np.asarray(
+        c / jnp.linalg.norm(c, axis=1, keepdims=True)), rtol=1e-4, atol=1e-5)
+    assert new["params"]["backbone"] is variables["params"]["backbone"]
+    desc = make_describe_fn(net)(new, batches[0][0])
+    assert desc.shape == (4, 128) and np.isfinite(np.asarray(desc)).all()
+    feats = rng.normal(size=(2, 2, 3, 5)).astype(np.float32)
+    sample = sample_local_descriptors(feats, 6, np.random.default_rng(0))
+    np.testing.assert_allclose(np.linalg.norm(sample, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="descriptors_per_image"):
+        sample_local_descriptors(feats, 7, np.random.default_rng(0))

@@ -1,0 +1,176 @@
+"""A small hand-written PyTorch side for parity tests (torchvision is not needed).
+
+`TorchResNet` has torchvision's module names (conv1, bn1, relu, maxpool, layer1..4,
+avgpool, fc) so its state_dict keys are torchvision's; `ReferenceNet` arranges it the way
+the reference benchmark does (`backbone` = Sequential of the first children,
+`aggregation` = NetVLAD or Sequential(L2Norm, GeM, Flatten), optional Linear + L2Norm).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class TorchResNet(nn.Module):
+    def __init__(self, bottleneck=False, layers=(2, 2, 2, 2), width=64, num_classes=10):
+        super().__init__()
+        block = Bottleneck if bottleneck else BasicBlock
+        self.inplanes = width
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, width, layers[0], 1)
+        self.layer2 = self._make_layer(block, width * 2, layers[1], 2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], 2)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width * 8 * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes, blocks, stride):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+
+class L2Norm(nn.Module):
+    def forward(self, x):
+        return F.normalize(x, p=2, dim=1)
+
+
+class Flatten(nn.Module):
+    def forward(self, x):
+        return x[:, :, 0, 0]
+
+
+class GeM(nn.Module):
+    def __init__(self, p=3.0, eps=1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.ones(1) * p)
+        self.eps = eps
+
+    def forward(self, x):
+        return F.avg_pool2d(x.clamp(min=self.eps).pow(self.p),
+                            (x.size(-2), x.size(-1))).pow(1.0 / self.p)
+
+
+class NetVLAD(nn.Module):
+    """The reference's formulation, per-cluster loop included."""
+
+    def __init__(self, clusters, dim):
+        super().__init__()
+        self.clusters = clusters
+        self.conv = nn.Conv2d(dim, clusters, kernel_size=(1, 1), bias=False)
+        self.centroids = nn.Parameter(torch.rand(clusters, dim))
+
+    def forward(self, x):
+        n, d = x.shape[:2]
+        x = F.normalize(x, p=2, dim=1)
+        x_flat = x.view(n, d, -1)
+        assign = F.softmax(self.conv(x).view(n, self.clusters, -1), dim=1)
+        vlad = torch.zeros(n, self.clusters, d, dtype=x.dtype)
+        for k in range(self.clusters):
+            residual = x_flat - self.centroids[k].view(1, d, 1)
+            vlad[:, k] = (residual * assign[:, k:k + 1, :]).sum(-1)
+        vlad = F.normalize(vlad, p=2, dim=2)
+        return F.normalize(vlad.reshape(n, -1), p=2, dim=1)
+
+
+class ReferenceNet(nn.Module):
+    def __init__(self, resnet: TorchResNet, conv5=False, aggregation="netvlad", clusters=8,
+                 fc_output_dim=0):
+        super().__init__()
+        children = list(resnet.children())
+        self.backbone = nn.Sequential(*children[:-2] if conv5 else children[:-3])
+        last = (resnet.layer4 if conv5 else resnet.layer3)[-1]
+        dim = (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
+        if aggregation == "netvlad":
+            self.aggregation = NetVLAD(clusters, dim)
+            out_dim = clusters * dim
+        else:
+            self.aggregation = nn.Sequential(L2Norm(), GeM(), Flatten())
+            out_dim = dim
+        if fc_output_dim:
+            self.aggregation = nn.Sequential(self.aggregation, nn.Linear(out_dim, fc_output_dim),
+                                             L2Norm())
+
+    def forward(self, x):
+        return self.aggregation(self.backbone(x))
+
+
+def randomize(module: nn.Module, seed=0):
+    """Random weights and non-trivial BN running statistics, in place."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                m.bias.copy_(0.2 * torch.randn(c, generator=g))
+                m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+                m.num_batches_tracked.fill_(7)
+            elif isinstance(m, nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            elif isinstance(m, nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+            elif isinstance(m, GeM):
+                m.p.fill_(2.5)
+            elif isinstance(m, NetVLAD):
+                m.centroids.copy_(torch.randn(m.centroids.shape, generator=g))
+                m.conv.weight.copy_(3.0 * torch.randn(m.conv.weight.shape, generator=g))
+    return module
+
+
+def state_dict_numpy(module: nn.Module) -> dict:
+    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}

@@ -1,0 +1,102 @@
+"""Descriptors for every image of a folder.
+
+    python -m vgjax.describe --checkpoint DIR --images FOLDER --out F.npy \
+        [--resize H W] [--batch-size N] [--num-workers N]
+
+DIR is a model dir, a checkpoint folder or a training run folder (see vgjax.models.io).
+Images are found recursively (.jpg/.jpeg/.png) and described in sorted path order; F.npy
+gets float32 (N, D) and `<F stem>_paths.txt` beside it the N paths, one per line.
+Images are resized to (H, W), by default the size stored with the model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def describe_paths(model_cfg, variables, paths, size, batch_size: int = 32,
+                   num_workers: int = 8) -> np.ndarray:
+    """float32 (len(paths), D) descriptors of `paths` resized to `size` = (H, W)."""
+    from vgjax.data.pipeline import BatchLoader
+    from vgjax.models.network import build_network, descriptor_dim, make_describe_fn
+
+    describe = make_describe_fn(build_network(model_cfg))
+    out = np.empty((len(paths), descriptor_dim(model_cfg)), np.float32)
+    loader = BatchLoader(paths, size, batch_size, num_workers=num_workers)
+    pending, start = None, 0
+    for batch, n_valid in loader:
+        result = describe(variables, batch)  # dispatched; fetched after the next dispatch
+        if pending is not None:
+            out[pending[1]:pending[1] + pending[2]] = np.asarray(pending[0])[:pending[2]]
+        pending = (result, start, n_valid)
+        start += n_valid
+    if pending is not None:
+        out[pending[1]:pending[1] + pending[2]] = np.asarray(pending[0])[:pending[2]]
+    return out
+
+
+def describe_folder(checkpoint, images, resize=None, batch_size: int = 32,
+                    num_workers: int = 8) -> tuple[np.ndarray, list[str]]:
+    """(descriptors (N, D) float32, sorted image paths) for every image below `images`."""
+    from vgjax.data.format import list_images
+    from vgjax.models.io import load_model, read_model_info
+
+    info = read_model_info(checkpoint)  # fails fast on a wrong --checkpoint
+    if not Path(images).is_dir():
+        raise FileNotFoundError(f"--images {images}: not a folder")
+    paths = list_images(images)
+    if not paths:
+        raise FileNotFoundError(f"--images {images}: no .jpg/.jpeg/.png images found")
+    size = tuple(resize) if resize else tuple(info["image_size"])
+    model_cfg, variables = load_model(checkpoint)
+    return describe_paths(model_cfg, variables, paths, size, batch_size, num_workers), paths
+
+
+def paths_file(out: str | os.PathLike) -> Path:
+    """`F.npy` -> `F_paths.txt` beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + "_paths.txt")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vgjax.describe", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True,
+                        help="model dir, checkpoint folder or training run folder")
+    parser.add_argument("--images", required=True, help="folder of images (recursive)")
+    parser.add_argument("--out", required=True, help="output .npy file")
+    parser.add_argument("--resize", type=int, nargs=2, metavar=("H", "W"),
+                        help="input size (default: the size stored with the model)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=8, help="decoding threads")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.resize and min(args.resize) < 1:
+        parser.error(f"--resize must be positive, got {args.resize}")
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        parser.error(f"--out {out}: expected a .npy file name")
+
+    start = time.perf_counter()
+    desc, paths = describe_folder(args.checkpoint, args.images, args.resize, args.batch_size,
+                                  args.num_workers)
+    seconds = time.perf_counter() - start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, desc)
+    paths_file(out).write_text("".join(p + "\n" for p in paths))
+    print(json.dumps({"out": str(out), "paths": str(paths_file(out)), "images": len(paths),
+                      "descriptor_dim": int(desc.shape[1]), "seconds": round(seconds, 2),
+                      "images_per_s": round(len(paths) / max(seconds, 1e-9), 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

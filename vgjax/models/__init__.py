@@ -1,0 +1,18 @@
+"""Models: ResNet backbones, aggregations (NetVLAD, GeM, MAC, SPoC), the full network,
+NetVLAD k-means initialisation, torch checkpoint conversion and model directories."""
+from vgjax.models.network import (
+                                  VGNetwork,
+                                  build_network,
+                                  descriptor_dim,
+                                  feature_dim,
+                                  init_variables,
+                                  make_describe_fn,
+                                  make_features_fn,
+                                  network_info,
+                                  trainable_mask,
+                                  validate_model_config,
+)
+
+__all__ = ["VGNetwork", "build_network", "descriptor_dim", "feature_dim", "init_variables",
+           "make_describe_fn", "make_features_fn", "network_info", "trainable_mask",
+           "validate_model_config"]

@@ -1,0 +1,242 @@
+"""The geo-localization network: ResNet backbone -> aggregation [-> fc + L2].
+
+Everything is derived from the `model` section of the config, once, in `build_network`.
+Variables are `{'params', 'batch_stats'}` with top-level keys `backbone`, `aggregation`
+and (with `fc_output_dim > 0`) `fc`.
+
+    net = build_network(cfg.model)
+    variables = init_variables(cfg.model, jax.random.key(0))
+    desc = net.apply(variables, x)                                    # eval, (N, D) float32
+    desc, new_state = net.apply(variables, x, train=True, mutable=['batch_stats'])
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vgjax.data.pipeline import normalize
+from vgjax.models.aggregation import AGGREGATIONS, L2_MODES, GlobalPool, NetVLAD, l2_normalize
+from vgjax.models.resnet import STAGES, ResNet, parse_backbone
+
+TRAINABLE_FROM = STAGES + ("aggregation",)  # the first trained part; all before it is frozen
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class VGNetwork(nn.Module):
+    """Images (N, H, W, 3), ImageNet-normalised, NHWC -> descriptors (N, D) float32."""
+    backbone_arch: str = "resnet18conv4"
+    resnet_width: int = 64
+    aggregation_kind: str = "netvlad"
+    netvlad_clusters: int = 64
+    gem_p: float = 3.0
+    gem_eps: float = 1e-6
+    l2: str = "before_pool"
+    fc_output_dim: int = 0
+    num_frozen: int = 3  # leading stages of STAGES without gradient
+    freeze_frozen_bn_stats: bool = False
+    dtype: str = "float32"
+
+    def setup(self):
+        self.backbone = ResNet(parse_backbone(self.backbone_arch), self.resnet_width,
+                               self.num_frozen, self.freeze_frozen_bn_stats, DTYPES[self.dtype])
+        if self.aggregation_kind == "netvlad":
+            self.aggregation = NetVLAD(self.netvlad_clusters)
+        else:
+            self.aggregation = GlobalPool(self.aggregation_kind, self.l2, self.gem_p, self.gem_eps)
+        if self.fc_output_dim > 0:
+            self.fc = nn.Dense(self.fc_output_dim, dtype=jnp.float32, param_dtype=jnp.float32)
+
+    def features(self, x, train: bool = False):
+        """Backbone local features (N, h, w, C) in the compute dtype."""
+        return self.backbone(x, train=train)
+
+    def aggregate(self, features):
+        """Local features (N, h, w, C) -> descriptors (N, D) float32."""
+        desc = self.aggregation(features)
+        if self.fc_output_dim > 0:
+            desc = l2_normalize(self.fc(desc), axis=-1)
+        return desc.astype(jnp.float32)
+
+    def __call__(self, x, train: bool = False, return_features: bool = False):
+        features = self.features(x, train=train)
+        desc = self.aggregate(features)
+        return (desc, features) if return_features else desc
+
+
+# Architecture fields of the `model` config section and their defaults (configs/default.py),
+# used for configs that predate a field (e.g. model.json files written before it existed).
+ARCH_DEFAULTS = {"backbone": "resnet18conv4", "resnet_width": 64, "aggregation": "netvlad",
+                 "netvlad_clusters": 64, "gem_p": 3.0, "gem_eps": 1e-6, "l2": "before_pool",
+                 "fc_output_dim": 0, "trainable_from": "layer3",
+                 "freeze_frozen_bn_stats": False, "dtype": "float32"}
+
+
+def _get(cfg, name, default=None):
+    default = ARCH_DEFAULTS.get(name) if default is None else default
+    return cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
+
+
+def validate_model_config(model_cfg) -> None:
+    """Raises ValueError naming the `model.*` option that is wrong."""
+    spec = parse_backbone(_get(model_cfg, "backbone"))
+    agg = _get(model_cfg, "aggregation")
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"model.aggregation: unknown aggregation {agg!r} "
+                         f"(accepted: {', '.join(AGGREGATIONS)})")
+    l2 = _get(model_cfg, "l2")
+    if agg != "netvlad" and l2 not in L2_MODES:
+        raise ValueError(f"model.l2: unknown value {l2!r} (accepted: {', '.join(L2_MODES)})")
+    if agg == "netvlad" and int(_get(model_cfg, "netvlad_clusters")) < 1:
+        raise ValueError("model.netvlad_clusters: must be >= 1")
+    if int(_get(model_cfg, "fc_output_dim") or 0) < 0:
+        raise ValueError("model.fc_output_dim: must be >= 0 (0 = no fc layer)")
+    if int(_get(model_cfg, "resnet_width")) < 1:
+        raise ValueError("model.resnet_width: must be >= 1")
+    tf = _get(model_cfg, "trainable_from")
+    if tf not in TRAINABLE_FROM:
+        raise ValueError(f"model.trainable_from: unknown stage {tf!r} "
+                         f"(accepted: {', '.join(TRAINABLE_FROM)})")
+    if tf == "layer4" and spec.num_layers < 4:
+        raise ValueError(f"model.trainable_from: 'layer4' but {spec.name} has no layer4 "
+                         "(use 'aggregation' to freeze the whole backbone)")
+    dtype = _get(model_cfg, "dtype")
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype: unknown dtype {dtype!r} (accepted: {', '.join(DTYPES)})")
+
+
+def build_network(model_cfg) -> VGNetwork:
+    """The network described by the `model` config section (validated)."""
+    validate_model_config(model_cfg)
+    return VGNetwork(
+        backbone_arch=model_cfg.backbone,
+        resnet_width=int(_get(model_cfg, "resnet_width")),
+        aggregation_kind=model_cfg.aggregation,
+        netvlad_clusters=int(_get(model_cfg, "netvlad_clusters")),
+        gem_p=float(_get(model_cfg, "gem_p")),
+        gem_eps=float(_get(model_cfg, "gem_eps")),
+        l2=_get(model_cfg, "l2"),
+        fc_output_dim=int(_get(model_cfg, "fc_output_dim") or 0),
+        num_frozen=TRAINABLE_FROM.index(_get(model_cfg, "trainable_from")),
+        freeze_frozen_bn_stats=bool(_get(model_cfg, "freeze_frozen_bn_stats")),
+        dtype=_get(model_cfg, "dtype"),
+    )
+
+
+def feature_dim(model_cfg) -> int:
+    """Channels of the backbone's local features."""
+    return parse_backbone(model_cfg.backbone).channels(int(_get(model_cfg, "resnet_width")))
+
+
+def descriptor_dim(model_cfg) -> int:
+    """Size of the final descriptor (e.g. 16384 for resnet18conv4 + NetVLAD-64)."""
+    fc = int(_get(model_cfg, "fc_output_dim") or 0)
+    if fc > 0:
+        return fc
+    c = feature_dim(model_cfg)
+    return c * int(model_cfg.netvlad_clusters) if model_cfg.aggregation == "netvlad" else c
+
+
+def init_key(rng):
+    """An 'rbg' key from a seed or any key: initialisers then draw with XLA's RngBitGenerator,
+    which compiles several times faster than threefry on CPU (same key -> same values)."""
+    if isinstance(rng, (int, np.integer)):
+        rng = jax.random.key(int(rng))
+    elif not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.wrap_key_data(rng)  # legacy uint32 keys
+    data = jax.random.key_data(rng).reshape(-1).astype(jnp.uint32)
+    rbg_words = 4
+    data = jnp.resize(data, (rbg_words,)) ^ jnp.arange(rbg_words, dtype=jnp.uint32)
+    return jax.random.wrap_key_data(data, impl="rbg")
+
+
+def init_variables(model_cfg, rng, image_size=(64, 64)) -> dict:
+    """Fresh `{'params', 'batch_stats'}` from a key or an int seed.
+
+    Parameters do not depend on the input size, so the trace runs on at most 64x64 pixels
+    of `image_size` (cheaper to compile and run).
+    """
+    net = build_network(model_cfg)
+    x = jnp.zeros((1, *(min(int(s), 64) for s in image_size), 3), jnp.float32)
+    variables = jax.jit(lambda k, x: net.init(k, x, train=False))(init_key(rng), x)
+    return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+
+
+def abstract_variables(model_cfg) -> dict:
+    """Shapes/dtypes of the variables (jax.ShapeDtypeStruct leaves), without computing."""
+    return jax.eval_shape(lambda k: init_variables(model_cfg, k), jax.random.key(0))
+
+
+def _stage_of(key: str) -> int:
+    return 0 if key in ("conv1", "bn1") else STAGES.index(key)
+
+
+def trainable_mask(params, model_cfg) -> Any:
+    """Pytree of bools like `params`: False for the frozen backbone stages."""
+    validate_model_config(model_cfg)
+    num_frozen = TRAINABLE_FROM.index(_get(model_cfg, "trainable_from"))
+    def fill(tree, value: bool):
+        return jax.tree_util.tree_map(lambda _: value, tree)
+
+    mask = {}
+    for top, sub in params.items():
+        if top == "backbone":
+            mask[top] = {k: fill(v, _stage_of(k) >= num_frozen) for k, v in sub.items()}
+        else:
+            mask[top] = fill(sub, True)
+    return mask
+
+
+def _count(tree) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def network_info(model_cfg, image_size=(480, 640)) -> dict:
+    """descriptor_dim, trainable_params, frozen_params and gflops_per_image.
+
+    FLOPs come from XLA's cost analysis of the lowered eval forward at batch 1 (one
+    multiply-add = 2 FLOPs; padded taps are not counted).
+    """
+    net = build_network(model_cfg)
+    variables = abstract_variables(model_cfg)
+    mask = trainable_mask(variables["params"], model_cfg)
+    leaves = jax.tree_util.tree_leaves(variables["params"])
+    flags = jax.tree_util.tree_leaves(mask)
+    trainable = int(sum(np.prod(p.shape) for p, t in zip(leaves, flags) if t))
+    x = jax.ShapeDtypeStruct((1, *image_size, 3), jnp.float32)
+    lowered = jax.jit(lambda v, x: net.apply(v, x)).lower(variables, x)
+    cost = lowered.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        cost = lowered.compile().cost_analysis()
+        if isinstance(cost, (list, tuple)):
+            cost = cost[0]
+    return {"descriptor_dim": descriptor_dim(model_cfg), "trainable_params": trainable,
+            "frozen_params": _count(variables["params"]) - trainable,
+            "gflops_per_image": float(cost["flops"]) / 1e9}
+
+
+def make_describe_fn(net: VGNetwork):
+    """Jitted `(variables, uint8 images (N, H, W, 3)) -> float32 descriptors (N, D)`, eval mode.
+
+    Images travel to the device as uint8 and are normalised there.
+    """
+    @jax.jit
+    def describe(variables, images):
+        return net.apply({"params": variables["params"], "batch_stats": variables["batch_stats"]},
+                         normalize(images), train=False)
+    return describe
+
+
+def make_features_fn(net: VGNetwork):
+    """Jitted `(variables, uint8 images) -> local features (N, h, w, C) float32`, eval mode."""
+    @jax.jit
+    def features(variables, images):
+        out = net.apply({"params": variables["params"], "batch_stats": variables["batch_stats"]},
+                        normalize(images), train=False, method=VGNetwork.features)
+        return out.astype(jnp.float32)
+    return features
