@@ -39,9 +39,10 @@ def dataset_location(data_cfg, name_or_path: str | os.PathLike) -> str:
     p = Path(name_or_path)
     if data_cfg.source == "tfds":
         return p.name
-    if p.is_absolute() or len(p.parts) > 1 or p.is_dir():
+    under_root = Path(data_cfg.root) / p
+    if p.is_absolute() or len(p.parts) > 1 or (p.is_dir() and not under_root.is_dir()):
         return str(p)
-    return str(Path(data_cfg.root) / p)
+    return str(under_root)
 
 
 def open_split(data_cfg, dataset: str | os.PathLike, split: str) -> tuple[Split, ImageReader]:

@@ -1,0 +1,291 @@
+"""k-nearest-neighbour search of query descriptors in database descriptors, recalls, PCA.
+
+Exact search (the default) is faiss's exhaustive L2 (the computation behind IndexFlatL2),
+run block by block: database chunks read from the store, queries in chunks, a running
+top-k merged per query. Memory stays at one database chunk plus one query chunk whatever
+the database size; with a single chunk this is exactly a flat index search. faiss on the GPU
+is used when present; without faiss an equivalent JAX matmul search runs on the default
+device. `ivfpq` builds a compressed faiss IndexIVFPQ (approximate) for very large databases.
+
+Distances are squared L2 in descriptor space, as faiss returns them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from vgjax.eval.extract import DescriptorStore, store_factory
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 256 << 20
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def _gpu_resources(faiss):
+    if not hasattr(_gpu_resources, "res"):
+        _gpu_resources.res = faiss.StandardGpuResources()
+    return _gpu_resources.res
+
+
+def _knn_block(queries: np.ndarray, database: np.ndarray, k: int, backend: str,
+               pad_q: int = 0, pad_db: int = 0):
+    """Exact squared-L2 top-k of `queries` (q, D) in `database` (n, D), k <= n."""
+    if backend == "faiss-gpu":
+        faiss = _faiss()
+        return faiss.knn_gpu(_gpu_resources(faiss), queries, database, k)
+    if backend == "faiss-cpu":
+        return _faiss().knn(queries, database, k)
+    return _knn_jax(queries, database, k, pad_q, pad_db)
+
+
+_JAX_KNN = None
+
+
+def _knn_jax(queries, database, k, pad_q: int = 0, pad_db: int = 0):
+    """Exact top-k on the default JAX device; inputs are padded to (pad_q, pad_db) rows so
+    that every block of a search has one shape (one compilation)."""
+    global _JAX_KNN
+    import jax
+    import jax.numpy as jnp
+
+    if _JAX_KNN is None:
+        def block(q, x, n_valid, k):
+            d = (jnp.sum(q * q, 1)[:, None] - 2.0 * jnp.matmul(q, x.T, precision="highest")
+                 + jnp.sum(x * x, 1)[None, :])
+            d = jnp.where(jnp.arange(x.shape[0])[None, :] < n_valid, d, jnp.inf)
+            neg, idx = jax.lax.top_k(-d, k)
+            return jnp.maximum(-neg, 0.0), idx
+        _JAX_KNN = jax.jit(block, static_argnames="k")
+    nq, nb = len(queries), len(database)
+    q = np.pad(queries, ((0, max(0, pad_q - nq)), (0, 0)))
+    x = np.pad(database, ((0, max(0, pad_db - nb)), (0, 0)))
+    dist, idx = _JAX_KNN(q, x, nb, k=k)
+    return np.asarray(dist)[:nq], np.asarray(idx)[:nq].astype(np.int64)
+
+
+def search_backend(use_gpu: str | bool = "auto") -> str:
+    """Where exact search runs: faiss on the GPU if faiss sees one; else JAX if its default
+    device is an accelerator (or faiss is missing); else faiss on the CPU."""
+    faiss = _faiss()
+    if faiss is not None and use_gpu and hasattr(faiss, "get_num_gpus") \
+            and faiss.get_num_gpus() > 0:
+        return "faiss-gpu"
+    if faiss is None:
+        return "jax"
+    if use_gpu:
+        import jax
+        if jax.default_backend() != "cpu":
+            return "jax"
+    return "faiss-cpu"
+
+
+def _merge_topk(d_a, i_a, d_b, i_b, k):
+    """Merges two (q, *) candidate lists into the k smallest distances (stable on ties)."""
+    d = np.concatenate([d_a, d_b], 1)
+    i = np.concatenate([i_a, i_b], 1)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
+
+
+def exact_search(database: DescriptorStore, queries: DescriptorStore | np.ndarray, k: int, *,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, backend: str | None = None):
+    """Exact squared-L2 k-NN; returns (distances (Q, k) float32, indices (Q, k) int64).
+
+    Entries beyond the database size are index -1 with distance +inf.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    queries = _as_store(queries)
+    if queries.dim != database.dim:
+        raise ValueError(f"query descriptors have {queries.dim} dims, database {database.dim}")
+    backend = backend or search_backend()
+    nq, nb = len(queries), len(database)
+    best_d = np.full((nq, k), np.inf, np.float32)
+    best_i = np.full((nq, k), -1, np.int64)
+    db_rows = database.rows_per_chunk(chunk_bytes)
+    q_rows = queries.rows_per_chunk(chunk_bytes)
+    for db_start in range(0, nb, db_rows):
+        block = database.read(db_start, db_start + db_rows)
+        kk = min(k, len(block))
+        for q_start in range(0, nq, q_rows):
+            q = queries.read(q_start, q_start + q_rows)
+            d, i = _knn_block(q, block, kk, backend, min(q_rows, nq), min(db_rows, nb))
+            i = np.asarray(i, np.int64) + db_start
+            sl = slice(q_start, q_start + len(q))
+            best_d[sl], best_i[sl] = _merge_topk(best_d[sl], best_i[sl],
+                                                 np.asarray(d, np.float32), i, k)
+        del block
+    return best_d, best_i
+
+
+def ivfpq_search(database: DescriptorStore, queries, k: int, *, nlist: int, m: int,
+                 nprobe: int = 16, train_rows: int | None = None, seed: int = 0,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, use_gpu: bool = True):
+    """Approximate k-NN with a faiss IndexIVFPQ (8-bit codes: m bytes per database vector)."""
+    faiss = _faiss()
+    if faiss is None:
+        raise ImportError("test.index='ivfpq' needs faiss (pip install faiss-cpu or faiss-gpu)")
+    queries = _as_store(queries)
+    d, n = database.dim, len(database)
+    if m < 1 or d % m:
+        raise ValueError(f"test.ivfpq_m={m} must divide the descriptor size {d}")
+    if not 1 <= nlist <= n:
+        raise ValueError(f"test.ivfpq_nlist={nlist} must be between 1 and the database size {n}")
+    # Training sample: 64 points per list, at most ~1 GiB of float32, at least what faiss
+    # needs (nlist points for the lists, 256 for the 8-bit product-quantiser codebooks).
+    train_rows = min(n, train_rows or min(64 * nlist, max((1 << 30) // (4 * d), nlist, 256)))
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, train_rows, replace=False))
+    train = np.concatenate([database.read(int(s), int(s) + 1) for s in sample]) \
+        if train_rows < n else database.read()
+    quantizer = faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8)
+    if use_gpu and faiss.get_num_gpus() > 0:
+        index = faiss.index_cpu_to_gpu(_gpu_resources(faiss), 0, index)
+    index.train(train)
+    del train
+    for _, block in database.chunks(database.rows_per_chunk(chunk_bytes)):
+        index.add(block)
+    faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+    kk = min(k, n)
+    out_d = np.full((len(queries), k), np.inf, np.float32)
+    out_i = np.full((len(queries), k), -1, np.int64)
+    for start, q in queries.chunks(queries.rows_per_chunk(chunk_bytes)):
+        dd, ii = index.search(q, kk)
+        out_d[start:start + len(q), :kk] = dd
+        out_i[start:start + len(q), :kk] = ii
+    out_d[out_i < 0] = np.inf
+    return out_d, out_i
+
+
+def search(database: DescriptorStore, queries, k: int, test_cfg, *,
+           chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    """Dispatches on `test_cfg.index` (flat | ivfpq)."""
+    if test_cfg.index == "flat":
+        return exact_search(database, queries, k, chunk_bytes=chunk_bytes)
+    if test_cfg.index == "ivfpq":
+        return ivfpq_search(database, queries, k, nlist=int(test_cfg.ivfpq_nlist),
+                            m=int(test_cfg.ivfpq_m), nprobe=int(test_cfg.get("ivfpq_nprobe", 16)),
+                            chunk_bytes=chunk_bytes)
+    raise ValueError(f"test.index={test_cfg.index!r} is not one of ('flat', 'ivfpq')")
+
+
+def _as_store(x) -> DescriptorStore:
+    if isinstance(x, DescriptorStore):
+        return x
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"descriptors must be 2-D (N, D), got shape {x.shape}")
+    store = DescriptorStore(x.shape, np.float32)
+    store.write(0, x)
+    return store
+
+
+# Recalls ------------------------------------------------------------------------------------
+
+def correct_matrix(topk_indices: np.ndarray, query_utm: np.ndarray, db_utm: np.ndarray,
+                   positive_dist: float) -> np.ndarray:
+    """(Q, K) bool: prediction within `positive_dist` metres (UTM) of its query; -1 is wrong."""
+    idx = np.asarray(topk_indices)
+    valid = idx >= 0
+    pred = np.asarray(db_utm, np.float64)[np.where(valid, idx, 0)]            # (Q, K, 2)
+    dist = np.sqrt(((pred - np.asarray(query_utm, np.float64)[:, None]) ** 2).sum(-1))
+    return valid & (dist <= positive_dist)
+
+
+def geo_distances(topk_indices, query_utm, db_utm) -> np.ndarray:
+    """(Q, K) metres between each query and its predictions (nan where missing)."""
+    idx = np.asarray(topk_indices)
+    pred = np.asarray(db_utm, np.float64)[np.where(idx >= 0, idx, 0)]
+    dist = np.sqrt(((pred - np.asarray(query_utm, np.float64)[:, None]) ** 2).sum(-1))
+    return np.where(idx >= 0, dist, np.nan)
+
+
+def recalls_from_correct(correct: np.ndarray, recall_values) -> dict[str, float]:
+    """Share (%) of queries with a correct prediction in their first N, for each N."""
+    correct = np.asarray(correct, bool)
+    if len(correct) == 0:
+        return {f"R@{n}": float("nan") for n in recall_values}
+    return {f"R@{n}": float(100.0 * correct[:, :n].any(1).mean()) for n in recall_values}
+
+
+def compute_recalls(topk_indices, query_utm, db_utm, recall_values,
+                    positive_dist: float) -> dict[str, float]:
+    """Recall@N in percent; queries without any database image in range count as misses."""
+    return recalls_from_correct(correct_matrix(topk_indices, query_utm, db_utm, positive_dist),
+                                recall_values)
+
+
+def recalls_from_predictions(npz_path: str | os.PathLike, recall_values=(1, 5, 10, 20),
+                             positive_dist: float = 25.0) -> dict[str, float]:
+    """Recomputes recalls from a saved `predictions/<name>.npz`."""
+    with np.load(npz_path, allow_pickle=False) as z:
+        k = z["topk_indices"].shape[1]
+        if max(recall_values) > k:
+            raise ValueError(f"{npz_path}: holds top-{k} predictions, cannot compute "
+                             f"R@{max(recall_values)}")
+        return compute_recalls(z["topk_indices"], z["query_utm"], z["db_utm"], recall_values,
+                               positive_dist)
+
+
+# PCA ----------------------------------------------------------------------------------------
+
+class PCA:
+    """Projection on the top principal components (centred, no whitening)."""
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray):
+        self.mean = mean.astype(np.float32)              # (D,)
+        self.components = components.astype(np.float32)  # (D, dim)
+
+    @property
+    def dim(self) -> int:
+        return self.components.shape[1]
+
+    @classmethod
+    def fit(cls, samples: np.ndarray, dim: int) -> PCA:
+        """Exact PCA of `samples` (n, D) through the smaller of the Gram / covariance matrices."""
+        x = np.asarray(samples, np.float64)
+        n, d = x.shape
+        if not 1 <= dim <= min(n - 1, d):
+            raise ValueError(f"test.pca_dim={dim} must be between 1 and min(samples - 1, "
+                             f"descriptor size) = {min(n - 1, d)} ({n} samples of size {d})")
+        mean = x.mean(0)
+        x -= mean
+        if n < d:
+            w, u = np.linalg.eigh(x @ x.T)                     # ascending
+            w, u = w[::-1][:dim], u[:, ::-1][:, :dim]
+            comps = (x.T @ u) / np.sqrt(np.maximum(w, 1e-30))
+        else:
+            w, v = np.linalg.eigh(x.T @ x)
+            comps = v[:, ::-1][:, :dim]
+        return cls(mean, comps)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, np.float32) - self.mean) @ self.components).astype(np.float32)
+
+    def transform_store(self, store: DescriptorStore, make_store=None,
+                        chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> DescriptorStore:
+        """Projects every row of `store` into a new store from `make_store(n, dim)`."""
+        out = (make_store or store_factory())(len(store), self.dim)
+        for start, block in store.chunks(store.rows_per_chunk(chunk_bytes)):
+            out.write(start, self.transform(block))
+        return out
+
+
+def sample_rows(store: DescriptorStore, max_rows: int, seed: int = 0) -> np.ndarray:
+    """Up to `max_rows` random rows (sorted, reproducible) as float32."""
+    n = len(store)
+    if n <= max_rows:
+        return store.read()
+    rows = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+    return np.concatenate([store.read(int(r), int(r) + 1) for r in rows])
