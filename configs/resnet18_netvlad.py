@@ -1,0 +1,15 @@
+"""Reference baseline: ResNet-18-conv4 + NetVLAD-64, partial mining, triplet loss, Adam
+lr 1e-5 with coupled weight decay 1e-3 (the seed paper's baseline row of Table II); trained
+on Pitts30k, tested on Pitts30k, sf-xs, tokyo-xs and tokyo-night."""
+from configs import default
+
+
+def get_config():
+    c = default.get_config()
+    c.model.backbone = "resnet18conv4"
+    c.model.aggregation = "netvlad"
+    c.train.optimizer = "adam"
+    c.train.lr = 1e-5
+    c.train.weight_decay = 1e-3
+    c.data.test_datasets = ["pitts30k", "sf-xs", "tokyo-xs", "tokyo-night"]
+    return c

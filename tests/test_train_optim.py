@@ -1,0 +1,119 @@
+"""Optimizers and schedulers follow torch trajectories (numbers computed once with torch
+2.13, float64, and written out here)."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from vgjax.train import optim
+
+GRADS = [[0.3, -0.1, 0.2], [0.1, 0.4, -0.5], [-0.2, 0.2, 0.1], [0.5, 0.0, -0.3],
+         [0.05, -0.25, 0.15]]
+
+
+def _cfg(**kw):
+    c = ml_collections.ConfigDict(dict(
+        optimizer="adam", lr=0.1, weight_decay=0.0, momentum=0.9, asgd_lambd=1e-4,
+        asgd_alpha=0.75, asgd_t0=1e6, scheduler="none", plateau_factor=0.1,
+        plateau_patience=10, plateau_threshold=1e-4, plateau_threshold_mode="rel",
+        plateau_cooldown=0, plateau_min_lr=0.0, cosine_t_max=10, cosine_eta_min=0.0))
+    c.update(kw)
+    return c
+
+
+def _run(tx, params, grads, lr_at=None):
+    state = tx.init(params)
+    out = []
+    for i, g in enumerate(grads):
+        if lr_at and i in lr_at:
+            state = optim.set_learning_rate(state, lr_at[i])
+        g = jax.tree.map(lambda p, v: jnp.full_like(p, 0) + jnp.asarray(v, p.dtype), params, g)
+        upd, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, upd)
+        out.append((params, state))
+    return out
+
+
+def test_asgd_matches_torch():
+    # torch.optim.ASGD(lr=0.1, lambd=0.05, alpha=0.75, t0=2, weight_decay=0.01); lr set to
+    # 0.05 before the 4th step (as a scheduler would).
+    tx = optim.make_optimizer(_cfg(optimizer="asgd", lr=0.1, asgd_lambd=0.05, asgd_t0=2.0,
+                                   weight_decay=0.01))
+    params = {"w": jnp.array([1.0, -2.0, 0.5])}
+    out = _run(tx, params, [{"w": g} for g in GRADS], lr_at={3: 0.05})
+    expected_p = [[0.964, -1.978, 0.477],
+                  [0.9482749322250956, -2.0060269644350996, 0.5239620023297924],
+                  [0.9624788855918165, -2.013931591742516, 0.5109159538792517],
+                  [0.9073233557626066, -2.001982182549826, 0.5375513681045481],
+                  [0.9021402108912062, -1.98361382717764, 0.5285064663190135]]
+    expected_ax_last = [0.9047317833269064, -1.992798004863733, 0.5330289172117808]
+    expected_eta = [0.09962663314054993, 0.09925650290240803, 0.09888956541262,
+                    0.04962825145120402, 0.04953631888714238]
+    expected_mu = [1.0, 1.0, 1.0, 0.5, 1 / 3]
+    for (p, state), ep, eta, mu in zip(out, expected_p, expected_eta, expected_mu):
+        np.testing.assert_allclose(p["w"], ep, rtol=2e-6)
+        inner = state.inner_state
+        np.testing.assert_allclose(inner.eta, eta, rtol=2e-6)
+        np.testing.assert_allclose(inner.mu, mu, rtol=2e-6)
+    p, state = out[-1]
+    np.testing.assert_allclose(optim.averaged_params(p, state)["w"], expected_ax_last, rtol=2e-6)
+
+
+def test_frozen_params_untouched_and_adam_variants():
+    params = {"frozen": jnp.array([1.0, 2.0]), "live": jnp.array([1.0, 2.0])}
+    mask = {"frozen": False, "live": True}
+    grads = [{"frozen": g[:2], "live": g[:2]} for g in GRADS[:3]]
+    for name in optim.OPTIMIZERS:
+        tx = optim.make_optimizer(_cfg(optimizer=name, weight_decay=0.1), mask)
+        p, state = _run(tx, params, grads)[-1]
+        np.testing.assert_array_equal(p["frozen"], [1.0, 2.0])
+        assert not np.allclose(p["live"], [1.0, 2.0])
+        if name == "asgd":
+            np.testing.assert_array_equal(optim.averaged_params(p, state)["frozen"], [1.0, 2.0])
+    # Adam (coupled wd) vs AdamW (decoupled) after one step from p=1, g=0.3, lr 0.1, wd 0.1:
+    # Adam's first step is lr * sign(g + wd p); AdamW's is lr * sign(g) + lr * wd * p.
+    one = {"w": jnp.array([1.0])}
+    adam = _run(optim.make_optimizer(_cfg(optimizer="adam", weight_decay=0.1)), one,
+                [{"w": [0.3]}])[-1][0]
+    adamw = _run(optim.make_optimizer(_cfg(optimizer="adamw", weight_decay=0.1)), one,
+                 [{"w": [0.3]}])[-1][0]
+    np.testing.assert_allclose(adam["w"], [0.9], rtol=1e-6)
+    np.testing.assert_allclose(adamw["w"], [1.0 - 0.1 - 0.01], rtol=1e-6)
+
+
+def test_sgd_momentum_matches_torch_formula():
+    # torch SGD(lr=0.1, momentum=0.9, weight_decay=0.1): buf = 0.9 buf + (g + 0.1 p).
+    tx = optim.make_optimizer(_cfg(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.1))
+    p, buf, out = 1.0, 0.0, _run(tx, {"w": jnp.array([1.0])}, [{"w": [g[0]]} for g in GRADS])
+    for (params, _), g in zip(out, GRADS):
+        buf = 0.9 * buf + g[0] + 0.1 * p
+        p = p - 0.1 * buf
+        np.testing.assert_allclose(params["w"], [p], rtol=1e-6)
+
+
+def test_plateau_matches_torch():
+    s = optim.ReduceLROnPlateau(1.0, factor=0.5, patience=1, threshold=0.01,
+                                threshold_mode="rel", cooldown=1, min_lr=0.2)
+    metrics = [50, 50.4, 50.6, 51, 51, 51, 60, 59, 58, 57, 56, 55, 54, 53]
+    assert [s.step(m) for m in metrics] == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25,
+                                            0.25, 0.2, 0.2, 0.2]
+    s = optim.ReduceLROnPlateau(1.0, factor=0.1, patience=0, threshold=0.5, threshold_mode="abs")
+    got = [s.step(m) for m in [10, 10.4, 10.6, 11.0, 11.2, 20]]
+    np.testing.assert_allclose(got, [1.0, 0.1, 0.1, 0.01, 0.01, 0.01])
+    restored = optim.ReduceLROnPlateau(1.0)
+    restored.load_state_dict(s.state_dict())
+    assert restored.state_dict() == s.state_dict()
+
+
+def test_cosine_matches_torch_and_rises_after_t_max():
+    s = optim.CosineAnnealingLR(1e-3, t_max=4, eta_min=1e-5)
+    got = [s.lr] + [s.step() for _ in range(11)]
+    expected = [0.001, 0.000855017856687341, 0.000505, 0.000154982143312659, 1e-05,
+                0.00015498214331265896, 0.0005050000000000001, 0.0008550178566873414,
+                0.0010000000000000005, 0.0008550178566873415, 0.0005050000000000005,
+                0.0001549821433126595]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="train.scheduler"):
+        optim.make_scheduler(_cfg(scheduler="step"))

@@ -1,0 +1,222 @@
+"""Choosing each training query's positive and negatives, as batched device computations.
+
+Three strategies (config `train.mining`), all picking the positive the same way: among the
+query's hard positives (<= 10 m), the one nearest in feature space.
+- partial: negatives = the N nearest (feature space) among a random sample of the database,
+  excluding the query's soft positives (<= 25 m).
+- full: descriptors of the whole database; candidates = `num_candidates` random
+  non-soft-positives plus the query's N hardest negatives of the previous round; keep the N
+  nearest (and remember them for the next round).
+- random: negatives drawn uniformly among the non-soft-positives.
+
+The device functions work on a *cache*: descriptors of M database images (rows), with
+`cache_db_ids` (M,) naming each row's database index. Padded index arrays use -1 for
+"nothing". Every function returns database indices, so callers never see cache rows.
+Host-side `plan_round` chooses which images a round needs descriptors of.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vgjax.data.positives import to_padded
+
+MINING_METHODS = ("partial", "full", "random")
+
+
+def pairwise_sq_dists(a, b):
+    """Squared L2 distances (Qa, Qb) between rows of a (Qa, D) and b (Qb, D), in float32."""
+    a = a.astype(jnp.float32)
+    b = b.astype(jnp.float32)
+    ab = jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
+    d = jnp.sum(a * a, axis=1)[:, None] + jnp.sum(b * b, axis=1)[None, :] - 2.0 * ab
+    return jnp.maximum(d, 0.0)
+
+
+def rows_to_mask(rows, num_rows: int):
+    """(Q, K) row indices (-1 = none) -> (Q, num_rows) bool with True at those rows."""
+    q = rows.shape[0]
+    target = jnp.where(rows >= 0, rows, num_rows)  # out of range: dropped
+    return jnp.zeros((q, num_rows), bool).at[jnp.arange(q)[:, None], target].set(
+        True, mode="drop")
+
+
+def best_positives(dists, positive_rows):
+    """(Q,) row of each query's nearest hard positive; dists (Q, M), positive_rows (Q, P)."""
+    d = jnp.take_along_axis(dists, jnp.maximum(positive_rows, 0), axis=1)
+    d = jnp.where(positive_rows >= 0, d, jnp.inf)
+    choice = jnp.argmin(d, axis=1)
+    return jnp.take_along_axis(positive_rows, choice[:, None], axis=1)[:, 0]
+
+
+def nearest_candidates(dists, candidate, k: int):
+    """The k nearest candidate rows per query (nearest first) and how many candidates each has.
+
+    dists (Q, M), candidate (Q, M) bool -> rows (Q, k) int32, counts (Q,) int32. Where a
+    query has fewer than k candidates the trailing rows are not candidates; callers check
+    `counts`.
+    """
+    scores = jnp.where(candidate, -dists, -jnp.inf)
+    _, rows = jax.lax.top_k(scores, k)
+    return rows.astype(jnp.int32), jnp.sum(candidate, axis=1, dtype=jnp.int32)
+
+
+def random_rows(key, allowed, k: int):
+    """k distinct rows per query drawn uniformly among `allowed` (Q, M); -1 where too few."""
+    u = jax.random.uniform(key, allowed.shape)
+    u = jnp.where(allowed, u, 2.0)
+    neg_u, rows = jax.lax.top_k(-u, k)
+    return jnp.where(neg_u > -2.0, rows, -1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("num_negatives",))
+def mine_partial(query_desc, cache_desc, cache_db_ids, positive_rows, soft_rows, sampled_rows,
+                 num_negatives: int):
+    """Partial mining.
+
+    query_desc (Q, D), cache_desc (M, D), cache_db_ids (M,), positive_rows (Q, P) and
+    soft_rows (Q, S) cache rows of hard / soft positives (-1 pad), sampled_rows (S',) cache
+    rows of the sampled database images (the only negative candidates).
+    Returns positives (Q,) and negatives (Q, N) database indices, candidate counts (Q,).
+    """
+    m = cache_desc.shape[0]
+    dists = pairwise_sq_dists(query_desc, cache_desc)
+    pos = best_positives(dists, positive_rows)
+    sampled = jnp.zeros((m,), bool).at[sampled_rows].set(True)
+    candidate = sampled[None, :] & ~rows_to_mask(soft_rows, m)
+    neg, counts = nearest_candidates(dists, candidate, num_negatives)
+    return cache_db_ids[pos], cache_db_ids[neg], counts
+
+
+@functools.partial(jax.jit, static_argnames=("num_candidates", "num_negatives"))
+def mine_full(key, query_desc, database_desc, positive_ids, soft_ids, previous_negatives,
+              num_candidates: int, num_negatives: int):
+    """Full mining over the whole database (cache row = database index).
+
+    previous_negatives (Q, N): last round's hardest negatives of each query (-1 = none).
+    Returns positives (Q,), negatives (Q, N) database indices, candidate counts (Q,).
+    """
+    m = database_desc.shape[0]
+    dists = pairwise_sq_dists(query_desc, database_desc)
+    pos = best_positives(dists, positive_ids)
+    soft = rows_to_mask(soft_ids, m)
+    drawn = random_rows(key, ~soft, min(num_candidates, m))
+    candidate = (rows_to_mask(drawn, m) | rows_to_mask(previous_negatives, m)) & ~soft
+    neg, counts = nearest_candidates(dists, candidate, num_negatives)
+    return pos, neg, counts
+
+
+@functools.partial(jax.jit, static_argnames=("database_size", "num_negatives"))
+def mine_random(key, query_desc, cache_desc, cache_db_ids, positive_rows, soft_ids,
+                database_size: int, num_negatives: int):
+    """Random mining: the cache holds only the hard positives; negatives are random database
+    indices that are not soft positives (soft_ids (Q, S) database indices, -1 pad).
+    """
+    dists = pairwise_sq_dists(query_desc, cache_desc)
+    pos = best_positives(dists, positive_rows)
+    allowed = ~rows_to_mask(soft_ids, database_size)
+    neg = random_rows(key, allowed, num_negatives)
+    counts = jnp.sum(allowed, axis=1, dtype=jnp.int32)
+    return cache_db_ids[pos], neg, counts
+
+
+@dataclasses.dataclass(frozen=True)
+class MiningTables:
+    """Per training query, padded positive lists in database indices (built once per split)."""
+    hard: np.ndarray   # (Q_train, P) int32, -1 pad
+    soft: np.ndarray   # (Q_train, S) int32, -1 pad
+    database_size: int
+
+    @classmethod
+    def from_split(cls, split) -> "MiningTables":
+        if split.hard_positives is None:
+            raise ValueError(f"{split.dataset}/{split.split}: no hard positives (not a train split)")
+        return cls(hard=to_padded(split.hard_positives).astype(np.int32),
+                   soft=to_padded(split.soft_positives).astype(np.int32),
+                   database_size=len(split.database))
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundPlan:
+    """What one mining round needs: which database images get descriptors and the index
+    arrays (in cache rows) handed to the device functions. Cache padding rows repeat the
+    last database image and are never positives or candidates."""
+    query_ids: np.ndarray      # (Q,) training query indices
+    cache_db_ids: np.ndarray   # (M,) database index of each cache row (padded)
+    num_cache: int             # real rows of the cache (<= M)
+    positive_rows: np.ndarray  # (Q, P)
+    soft_rows: np.ndarray      # (Q, S) (partial: cache rows; full/random: database indices)
+    sampled_rows: np.ndarray   # (S',) partial only
+
+
+def _to_rows(ids: np.ndarray, row_of: np.ndarray) -> np.ndarray:
+    return np.where(ids >= 0, row_of[np.maximum(ids, 0)], -1).astype(np.int32)
+
+
+def plan_round(method: str, tables: MiningTables, query_ids: np.ndarray,
+               rng: np.random.Generator, neg_samples_num: int, pad_to: int = 512) -> RoundPlan:
+    """Chooses the cache of one round (vectorised NumPy; no per-query loop).
+
+    partial: sampled database images + the queries' hard positives; full: the whole
+    database; random: the hard positives only. The cache length is rounded up to a multiple
+    of `pad_to` so the jitted functions see few distinct shapes.
+    """
+    if method not in MINING_METHODS:
+        raise ValueError(f"train.mining: unknown method {method!r}; choose one of {MINING_METHODS}")
+    n_db = tables.database_size
+    hard = tables.hard[query_ids]
+    soft = tables.soft[query_ids]
+    sampled = np.zeros(0, np.int64)
+    if method == "full":
+        cache = np.arange(n_db)
+    else:
+        parts = [hard[hard >= 0]]
+        if method == "partial":
+            sampled = rng.choice(n_db, size=min(neg_samples_num, n_db), replace=False)
+            parts.append(sampled)
+        cache = np.unique(np.concatenate(parts))
+    row_of = np.full(n_db, -1, np.int64)
+    row_of[cache] = np.arange(len(cache))
+    num_cache = len(cache)
+    padded = -(-num_cache // pad_to) * pad_to if method != "full" else num_cache
+    cache = np.concatenate([cache, np.full(padded - num_cache, cache[-1])]).astype(np.int32)
+    if method == "full":
+        positive_rows, soft_rows = hard, soft
+    else:
+        positive_rows = _to_rows(hard, row_of)
+        soft_rows = _to_rows(soft, row_of) if method == "partial" else soft
+    return RoundPlan(query_ids=np.asarray(query_ids), cache_db_ids=cache, num_cache=num_cache,
+                     positive_rows=positive_rows, soft_rows=soft_rows,
+                     sampled_rows=_to_rows(sampled, row_of))
+
+
+def mine(method: str, key, plan: RoundPlan, query_desc, cache_desc, num_negatives: int,
+         num_candidates: int, database_size: int, previous_negatives=None):
+    """Runs the device function of `method` on a planned round.
+
+    Returns NumPy (positives (Q,), negatives (Q, N)) database indices. Raises ValueError
+    naming the option when a query has fewer than N negative candidates.
+    """
+    if method == "partial":
+        out = mine_partial(query_desc, cache_desc, plan.cache_db_ids, plan.positive_rows,
+                           plan.soft_rows, plan.sampled_rows, num_negatives=num_negatives)
+    elif method == "full":
+        out = mine_full(key, query_desc, cache_desc, plan.positive_rows, plan.soft_rows,
+                        previous_negatives, num_candidates=num_candidates,
+                        num_negatives=num_negatives)
+    else:
+        out = mine_random(key, query_desc, cache_desc, plan.cache_db_ids, plan.positive_rows,
+                          plan.soft_rows, database_size=database_size,
+                          num_negatives=num_negatives)
+    pos, neg, counts = jax.device_get(out)
+    short = counts < num_negatives
+    if short.any():
+        raise ValueError(
+            f"train.mining={method}: {int(short.sum())} queries have fewer than "
+            f"train.negatives_per_query={num_negatives} negative candidates (fewest: "
+            f"{int(counts.min())}); raise train.neg_samples_num or lower negatives_per_query")
+    return np.asarray(pos), np.asarray(neg)

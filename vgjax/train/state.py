@@ -1,0 +1,73 @@
+"""The training state: device arrays in one pytree, host progress in a small dataclass."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything the jitted train step reads and writes."""
+    step: jax.Array          # int32 scalar: train steps done
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+    @classmethod
+    def create(cls, variables: dict, tx) -> "TrainState":
+        params = variables["params"]
+        return cls(step=jnp.zeros([], jnp.int32), params=params,
+                   batch_stats=variables["batch_stats"], opt_state=tx.init(params))
+
+    @property
+    def variables(self) -> dict:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+@dataclasses.dataclass
+class Progress:
+    """Host-side progress, saved as JSON beside the arrays of a checkpoint.
+
+    `epoch` is the epoch in progress (0-based) and `round` the mining rounds of it already
+    done: resuming continues with round `round` of epoch `epoch`, never repeating one.
+    """
+    epoch: int = 0
+    round: int = 0
+    best_r5: float = -1.0
+    best_epoch: int = -1
+    not_improved: int = 0
+    scheduler: dict = dataclasses.field(default_factory=dict)
+    val_history: list = dataclasses.field(default_factory=list)  # per epoch: recalls dict
+    finished: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Progress":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def round_rng(seed: int, epoch: int, round_: int) -> np.random.Generator:
+    """The NumPy generator of one mining round: a function of (seed, epoch, round) only, so
+    a resumed run draws exactly what the uninterrupted one would."""
+    return np.random.default_rng([seed, epoch, round_])
+
+
+def round_key(seed: int, epoch: int, round_: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), round_)
+
+
+def epoch_queries(seed: int, epoch: int, num_queries: int, queries_per_epoch: int) -> np.ndarray:
+    """The training queries of an epoch: a random subset (without repetition while the split
+    is large enough), in the order they are used."""
+    rng = np.random.default_rng([seed, epoch, 1 << 20])
+    if queries_per_epoch <= num_queries:
+        return rng.choice(num_queries, size=queries_per_epoch, replace=False)
+    reps = -(-queries_per_epoch // num_queries)
+    return np.concatenate([rng.permutation(num_queries) for _ in range(reps)])[:queries_per_epoch]
