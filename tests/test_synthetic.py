@@ -1,0 +1,247 @@
+"""The synthetic city: determinism, folder format, and that nearby views really look alike."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vgjax.data import dataset as ds
+from vgjax.data import format as fmt
+from vgjax.data import synthetic
+
+
+def _digests(root, name):
+    out = {}
+    base = root / name
+    for dirpath, _, files in os.walk(base):
+        for f in files:
+            path = os.path.join(dirpath, f)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, base)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    summary = synthetic.generate(root, "tiny", seed=0, workers=2)
+    return root, summary
+
+
+def test_summary_counts(tiny):
+    _root, summary = tiny
+    counts = synthetic.PRESETS["tiny"].counts
+    for name, splits in counts.items():
+        for split, (n_db, n_q) in splits.items():
+            got = summary["datasets"][name][split]
+            assert (got["database"], got["queries"]) == (n_db, n_q), (name, split)
+    assert (
+        summary["datasets"]["tokyo-night"]["test"]["queries"] == counts["tokyo-xs"]["test"][1] // 3
+    )
+    assert summary["rendered"] > 0 and summary["images_per_s"] > 0
+
+
+def test_folder_format(tiny):
+    root, _ = tiny
+    expected = {
+        "pitts30k": ["train", "val", "test"],
+        "sf-xs": ["test"],
+        "tokyo-xs": ["test"],
+        "tokyo-night": ["test"],
+    }
+    for name, splits in expected.items():
+        assert ds.available_splits(root / name) == splits
+        for split in splits:
+            for role in fmt.ROLES:
+                paths = fmt.list_images(root / name / "images" / split / role)
+                assert paths, (name, split, role)
+                fmt.utm_array(paths)  # every name parses
+                names = [os.path.basename(p) for p in paths]
+                assert len(set(names)) == len(names)
+                notes = {fmt.parse_fields(p)["note"] for p in paths}
+                if role == "database":
+                    assert notes == {"day"}
+    with Image.open(fmt.list_images(root / "pitts30k" / "images" / "train" / "queries")[0]) as im:
+        assert im.size == (80, 60) and im.mode == "RGB"
+
+
+def test_plausible_utm(tiny):
+    root, _ = tiny
+    utm = fmt.utm_array(fmt.list_images(root / "pitts30k" / "images" / "test" / "database"))
+    assert np.all(np.abs(utm[:, 0] - 585000) < 3000) and np.all(np.abs(utm[:, 1] - 4477000) < 3000)
+    fields = fmt.parse_fields(
+        fmt.list_images(root / "pitts30k" / "images" / "test" / "database")[0]
+    )
+    assert (fields["utm_zone_number"], fields["utm_zone_letter"]) == ("17", "T")
+    assert abs(float(fields["lat"]) - 40.44) < 0.1 and abs(float(fields["lon"]) + 80.0) < 0.1
+
+
+def test_query_times(tiny):
+    root, _ = tiny
+    tokyo = ds.load_split(root / "tokyo-xs", "test").queries.notes
+    values, counts = np.unique(tokyo, return_counts=True)
+    assert list(values) == ["day", "night", "sunset"] and len(set(counts)) == 1
+    night = ds.load_split(root / "tokyo-night", "test")
+    assert set(night.queries.notes) == {"night"}
+    tokyo_db = [
+        os.path.basename(p) for p in ds.load_split(root / "tokyo-xs", "test").database.paths
+    ]
+    assert [os.path.basename(p) for p in night.database.paths] == tokyo_db
+    for split in ("train", "val", "test"):
+        assert set(ds.load_split(root / "pitts30k", split).queries.notes) == {"day"}
+
+
+def test_positives(tiny):
+    root, _ = tiny
+    train = ds.load_split(root / "pitts30k", "train")
+    assert len(train.dropped_queries) == 0
+    assert all(len(h) > 0 for h in train.hard_positives)
+    for name, split in (
+        ("pitts30k", "val"),
+        ("pitts30k", "test"),
+        ("sf-xs", "test"),
+        ("tokyo-xs", "test"),
+    ):
+        s = ds.load_split(root / name, split)
+        assert np.mean([len(p) > 0 for p in s.soft_positives]) > 0.9, (name, split)
+
+
+def test_splits_are_disjoint(tiny):
+    root, _ = tiny
+    utm = {
+        s: fmt.utm_array(fmt.list_images(root / "pitts30k" / "images" / s))
+        for s in ("train", "val", "test")
+    }
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        d = np.sqrt(((utm[a][:, None] - utm[b][None]) ** 2).sum(-1))
+        assert d.min() > 50.0, (a, b)
+
+
+def test_deterministic_and_independent_of_workers(tiny, tmp_path):
+    root, _ = tiny
+    again = tmp_path / "again"
+    synthetic.generate(again, "tiny", seed=0, workers=1, datasets=("tokyo-xs",))
+    assert _digests(again, "tokyo-xs") == _digests(root, "tokyo-xs")
+    other = tmp_path / "other"
+    synthetic.generate(other, "tiny", seed=1, workers=1, datasets=("tokyo-xs",))
+    a, b = _digests(other, "tokyo-xs"), _digests(root, "tokyo-xs")
+    assert len(a) == len(b)
+    assert sum(a.get(k) == v for k, v in b.items()) < len(b) // 10
+
+
+def test_refuses_to_overwrite(tiny):
+    root, _ = tiny
+    with pytest.raises(FileExistsError, match="overwrite"):
+        synthetic.generate(root, "tiny", workers=1, datasets=("sf-xs",))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="time_of_day"):
+        synthetic.render_view(585000.0, 4477000.0, 0.0, time_of_day="noon")
+    with pytest.raises(ValueError, match="preset"):
+        synthetic.plan("/nonexistent", preset="huge")
+    with pytest.raises(ValueError, match="dataset"):
+        synthetic.render_view(585000.0, 4477000.0, 0.0, dataset="oxford")
+
+
+def _colour_histogram(img, bins=4):
+    q = img.astype(np.int64) * bins // 256
+    h = np.bincount(((q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]).ravel(), minlength=bins**3)
+    return h / h.sum()
+
+
+def _thumbnail(img):
+    """Zero-mean, unit-norm 6x8 colour thumbnail."""
+    g = np.asarray(Image.fromarray(img).resize((8, 6), Image.BOX), np.float64)
+    g = (g - g.mean((0, 1))).ravel()
+    return g / (np.linalg.norm(g) + 1e-9)
+
+
+def _similarity(a, b):
+    """(colour-histogram intersection, thumbnail correlation)."""
+    return np.minimum(_colour_histogram(a), _colour_histogram(b)).sum(), _thumbnail(a) @ _thumbnail(
+        b
+    )
+
+
+def _street_points(root, n, rng):
+    utm = fmt.utm_array(fmt.list_images(root / "pitts30k" / "images" / "train" / "database"))
+    return utm[rng.choice(len(utm), n)]
+
+
+def test_nearby_views_look_alike(tiny):
+    """Views < 10 m apart with similar headings share more content than views > 25 m apart."""
+    root, _ = tiny
+    rng = np.random.default_rng(0)
+    size = (60, 80)
+    near, far = [], []
+    utm_all = fmt.utm_array(fmt.list_images(root / "pitts30k" / "images" / "train" / "database"))
+    for i in range(30):
+        e, n = utm_all[rng.integers(len(utm_all))]
+        heading = rng.uniform(0, 360)
+        a = synthetic.render_view(e, n, heading, size=size, rng=i)
+        for _ in range(50):  # a camera position 3-9 m away, on the street
+            ang, r = rng.uniform(0, 2 * np.pi), rng.uniform(3, 9)
+            e2, n2 = e + r * np.cos(ang), n + r * np.sin(ang)
+            if synthetic.on_street(e2, n2, margin=2.5):
+                break
+        else:
+            continue
+        b = synthetic.render_view(
+            e2, n2, heading + rng.uniform(-15, 15), size=size, rng=1000 + i, cars=1, people=1
+        )
+        d = np.sqrt(((utm_all - [e, n]) ** 2).sum(1))
+        e3, n3 = utm_all[rng.choice(np.nonzero(d > 25)[0])]
+        c = synthetic.render_view(
+            e3, n3, heading + rng.uniform(-15, 15), size=size, rng=2000 + i, cars=1, people=1
+        )
+        near.append(_similarity(a, b))
+        far.append(_similarity(a, c))
+    assert len(near) >= 25
+    near, far = np.array(near), np.array(far)
+    assert near[:, 0].mean() > far[:, 0].mean() + 0.08, (near.mean(0), far.mean(0))
+    assert np.mean(near[:, 0] > far[:, 0]) > 0.65
+    assert near[:, 1].mean() > far[:, 1].mean() + 0.05, (near.mean(0), far.mean(0))
+
+
+def test_night_is_darker_than_day(tiny):
+    root, _ = tiny
+    rng = np.random.default_rng(1)
+    means = {t: [] for t in synthetic.TIMES_OF_DAY}
+    for i, (e, n) in enumerate(_street_points(root, 8, rng)):
+        h = rng.uniform(0, 360)
+        for t, values in means.items():
+            values.append(
+                synthetic.render_view(e, n, h, time_of_day=t, rng=i, size=(48, 64)).mean()
+            )
+    day, sunset, night = (np.array(means[t]) for t in synthetic.TIMES_OF_DAY)
+    assert np.mean(night < day) >= 0.75
+    assert night.mean() < 0.6 * day.mean() and night.mean() < 0.8 * sunset.mean(), means
+
+
+def test_render_is_a_function_of_its_arguments(tiny):
+    root, _ = tiny
+    e, n = _street_points(root, 1, np.random.default_rng(2))[0]
+    a = synthetic.render_view(e, n, 30.0, size=(24, 32), rng=3)
+    b = synthetic.render_view(e, n, 30.0, size=(24, 32), rng=3)
+    assert a.dtype == np.uint8 and a.shape == (24, 32, 3)
+    assert np.array_equal(a, b)
+
+
+def test_night_subset_alone_matches(tiny, tmp_path):
+    root, _ = tiny
+    synthetic.generate(tmp_path, "tiny", seed=0, workers=1, datasets=("tokyo-night",))
+    assert sorted(os.listdir(tmp_path)) == ["tokyo-night"]
+    assert sorted(os.listdir(tmp_path / "tokyo-night")) == ["images"]
+    assert _digests(tmp_path, "tokyo-night") == _digests(root, "tokyo-night")
+
+
+def test_cli_rejects_bad_options(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        synthetic.main(["--out", str(tmp_path), "--datasets", "pitts30k,oxford"])
+    assert "oxford" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        synthetic.main(["--out", str(tmp_path), "--workers", "0"])
+    assert "--workers" in capsys.readouterr().err
