@@ -73,6 +73,7 @@ def get_config():
     c.train.cosine_t_max = 10                 # epochs
     c.train.cosine_eta_min = 0.0
     c.train.infer_batch_size = 32             # images per batch when computing caches
+    c.train.validate_initial = False          # also validate the model before training
     c.train.num_devices = 0                   # data-parallel devices (0 = all)
 
     # Evaluation ----------------------------------------------------------------------------

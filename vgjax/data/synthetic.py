@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import sys
@@ -1636,7 +1637,9 @@ def generate(
         results = map(_render_chunk, jobs)
         pool = None
     else:
-        pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers)
+        # "spawn": forking a process that has started JAX's threads can deadlock
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         results = pool.map(_render_chunk, jobs)
     try:
         for n, cpu in results:

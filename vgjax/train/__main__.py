@@ -27,8 +27,15 @@ def main(argv=None) -> int:
     if args.distributed:
         import jax
         jax.distributed.initialize()
-    from vgjax.train.loop import train_and_evaluate
-    results = train_and_evaluate(config, args.workdir)
+    from vgjax.data.format import DatasetFormatError
+    from vgjax.data.pipeline import ImageError
+    from vgjax.models.io import ModelDirError
+    from vgjax.train.loop import NonFiniteLossError, train_and_evaluate
+    try:
+        results = train_and_evaluate(config, args.workdir)
+    except (DatasetFormatError, ImageError, ModelDirError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for name, recalls in results.items():
         print(name, " ".join(f"{k}: {v:.1f}" for k, v in recalls.items()))
     return 0

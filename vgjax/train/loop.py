@@ -148,7 +148,8 @@ def _setup_logging(run: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
+    for chatty in ("absl", "faiss.loader", "jax._src.xla_bridge"):  # per-save / start-up chatter
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
@@ -390,6 +391,12 @@ def _epochs(r: _Run, state, progress: Progress, scheduler, negative_cache):
     t, cfg = r.t, r.config
     rounds = math.ceil(int(t.queries_per_epoch) / int(t.cache_refresh_rate))
     from vgjax.eval import evaluate
+    if t.validate_initial and progress.epoch == 0 and progress.round == 0:
+        describe, _ = _eval_describe(r, state)
+        result = evaluate(r.val, describe, cfg.test, cfg.data, name=f"{r.val.dataset}-val",
+                          reader=r.reader)
+        r.metrics.write(type="initial_val", val=result.recalls)
+        log.info("before training: val %s", result.summary())
     while not progress.finished and progress.epoch < int(t.epochs):
         epoch = progress.epoch
         t_epoch = time.perf_counter()
