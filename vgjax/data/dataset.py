@@ -52,8 +52,8 @@ def dataset_name(dataset_dir: str | os.PathLike) -> str:
     return Path(dataset_dir).resolve().name
 
 
-def split_folder(dataset_dir: str | os.PathLike, split: str) -> Path:
-    """`<dataset>/images/<split>`; raises DatasetFormatError naming the missing folder."""
+def images_folder(dataset_dir: str | os.PathLike) -> Path:
+    """`<dataset>/images`; raises DatasetFormatError naming the missing folder."""
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise fmt.DatasetFormatError(f"dataset folder {dataset_dir} does not exist")
@@ -61,6 +61,12 @@ def split_folder(dataset_dir: str | os.PathLike, split: str) -> Path:
     if not images.is_dir():
         raise fmt.DatasetFormatError(
             f"{images} does not exist: expected <dataset>/images/<split>/<database|queries>/")
+    return images
+
+
+def split_folder(dataset_dir: str | os.PathLike, split: str) -> Path:
+    """`<dataset>/images/<split>`; raises DatasetFormatError naming the missing folder."""
+    images = images_folder(dataset_dir)
     folder = images / split
     if not folder.is_dir():
         present = sorted(p.name for p in images.iterdir() if p.is_dir())

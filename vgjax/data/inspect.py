@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vgjax.data import format as fmt
-from vgjax.data.dataset import Index, available_splits, load_index
+from vgjax.data.dataset import Index, available_splits, images_folder, load_index
 from vgjax.data.pipeline import ImageError, load_image, image_size
 from vgjax.data.positives import positives_within
 
@@ -78,13 +78,7 @@ def inspect_split(split_dir: Path, verify_images: bool, soft_dist: float, hard_d
 def inspect_dataset(dataset_dir: str | os.PathLike, verify_images: bool = False,
                     soft_dist: float = 25.0, hard_dist: float = 10.0,
                     workers: int = 8) -> dict:
-    dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise fmt.DatasetFormatError(f"dataset folder {dataset_dir} does not exist")
-    images = dataset_dir / "images"
-    if not images.is_dir():
-        raise fmt.DatasetFormatError(
-            f"{images} does not exist: expected <dataset>/images/<split>/<database|queries>/")
+    images = images_folder(dataset_dir)
     splits = available_splits(dataset_dir)
     if not splits:
         raise fmt.DatasetFormatError(
