@@ -37,7 +37,8 @@ def median_time(fn, steps: int) -> float:
 
 def main(argv=None) -> int:
     from vgjax.config import load_config, split_argv
-    from vgjax.models.network import build_network, init_variables, make_describe_fn, trainable_mask
+    from vgjax.models.network import (build_network, init_variables, make_describe_fn,
+                                      network_info, trainable_mask)
     from vgjax.train import mining, optim
     from vgjax.train.losses import get_loss
     from vgjax.train.loop import _mesh, make_train_step
@@ -114,6 +115,7 @@ def main(argv=None) -> int:
         "infer_img_per_s": round(args.infer_batch / infer_s, 1),
     }
     out["descriptor_dim"] = int(dim)
+    out.update({k: v for k, v in network_info(cfg.model, size).items() if k != "descriptor_dim"})
     out["partial_mining_1000_queries_s"] = round(mining_s, 4)
     print(json.dumps(out, indent=1))
     return 0

@@ -24,3 +24,25 @@ def test_decoded_images_in_memory_and_on_disk(tmp_path):
     again = DecodedImages(paths, (12, 16), cache_dir=tmp_path / "cache")
     assert files[0].stat().st_mtime_ns == mtime  # reused, not rewritten
     assert np.array_equal(again[[0]], want[[0]])
+
+
+def test_reader_serves_cached_size_and_falls_back(tmp_path):
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"{i}.png"
+        write_image(str(p), (20, 28), seed=i)
+        paths.append(str(p))
+    calls = []
+
+    def fallback(path, size=None):
+        calls.append((path, size))
+        return load_image(path, size)
+
+    decoded = DecodedImages(paths[:2], (12, 16), load_fn=lambda p: fallback(p, (12, 16)))
+    calls.clear()
+    reader = decoded.reader(fallback)
+    assert np.array_equal(reader(paths[1], (12, 16)), load_image(paths[1], (12, 16)))
+    assert calls == []                                    # served from memory
+    assert reader.loader((10, 10))(paths[0]).shape == (10, 10, 3)
+    assert reader(paths[2], (12, 16)).shape == (12, 16, 3)
+    assert calls == [(paths[0], (10, 10)), (paths[2], (12, 16))]

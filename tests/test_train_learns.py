@@ -24,7 +24,7 @@ def test_training_lowers_loss_and_raises_recall(tmp_path, monkeypatch):
         "test.save_predictions=false", "train.validate_initial=true",
         "model.trainable_from=conv1", "model.resnet_width=16", "train.queries_per_epoch=120",
         "train.cache_refresh_rate=60", "train.neg_samples_num=100", "train.epochs=4",
-        "train.patience=4"])
+        "train.patience=4", "data.cache_decoded=true"])
     loop.train_and_evaluate(config, tmp_path / "run")
 
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]

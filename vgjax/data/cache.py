@@ -91,3 +91,16 @@ class DecodedImages:
 
     def by_path(self, paths: Sequence[str]) -> np.ndarray:
         return self[np.array([self.index[p] for p in paths], np.int64)]
+
+    def reader(self, fallback):
+        """An `ImageReader` serving cached paths at the cached size from memory, anything
+        else through `fallback` (the reader of the images' source)."""
+        from vgjax.data.sources import ImageReader
+
+        def read(path, size=None):
+            i = self.index.get(path)
+            if i is not None and size is not None and tuple(size) == self.size:
+                return np.asarray(self.array[i])
+            return fallback(path, size)
+
+        return ImageReader(read)

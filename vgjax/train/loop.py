@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vgjax.config import to_json
 from vgjax.data.dataset import Split
+from vgjax.data.cache import DecodedImages
 from vgjax.data.sources import ImageReader, open_split
 from vgjax.data.pipeline import BatchLoader, normalize
 from vgjax.train import checkpoint, mining, optim
@@ -335,6 +336,13 @@ def _train_and_evaluate(config, run, build_network, make_describe_fn, trainable_
     (run / "config.json").write_text(to_json(config))
     train, reader = open_split(config.data, config.data.train_dataset, "train")
     val, _ = open_split(config.data, config.data.train_dataset, "val")
+    if config.data.cache_decoded:  # every round re-reads these: decode them once
+        size = tuple(config.data.resize)
+        paths = np.concatenate([train.database.paths, train.queries.paths])
+        decoded = DecodedImages(paths, size, cache_dir=run / "decoded",
+                                num_workers=int(config.data.num_workers),
+                                load_fn=reader.loader(size), progress=True)
+        reader = decoded.reader(reader)
     log.info("%s; %s", train.summary(), val.summary())
     mesh = _mesh(int(t.get("num_devices", 0)))
     n_dev = mesh.devices.size
