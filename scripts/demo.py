@@ -59,7 +59,11 @@ def main() -> int:
          "--config.test.scales=[0.75,1.0,1.25]", "--config.test.multiscale_method=avg",
          "--config.test.num_pictures=8"])
 
-    print_table("single scale (training run's final test)",
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
+    validation = {"before training": r["val"] for r in records if r["type"] == "initial_val"}
+    validation.update({f"epoch {r['epoch']}": r["val"] for r in records if r["type"] == "epoch"})
+    print_table("validation (pitts30k val) during training", validation)
+    print_table("test, single scale (training run's final test of the best epoch)",
                 json.loads((workdir / "results.json").read_text()))
     print_table("multi-scale avg [0.75, 1, 1.25]",
                 json.loads((workdir / "eval-multiscale" / "results.json").read_text()))

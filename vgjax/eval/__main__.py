@@ -23,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vgjax import quiet_library_logs
 from vgjax.config import ConfigError, load_config, split_argv
 from vgjax.data.format import DatasetFormatError
 from vgjax.data.pipeline import ImageError
@@ -125,6 +126,7 @@ def run(argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    quiet_library_logs()
     try:
         run(sys.argv[1:] if argv is None else argv)
     except (UsageError, ConfigError, DatasetFormatError, ImageError) as e:

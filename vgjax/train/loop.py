@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vgjax import quiet_library_logs
 from vgjax.config import to_json
-from vgjax.data.dataset import Split
 from vgjax.data.cache import DecodedImages
-from vgjax.data.sources import ImageReader, open_split
+from vgjax.data.dataset import Split
 from vgjax.data.pipeline import BatchLoader, normalize
+from vgjax.data.sources import ImageReader, open_split
 from vgjax.train import checkpoint, mining, optim
 from vgjax.train.losses import get_loss, split_groups
 from vgjax.train.state import Progress, TrainState, epoch_queries, round_key, round_rng
@@ -149,8 +150,7 @@ def _setup_logging(run: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
-    for chatty in ("absl", "faiss.loader", "jax._src.xla_bridge"):  # per-save / start-up chatter
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    quiet_library_logs()
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
