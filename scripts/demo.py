@@ -30,9 +30,9 @@ def run(cmd: list[str]) -> None:
     print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def print_table(title: str, results: dict) -> None:
+def print_table(title: str, results: dict, label: str = "dataset") -> None:
     print(f"\n{title}")
-    print(f"  {'dataset':24s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'R@20':>6s}")
+    print(f"  {label:24s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'R@20':>6s}")
     for name, r in results.items():
         if isinstance(r, dict) and "R@1" in r:
             print(f"  {name:24s} " + " ".join(f"{r[k]:6.1f}" for k in ("R@1", "R@5", "R@10", "R@20")))
@@ -62,7 +62,7 @@ def main() -> int:
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
     validation = {"before training": r["val"] for r in records if r["type"] == "initial_val"}
     validation.update({f"epoch {r['epoch']}": r["val"] for r in records if r["type"] == "epoch"})
-    print_table("validation (pitts30k val) during training", validation)
+    print_table("validation (pitts30k val) during training", validation, "model")
     print_table("test, single scale (training run's final test of the best epoch)",
                 json.loads((workdir / "results.json").read_text()))
     print_table("multi-scale avg [0.75, 1, 1.25]",
