@@ -126,16 +126,21 @@ def test_describe_cli_matches_python_api(tmp_path, small_model, capsys):
                                rtol=1e-5, atol=1e-6)
 
 
-def test_describe_errors(tmp_path, small_model):
+def test_describe_errors(tmp_path, small_model, capsys):
     cfg, variables = small_model
     model_dir = save_model(tmp_path / "model", cfg, variables, (32, 48))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no .jpg"):
-        describe.main(["--checkpoint", str(model_dir), "--images", str(tmp_path / "empty"),
-                       "--out", str(tmp_path / "x.npy")])
-    with pytest.raises(ModelDirError):
-        describe.main(["--checkpoint", str(tmp_path / "empty"), "--images", str(tmp_path),
-                       "--out", str(tmp_path / "x.npy")])
+    assert describe.main(["--checkpoint", str(model_dir), "--images", str(tmp_path / "empty"),
+                          "--out", str(tmp_path / "x.npy")]) == 2
+    assert "no .jpg" in capsys.readouterr().err
+    assert describe.main(["--checkpoint", str(model_dir), "--images", str(tmp_path / "nope"),
+                          "--out", str(tmp_path / "x.npy")]) == 2
+    assert "nope: not a folder" in capsys.readouterr().err
+    with pytest.raises(ModelDirError):  # what main reports, as the API raises it
+        describe.describe_folder(tmp_path / "empty", tmp_path, None, 4, 1)
+    assert describe.main(["--checkpoint", str(tmp_path / "empty"), "--images", str(tmp_path),
+                          "--out", str(tmp_path / "x.npy")]) == 2
+    assert "empty" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         describe.main(["--checkpoint", str(model_dir), "--images", str(tmp_path),
                        "--out", str(tmp_path / "x.txt")])

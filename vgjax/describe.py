@@ -85,9 +85,14 @@ def main(argv=None) -> int:
     if out.suffix != ".npy":
         parser.error(f"--out {out}: expected a .npy file name")
 
+    from vgjax.data.pipeline import ImageError
     start = time.perf_counter()
-    desc, paths = describe_folder(args.checkpoint, args.images, args.resize, args.batch_size,
-                                  args.num_workers)
+    try:
+        desc, paths = describe_folder(args.checkpoint, args.images, args.resize,
+                                      args.batch_size, args.num_workers)
+    except (FileNotFoundError, ValueError, ImageError) as e:  # ModelDirError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, desc)
