@@ -259,6 +259,7 @@ def _round(r: _Run, state: TrainState, progress: Progress, queries: np.ndarray,
     pad = len(plan.cache_db_ids) - plan.num_cache
     if pad:
         c_desc = jnp.concatenate([c_desc, jnp.zeros((pad, c_desc.shape[1]), c_desc.dtype)])
+    jax.block_until_ready((q_desc, c_desc))  # so that the log splits cache and mining time
     t1 = time.perf_counter()
     previous = negative_cache[queries] if negative_cache is not None else None
     positives, negatives = mining.mine(
