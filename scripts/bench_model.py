@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     train_s = median_time(train_once, args.steps)
     infer_s = median_time(infer_once, args.steps)
 
+    device = jax.devices()[0]
     # Partial mining of one round: 1000 queries against 1000 sampled database images plus
     # 5 hard positives per query, 10 negatives each, on random descriptors.
     dim = describe(variables, infer_images[:1]).shape[-1]
@@ -103,7 +104,6 @@ def main(argv=None) -> int:
 
     mining_s = median_time(mine_once, 5)
 
-    device = jax.devices()[0]
     out = {
         "benchmark": "model", "device": getattr(device, "device_kind", str(device)),
         "devices": len(jax.devices()), "jax": jax.__version__,
@@ -114,6 +114,9 @@ def main(argv=None) -> int:
         "infer_batch": args.infer_batch, "infer_ms": round(infer_s * 1e3, 2),
         "infer_img_per_s": round(args.infer_batch / infer_s, 1),
     }
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:  # accelerators report it; the CPU does not
+        out["peak_device_memory_gib"] = round(stats["peak_bytes_in_use"] / 2**30, 3)
     out["descriptor_dim"] = int(dim)
     out.update({k: v for k, v in network_info(cfg.model, size).items() if k != "descriptor_dim"})
     out["partial_mining_1000_queries_s"] = round(mining_s, 4)
