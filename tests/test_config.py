@@ -1,0 +1,23 @@
+from pathlib import Path
+
+import pytest
+
+from vgjax.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["default", "resnet18_netvlad", "resnet18_gem", "smoke", "demo"])
+def test_shipped_configs_validate(name):
+    assert load_config(REPO / "configs" / f"{name}.py").is_locked
+
+
+def test_netvlad_init_sampling_must_fit_the_feature_map():
+    demo = REPO / "configs" / "demo.py"  # 96x128 -> 6x8 local features at stride 16
+    assert load_config(demo, ["model.netvlad_init.descriptors_per_image=48"])
+    with pytest.raises(ConfigError, match=r"descriptors_per_image.*6x8 = 48"):
+        load_config(demo, ["model.netvlad_init.descriptors_per_image=49"])
+    # conv5 halves it again (3x4); a disabled init is not checked
+    with pytest.raises(ConfigError, match="3x4 = 12"):
+        load_config(demo, ["model.backbone=resnet18conv5"])
+    assert load_config(demo, ["model.backbone=resnet18conv5", "model.netvlad_init.enabled=false"])
