@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from vgjax.config import ConfigError, load_config
+from vgjax.config import ConfigError, load_config, validate_training
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -14,10 +14,12 @@ def test_shipped_configs_validate(name):
 
 def test_netvlad_init_sampling_must_fit_the_feature_map():
     demo = REPO / "configs" / "demo.py"  # 96x128 -> 6x8 local features at stride 16
-    assert load_config(demo, ["model.netvlad_init.descriptors_per_image=48"])
+    validate_training(load_config(demo, ["model.netvlad_init.descriptors_per_image=48"]))
+    too_many = load_config(demo, ["model.netvlad_init.descriptors_per_image=49"])  # eval: fine
     with pytest.raises(ConfigError, match=r"descriptors_per_image.*6x8 = 48"):
-        load_config(demo, ["model.netvlad_init.descriptors_per_image=49"])
+        validate_training(too_many)
     # conv5 halves it again (3x4); a disabled init is not checked
     with pytest.raises(ConfigError, match="3x4 = 12"):
-        load_config(demo, ["model.backbone=resnet18conv5"])
-    assert load_config(demo, ["model.backbone=resnet18conv5", "model.netvlad_init.enabled=false"])
+        validate_training(load_config(demo, ["model.backbone=resnet18conv5"]))
+    validate_training(load_config(demo, ["model.backbone=resnet18conv5",
+                                         "model.netvlad_init.enabled=false"]))

@@ -63,3 +63,23 @@ def test_normalize_uint8_and_float_agree():
     b = normalize(x.astype(np.float32) / 255.0)
     assert a.dtype == np.float32 and np.allclose(a, b)
     assert np.allclose(a, (x / 255.0 - IMAGENET_MEAN) / IMAGENET_STD, atol=1e-6)
+
+
+def test_several_views_per_image(images):
+    def two_views(path):
+        img = load_image(path, (16, 24))
+        return [img, img[:8, :8]]
+
+    loader = BatchLoader(images, None, 3, num_workers=2, load_fn=two_views,
+                         views=[(16, 24), (8, 8)])
+    batches = list(loader)
+    assert [n for _, n in batches] == [3, 3, 1]
+    full, crop = batches[0][0]
+    assert full.shape == (3, 16, 24, 3) and crop.shape == (3, 8, 8, 3)
+    assert np.array_equal(crop[1], load_image(images[1], (16, 24))[:8, :8])
+    with pytest.raises(ValueError, match="either size"):
+        BatchLoader(images, (8, 8), 2, views=[(8, 8)], load_fn=two_views)
+    bad = BatchLoader(images, None, 2, load_fn=lambda p: [load_image(p, (8, 8))],
+                      views=[(8, 8), (4, 4)])
+    with pytest.raises(ImageError, match="returned 1 views, expected 2"):
+        list(bad)

@@ -171,18 +171,22 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             validate_model_config(config.model)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        init = config.model.get("netvlad_init")
-        if "data" in config and config.model.aggregation == "netvlad" and init and init.enabled:
-            from vgjax.models.resnet import parse_backbone
-            h, w = (int(s) for s in config.data.resize)
-            for _ in range(parse_backbone(config.model.backbone).num_layers + 1):
-                h, w = -(-h // 2), -(-w // 2)  # every stride-2 stage rounds up (torch padding)
-            _check(int(init.descriptors_per_image) <= h * w,
-                   "model.netvlad_init.descriptors_per_image",
-                   f"({init.descriptors_per_image}) exceeds the {h}x{w} = {h * w} local "
-                   f"features of a {config.data.resize[0]}x{config.data.resize[1]} image")
     config.lock()
     return config
+
+
+def validate_training(config: ml_collections.ConfigDict) -> None:
+    """Checks that only matter when training starts (before any data is read)."""
+    init = config.model.get("netvlad_init")
+    if config.model.aggregation == "netvlad" and init and init.enabled:
+        from vgjax.models.resnet import parse_backbone
+        h, w = (int(s) for s in config.data.resize)
+        for _ in range(parse_backbone(config.model.backbone).num_layers + 1):
+            h, w = -(-h // 2), -(-w // 2)  # every stride-2 stage rounds up (torch padding)
+        _check(int(init.descriptors_per_image) <= h * w,
+               "model.netvlad_init.descriptors_per_image",
+               f"({init.descriptors_per_image}) exceeds the {h}x{w} = {h * w} local "
+               f"features of a {config.data.resize[0]}x{config.data.resize[1]} image")
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

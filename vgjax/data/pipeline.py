@@ -78,15 +78,25 @@ class BatchLoader:
     The last batch is padded with copies of its last image so that every batch has the same
     shape (one compilation); `n_valid` says how many rows are real. `load_fn(path)` overrides
     decoding (e.g. a TFDS source or a crop); it must return uint8 (H, W, 3) of `size`.
+
+    With `views` = ((h1, w1), (h2, w2), ...), `load_fn(path)` returns one array per view
+    (e.g. crops or scales of one decoded image) and `batch` is a list of arrays
+    (batch_size, h_v, w_v, 3), one per view.
     """
 
-    def __init__(self, paths: Sequence[str], size: tuple[int, int], batch_size: int,
+    def __init__(self, paths: Sequence[str], size: tuple[int, int] | None, batch_size: int,
                  num_workers: int = 8, prefetch: int = 2,
-                 load_fn: Callable[[str], np.ndarray] | None = None):
+                 load_fn: Callable[[str], np.ndarray] | None = None,
+                 views: Sequence[tuple[int, int]] | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if (views is None) == (size is None):
+            raise ValueError("give either size (one view) or views")
+        if views is not None and load_fn is None:
+            raise ValueError("several views need a load_fn that returns them")
         self.paths = list(paths)
-        self.size = tuple(int(s) for s in size)
+        self.size = None if size is None else tuple(int(s) for s in size)
+        self.views = None if views is None else [tuple(int(s) for s in v) for v in views]
         self.batch_size = batch_size
         self.num_workers = max(1, num_workers)
         self.prefetch = max(1, prefetch)
@@ -95,16 +105,23 @@ class BatchLoader:
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
 
-    def _assemble(self, start: int) -> tuple[np.ndarray, int]:
+    def _assemble(self, start: int):
         chunk = self.paths[start:start + self.batch_size]
-        out = np.empty((self.batch_size, *self.size, 3), np.uint8)
-        for i, img in enumerate(self._pool.map(self.load_fn, chunk)):
-            if img.shape != (*self.size, 3):
-                raise ImageError(f"{chunk[i]}: loader returned shape {img.shape}, "
-                                 f"expected {(*self.size, 3)}")
-            out[i] = img
-        out[len(chunk):] = out[len(chunk) - 1]
-        return out, len(chunk)
+        shapes = self.views or [self.size]
+        out = [np.empty((self.batch_size, *hw, 3), np.uint8) for hw in shapes]
+        for i, loaded in enumerate(self._pool.map(self.load_fn, chunk)):
+            arrays = loaded if self.views is not None else (loaded,)
+            if len(arrays) != len(shapes):
+                raise ImageError(f"{chunk[i]}: loader returned {len(arrays)} views, "
+                                 f"expected {len(shapes)}")
+            for v, (img, hw) in enumerate(zip(arrays, shapes)):
+                if img.shape != (*hw, 3):
+                    raise ImageError(f"{chunk[i]}: loader returned shape {img.shape} for view "
+                                     f"{v}, expected {(*hw, 3)}")
+                out[v][i] = img
+        for arr in out:
+            arr[len(chunk):] = arr[len(chunk) - 1]
+        return (out if self.views is not None else out[0]), len(chunk)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
         starts = range(0, len(self.paths), self.batch_size)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vgjax.data.pipeline import ImageError, image_size, load_image
+from vgjax.data.pipeline import BatchLoader, image_size, load_image
 from vgjax.eval.methods import ViewPlan
 
 log = logging.getLogger(__name__)
@@ -211,33 +211,11 @@ def _groups(paths: Sequence[str], plan: ViewPlan, num_workers: int):
 
 def _batches(paths, plan: ViewPlan, batch_size: int, num_workers: int, prefetch: int):
     """Yields (image indices, views [(batch_size, h, w, 3) per view], n_valid), prefetched."""
-    groups = _groups(paths, plan, num_workers)
-    jobs = [(ix[s:s + batch_size], shapes) for ix, shapes in groups
-            for s in range(0, len(ix), batch_size)]
-
-    def assemble(job):
-        ix, shapes = job
-        out = [np.empty((batch_size, h, w, 3), np.uint8) for h, w in shapes]
-        for row, views in enumerate(pool.map(plan.load_views, [paths[i] for i in ix])):
-            if len(views) != len(shapes):
-                raise ImageError(f"{paths[ix[row]]}: got {len(views)} views, expected {len(shapes)}")
-            for v, (arr, shape) in enumerate(zip(views, shapes)):
-                if arr.shape != (*shape, 3):
-                    raise ImageError(f"{paths[ix[row]]}: view {v} has shape {arr.shape}, "
-                                     f"expected {(*shape, 3)}")
-                out[v][row] = arr
-        for arr in out:
-            arr[len(ix):] = arr[len(ix) - 1]
-        return ix, out, len(ix)
-
-    with cf.ThreadPoolExecutor(max(1, num_workers)) as pool, cf.ThreadPoolExecutor(1) as asm:
-        pending: collections.deque = collections.deque()
-        for job in jobs:
-            pending.append(asm.submit(assemble, job))
-            if len(pending) > max(1, prefetch):
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    for ix, shapes in _groups(paths, plan, num_workers):
+        loader = BatchLoader([paths[i] for i in ix], None, batch_size, num_workers=num_workers,
+                             prefetch=prefetch, load_fn=plan.load_views, views=shapes)
+        for b, (views, n) in enumerate(loader):
+            yield ix[b * batch_size:b * batch_size + n], views, n
 
 
 def extract_descriptors(paths: Sequence[str], describe: DescribeFn, plan: ViewPlan, *,

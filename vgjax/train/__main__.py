@@ -11,7 +11,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from vgjax.config import ConfigError, load_config, split_argv
+    from vgjax.config import ConfigError, load_config, split_argv, validate_training
     overrides, rest = split_argv(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m vgjax.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(rest)
     try:
         config = load_config(args.config, overrides)
+        validate_training(config)
     except ConfigError as e:
         parser.error(str(e))
     if args.distributed:
