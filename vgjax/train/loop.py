@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vgjax import quiet_library_logs
-from vgjax.config import to_json
+from vgjax.config import to_json, validate_training
 from vgjax.data.cache import DecodedImages
 from vgjax.data.dataset import Split
 from vgjax.data.pipeline import BatchLoader, normalize
@@ -322,6 +322,7 @@ def train_and_evaluate(config, workdir) -> dict:
     every `data.test_datasets`, writes `results.json` and returns it."""
     from vgjax.models.network import build_network, make_describe_fn, trainable_mask
 
+    validate_training(config)
     run = Path(workdir)
     run.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(run)
