@@ -23,3 +23,13 @@ def test_netvlad_init_sampling_must_fit_the_feature_map():
         validate_training(load_config(demo, ["model.backbone=resnet18conv5"]))
     validate_training(load_config(demo, ["model.backbone=resnet18conv5",
                                          "model.netvlad_init.enabled=false"]))
+
+
+@pytest.mark.parametrize("override, option", [
+    ("test.index=hnsw", "test.index"), ("test.scales=[-1.0]", "test.scales"),
+    ("test.multiscale_method=median", "test.multiscale_method"),
+    ("test.recall_values=[0]", "test.recall_values"), ("test.pca_dim=-1", "test.pca_dim"),
+    ("test.pictures_topk=0", "test.pictures_topk")])
+def test_bad_test_options_are_refused_before_any_work(override, option):
+    with pytest.raises(ConfigError, match=option.replace(".", r"\.")):
+        load_config(REPO / "configs" / "default.py", [override])

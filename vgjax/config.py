@@ -163,8 +163,22 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if "num_devices" in t:
             _check(int(t.num_devices) >= 0, "train.num_devices", "must be >= 0 (0 = all)")
     if "test" in config:
-        _choice(config.test, "method", ("hard_resize", "single_query", "central_crop",
-                                        "five_crops", "nearest_crop", "maj_voting"), "test")
+        from vgjax.eval.methods import MULTISCALE_METHODS, TEST_METHODS
+        te = config.test
+        _choice(te, "method", TEST_METHODS, "test")
+        _choice(te, "multiscale_method", MULTISCALE_METHODS, "test")
+        _choice(te, "index", ("flat", "ivfpq"), "test")
+        rv = list(te.recall_values)
+        _check(len(rv) > 0 and all(int(n) >= 1 for n in rv), "test.recall_values",
+               f"must be positive integers, got {rv}")
+        scales = list(te.scales)
+        _check(len(scales) > 0 and all(float(f) > 0 for f in scales), "test.scales",
+               f"must be positive factors of the model resolution, got {scales}")
+        _check(float(te.positive_dist) > 0, "test.positive_dist", "must be > 0")
+        _check(int(te.batch_size) >= 1, "test.batch_size", "must be >= 1")
+        _check(int(te.pca_dim) >= 0, "test.pca_dim", "must be >= 0 (0 = no PCA)")
+        if "pictures_topk" in te:
+            _check(int(te.pictures_topk) >= 1, "test.pictures_topk", "must be >= 1")
     if "model" in config:
         from vgjax.models.network import validate_model_config
         try:

@@ -91,6 +91,10 @@ def run(argv: list[str]) -> dict:
                                                                      model_overrides)
     except ValueError as e:  # a bad model override or an unreadable model dir
         raise UsageError(str(e)) from None
+    from vgjax.models.network import descriptor_dim
+    if int(cfg.test.pca_dim) > 0 and int(cfg.test.pca_dim) > descriptor_dim(model_cfg):
+        raise UsageError(f"test.pca_dim={cfg.test.pca_dim} exceeds the model's descriptor size "
+                         f"{descriptor_dim(model_cfg)}")
     if "data.resize" not in overridden:
         cfg.data.resize = image_size  # the size the model was trained for
     log.info("model input size (H, W) = %s", tuple(cfg.data.resize))
@@ -129,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_logs()
     try:
         run(sys.argv[1:] if argv is None else argv)
-    except (UsageError, ConfigError, DatasetFormatError, ImageError) as e:
+    except (UsageError, ConfigError, DatasetFormatError, ImageError, ValueError,
+            FileNotFoundError) as e:  # ValueError: options only evaluate() can check
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

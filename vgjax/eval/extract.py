@@ -199,7 +199,8 @@ def _groups(paths: Sequence[str], plan: ViewPlan, num_workers: int):
     if plan.fixed_shapes:
         return [(np.arange(len(paths)), plan.view_shapes())]
     def size_of(path):  # a header read for files; other sources decode the image
-        return image_size(path) if plan.read is load_image else plan.read(path).shape[:2]
+        read = getattr(plan.read, "read", plan.read)  # an ImageReader wraps the function
+        return image_size(path) if read is load_image else plan.read(path).shape[:2]
 
     with cf.ThreadPoolExecutor(max(1, num_workers)) as pool:
         sizes = list(pool.map(size_of, paths))
