@@ -65,6 +65,18 @@ def read_model_info(path: str | os.PathLike) -> dict:
     return info
 
 
+def _process_local_checkpointer():
+    """An orbax checkpointer that reads or writes with this process alone: a model dir holds
+    host arrays, and in a multi-process run only process 0 writes it (no cross-process
+    barriers, which the other processes would never reach)."""
+    import orbax.checkpoint as ocp
+    if jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    i = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=i, active_processes={i}, barrier_sync_key_prefix=f"model-dir-{i}"))
+
+
 def save_model(directory: str | os.PathLike, model_cfg, variables,
                image_size=(480, 640), extra: dict | None = None) -> Path:
     """Writes a model dir (replacing an existing one); returns its path.
@@ -82,13 +94,12 @@ def save_model(directory: str | os.PathLike, model_cfg, variables,
         info["extra"] = extra
     tree = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
     tree = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), tree)
-    import orbax.checkpoint as ocp
 
     # model.json goes last and is removed first, so a half-written dir is never loadable.
     (d / MODEL_JSON).unlink(missing_ok=True)
     if (d / VARIABLES).exists():
         shutil.rmtree(d / VARIABLES)
-    with ocp.StandardCheckpointer() as ckptr:
+    with _process_local_checkpointer() as ckptr:
         ckptr.save(d / VARIABLES, tree)
     tmp = d / (MODEL_JSON + ".tmp")
     tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
@@ -111,10 +122,8 @@ def load_model(path: str | os.PathLike, device_put: bool = True):
     target = abstract_variables(model_cfg)
     if not (d / VARIABLES).is_dir():
         raise ModelDirError(f"{d / VARIABLES}: missing (the model dir is incomplete)")
-    import orbax.checkpoint as ocp
-
     try:
-        with ocp.StandardCheckpointer() as ckptr:
+        with _process_local_checkpointer() as ckptr:
             variables = ckptr.restore(d.absolute() / VARIABLES, target)
     except Exception as e:  # noqa: BLE001 - orbax raises many kinds; keep the reason
         raise ModelDirError(f"{d / VARIABLES}: cannot restore variables for "

@@ -1,8 +1,9 @@
 """`python -m vgjax.train --config configs/<x>.py --workdir RUN [--config.<a.b>=<value> ...]`
 
 Running again with the same --workdir resumes from its last checkpoint. Multi-host: call
-with `--distributed` on every host (jax.distributed.initialize reads the cluster from the
-environment).
+with `--distributed` on every host, with the same --workdir on a shared file system
+(jax.distributed.initialize reads the cluster from the environment, e.g. SLURM, or from
+--coordinator_address, --num_processes and --process_id).
 """
 from __future__ import annotations
 
@@ -19,15 +20,27 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", required=True, help="run folder (created; resumed if present)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host)")
+    parser.add_argument("--coordinator_address", default=None,
+                        help="with --distributed: HOST:PORT of process 0 (default: from the "
+                             "cluster environment)")
+    parser.add_argument("--num_processes", type=int, default=None,
+                        help="with --distributed: number of processes")
+    parser.add_argument("--process_id", type=int, default=None,
+                        help="with --distributed: this process's index (0 writes the files)")
     args = parser.parse_args(rest)
     try:
         config = load_config(args.config, overrides)
         validate_training(config)
     except ConfigError as e:
         parser.error(str(e))
+    explicit = {k: v for k, v in (("coordinator_address", args.coordinator_address),
+                                  ("num_processes", args.num_processes),
+                                  ("process_id", args.process_id)) if v is not None}
+    if explicit and not args.distributed:
+        parser.error(f"--{next(iter(explicit))} needs --distributed")
     if args.distributed:
         import jax
-        jax.distributed.initialize()
+        jax.distributed.initialize(**explicit)
     from vgjax.data.format import DatasetFormatError
     from vgjax.data.pipeline import ImageError
     from vgjax.models.io import ModelDirError

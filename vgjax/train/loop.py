@@ -28,7 +28,7 @@ from vgjax.data.cache import DecodedImages
 from vgjax.data.dataset import Split
 from vgjax.data.pipeline import BatchLoader, normalize
 from vgjax.data.sources import ImageReader, open_split
-from vgjax.train import checkpoint, mining, optim
+from vgjax.train import checkpoint, mining, multihost, optim
 from vgjax.train.losses import get_loss, split_groups
 from vgjax.train.state import Progress, TrainState, epoch_queries, round_key, round_rng
 
@@ -76,32 +76,47 @@ def make_train_step(net, tx, loss_fn, negatives_per_query: int, mesh: Mesh):
 def describe_paths(describe, variables, paths, size, batch_size: int, num_workers: int,
                    prefetch: int, sharding=None, desc: str | None = None, reader=None):
     """Descriptors (len(paths), D) of images, kept on the device (batches split over the
-    devices of `sharding` when given)."""
+    devices of `sharding` when given; each process loads only its rows of every batch, and
+    the result is whole on every device)."""
     from tqdm import tqdm
+    rows = slice(0, batch_size)
+    if sharding is not None:
+        rows = multihost.process_rows(sharding, batch_size)
+    local_paths = paths
+    if (rows.start, rows.stop) != (0, batch_size):
+        local_paths = multihost.local_batch_paths(paths, batch_size, rows)
     outs = []
-    loader = BatchLoader(paths, size, batch_size, num_workers=num_workers, prefetch=prefetch,
+    loader = BatchLoader(local_paths, size, rows.stop - rows.start, num_workers=num_workers,
+                         prefetch=prefetch,
                          load_fn=reader.loader(size) if reader is not None else None)
-    for images, n in tqdm(loader, desc=desc, leave=False, disable=desc is None):
+    for i, (images, _) in enumerate(tqdm(loader, desc=desc, leave=False,
+                                         disable=desc is None or not multihost.is_primary())):
+        n = min(batch_size, len(paths) - i * batch_size)  # real rows of the global batch
         if sharding is not None:
-            images = jax.make_array_from_process_local_data(sharding, images)
+            images = jax.make_array_from_process_local_data(
+                sharding, images, (batch_size, *images.shape[1:]))
         outs.append(describe(variables, images)[:n])
-    return jnp.concatenate(outs, axis=0)
+    out = jnp.concatenate(outs, axis=0)
+    return out if sharding is None else multihost.replicate(out, sharding.mesh)
 
 
 # Run folder ----------------------------------------------------------------------------------
 
 class MetricsWriter:
-    """Appends JSON lines to `metrics.jsonl` (one per train step and per epoch)."""
+    """Appends JSON lines to `metrics.jsonl` (one per train step and per epoch); writes
+    nothing when not `enabled` (the other processes of a multi-process run)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, enabled: bool = True):
         self.path = path
-        self.file = open(path, "a", buffering=1)
+        self.file = open(path, "a", buffering=1) if enabled else None
 
     def write(self, **record) -> None:
-        self.file.write(json.dumps(record) + "\n")
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def truncate_metrics(path: Path, step: int, epoch: int) -> None:
@@ -145,11 +160,14 @@ def plot_lr(metrics_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def _setup_logging(run: Path) -> logging.Handler:
-    handler = logging.FileHandler(run / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+def _setup_logging(run: Path) -> logging.Handler | None:
+    """`train.log` (written by process 0 only) and a console handler if none is set."""
     root = logging.getLogger()
-    root.addHandler(handler)
+    handler = None
+    if multihost.is_primary():
+        handler = logging.FileHandler(run / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
     quiet_library_logs()
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
@@ -226,6 +244,9 @@ def _mesh(num_devices: int) -> Mesh:
         if num_devices > len(devices):
             raise ValueError(f"train.num_devices={num_devices} but only {len(devices)} devices")
         devices = devices[:num_devices]
+    if len({d.process_index for d in devices}) < jax.process_count():
+        raise ValueError(f"train.num_devices={num_devices} leaves some of the "
+                         f"{jax.process_count()} processes without a device; use 0 (all)")
     return Mesh(np.array(devices), ("data",))
 
 
@@ -258,7 +279,7 @@ def _round(r: _Run, state: TrainState, progress: Progress, queries: np.ndarray,
                             desc="cache: database", **io)
     pad = len(plan.cache_db_ids) - plan.num_cache
     if pad:
-        c_desc = jnp.concatenate([c_desc, jnp.zeros((pad, c_desc.shape[1]), c_desc.dtype)])
+        c_desc = jnp.pad(c_desc, ((0, pad), (0, 0)))
     jax.block_until_ready((q_desc, c_desc))  # so that the log splits cache and mining time
     t1 = time.perf_counter()
     previous = negative_cache[queries] if negative_cache is not None else None
@@ -275,10 +296,14 @@ def _round(r: _Run, state: TrainState, progress: Progress, queries: np.ndarray,
     db_paths = r.train.database.paths
     groups = np.concatenate([r.train.queries.paths[queries][:, None], db_paths[positives][:, None],
                              db_paths[negatives]], axis=1)[:steps * b]      # (Q, 2 + N)
-    loader = BatchLoader(groups.reshape(-1), size, b * groups.shape[1],
+    step_images = b * groups.shape[1]
+    batch_sharding = NamedSharding(r.mesh, P("data"))
+    # this process's rows of every step's batch: whole groups, as b is a multiple of the devices
+    rows = multihost.process_rows(batch_sharding, step_images)
+    local_paths = groups.reshape(steps, step_images)[:, rows].reshape(-1)
+    loader = BatchLoader(local_paths, size, rows.stop - rows.start,
                          num_workers=io["num_workers"], prefetch=io["prefetch"],
                          load_fn=r.reader.loader(size))
-    batch_sharding = NamedSharding(r.mesh, P("data"))
     losses = []
     pending = None
     base_step = int(jax.device_get(state.step))
@@ -292,8 +317,9 @@ def _round(r: _Run, state: TrainState, progress: Progress, queries: np.ndarray,
         return math.isfinite(value)
 
     for i, (images, _) in enumerate(tqdm(loader, desc=f"epoch {epoch} round {rnd}",
-                                         leave=False)):
-        images = jax.make_array_from_process_local_data(batch_sharding, images)
+                                         leave=False, disable=not multihost.is_primary())):
+        images = jax.make_array_from_process_local_data(
+            batch_sharding, images, (step_images, *images.shape[1:]))
         state, loss = r.train_step(state, images)
         if pending is not None and not record(*pending):
             return state, negative_cache, losses, pending[0]
@@ -329,13 +355,16 @@ def train_and_evaluate(config, workdir) -> dict:
     try:
         return _train_and_evaluate(config, run, build_network, make_describe_fn, trainable_mask)
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 def _train_and_evaluate(config, run, build_network, make_describe_fn, trainable_mask):
     t = config.train
-    (run / "config.json").write_text(to_json(config))
+    primary = multihost.is_primary()
+    if primary:
+        (run / "config.json").write_text(to_json(config))
     train, reader = open_split(config.data, config.data.train_dataset, "train")
     val, _ = open_split(config.data, config.data.train_dataset, "val")
     if config.data.cache_decoded:  # every round re-reads these: decode them once
@@ -354,6 +383,12 @@ def _train_and_evaluate(config, run, build_network, make_describe_fn, trainable_
     if int(t.infer_batch_size) % n_dev:
         raise ValueError(f"train.infer_batch_size={t.infer_batch_size} must be a multiple of "
                          f"the {n_dev} devices used")
+    if jax.process_count() > 1:
+        step_images = int(t.queries_per_step) * (2 + int(t.negatives_per_query))
+        rows = multihost.process_rows(NamedSharding(mesh, P("data")), step_images)
+        log.info("process %d of %d (%d of the %d devices) loads rows [%d, %d) of every train "
+                 "batch of %d images", jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), n_dev, rows.start, rows.stop, step_images)
     net = build_network(config.model)
     scheduler = optim.make_scheduler(t)
     negative_cache = (np.full((len(train.queries), int(t.negatives_per_query)), -1, np.int32)
@@ -363,9 +398,11 @@ def _train_and_evaluate(config, run, build_network, make_describe_fn, trainable_
     found = checkpoint.find(run, "last")
     progress = Progress()
     if found is None:
-        variables = initial_variables(config, net, train, reader)
+        variables = multihost.from_process_zero(initial_variables(config, net, train, reader))
         tx = optim.make_optimizer(t, trainable_mask(variables["params"], config.model))
-        state = jax.device_put(TrainState.create(variables, tx), replicated)
+        # host copies: device_put places those on every process of a multi-process mesh
+        state = jax.device_put(jax.tree.map(np.asarray, TrainState.create(variables, tx)),
+                               replicated)
     else:
         from vgjax.models.network import abstract_variables
         abstract = abstract_variables(config.model)
@@ -380,7 +417,8 @@ def _train_and_evaluate(config, run, build_network, make_describe_fn, trainable_
         scheduler.load_state_dict(progress.scheduler)
         log.info("Resuming from %s: epoch %d, %d mining rounds of it done, step %d, best R@5 %.2f",
                  found, progress.epoch, progress.round, int(state.step), progress.best_r5)
-        truncate_metrics(run / "metrics.jsonl", int(state.step), progress.epoch)
+        if primary:
+            truncate_metrics(run / "metrics.jsonl", int(state.step), progress.epoch)
     if progress.finished:
         log.info("Training already finished; testing the best model")
     state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, scheduler.lr))
@@ -389,7 +427,7 @@ def _train_and_evaluate(config, run, build_network, make_describe_fn, trainable_
              describe=make_describe_fn(net),
              train_step=make_train_step(net, tx, get_loss(t.loss, float(t.margin)),
                                         int(t.negatives_per_query), mesh),
-             mesh=mesh, metrics=MetricsWriter(run / "metrics.jsonl"))
+             mesh=mesh, metrics=MetricsWriter(run / "metrics.jsonl", enabled=primary))
     try:
         _epochs(r, state, progress, scheduler, negative_cache)
     finally:
@@ -455,11 +493,14 @@ def _epochs(r: _Run, state, progress: Progress, scheduler, negative_cache):
         if improved:
             _save(r, "best", state, progress, negative_cache)
         _save(r, "last", state, progress, negative_cache)
-        plot_lr(r.run / "metrics.jsonl", r.run / "lr.png")
+        if multihost.is_primary():
+            plot_lr(r.run / "metrics.jsonl", r.run / "lr.png")
 
 
 def _test(r: _Run) -> dict:
-    """The best model on the test split of every `data.test_datasets` -> results.json."""
+    """The best model on the test split of every `data.test_datasets` -> results.json.
+
+    Every process tests (the same numbers); process 0 writes the files."""
     from vgjax.eval import Describer, evaluate, report
     from vgjax.models.io import load_model
     cfg = r.config
@@ -468,13 +509,16 @@ def _test(r: _Run) -> dict:
         raise FileNotFoundError(f"{r.run}/checkpoints/best does not exist: no epoch finished")
     model_cfg, variables = load_model(best / "model")
     describe = Describer.from_model(model_cfg, variables)
+    primary = multihost.is_primary()
     evaluated = []
     for name in cfg.data.test_datasets:
         split, reader = open_split(cfg.data, name, "test")
         log.info("Testing on %s", split.summary())
-        evaluated.append(evaluate(split, describe, cfg.test, cfg.data, out_dir=r.run,
+        evaluated.append(evaluate(split, describe, cfg.test, cfg.data,
+                                  out_dir=r.run if primary else None,
                                   name=split.dataset, reader=reader))
-    report.write_results_json(evaluated, r.run / "results.json")
+    if primary:
+        report.write_results_json(evaluated, r.run / "results.json")
     rows, counts = report.results_rows(evaluated)
     log.info("Test results of the best model (epoch %s):\n%s",
              checkpoint.read_progress(best)["best_epoch"], report.format_table(rows, counts))

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgjax.data.positives import to_padded
+from vgjax.train.multihost import to_host
 
 MINING_METHODS = ("partial", "full", "random")
 
@@ -212,7 +213,7 @@ def mine(method: str, key, plan: RoundPlan, query_desc, cache_desc, num_negative
         out = mine_random(key, query_desc, cache_desc, plan.cache_db_ids, plan.positive_rows,
                           plan.soft_rows, database_size=database_size,
                           num_negatives=num_negatives)
-    pos, neg, counts = jax.device_get(out)
+    pos, neg, counts = (to_host(x) for x in out)
     short = counts < num_negatives
     if short.any():
         raise ValueError(

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "asgd")
@@ -108,9 +109,11 @@ def set_learning_rate(opt_state, lr: float):
     """A copy of the optimizer state with a new learning rate (no recompilation)."""
     old = opt_state.hyperparams["learning_rate"]
     hyper = dict(opt_state.hyperparams)
-    hyper["learning_rate"] = jnp.asarray(lr, dtype=old.dtype)
     if hasattr(old, "sharding"):
-        hyper["learning_rate"] = jax.device_put(hyper["learning_rate"], old.sharding)
+        # from host memory, which device_put can place on a mesh spanning several processes
+        hyper["learning_rate"] = jax.device_put(np.asarray(lr, dtype=old.dtype), old.sharding)
+    else:
+        hyper["learning_rate"] = jnp.asarray(lr, dtype=old.dtype)
     return opt_state._replace(hyperparams=hyper)
 
 
