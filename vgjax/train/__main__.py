@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     from vgjax.train.loop import NonFiniteLossError, train_and_evaluate
     try:
         results = train_and_evaluate(config, args.workdir)
-    except (DatasetFormatError, ImageError, ModelDirError, NonFiniteLossError) as e:
+    except (DatasetFormatError, ImageError, ModelDirError, NonFiniteLossError, ConfigError,
+            ValueError, FileNotFoundError) as e:  # ValueError: e.g. a checkpoint of another run
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, recalls in results.items():

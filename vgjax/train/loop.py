@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vgjax import quiet_library_logs
-from vgjax.config import to_json, validate_training
+from vgjax.config import ConfigError, to_json, validate_training
 from vgjax.data.cache import DecodedImages
 from vgjax.data.dataset import Split
 from vgjax.data.pipeline import BatchLoader, normalize
@@ -65,9 +65,11 @@ def make_train_step(net, tx, loss_fn, negatives_per_query: int, mesh: Mesh):
         params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
         new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
-        ok = jnp.isfinite(loss)
+        # The host sees a loss one step late: once a loss is not finite, this and every later
+        # step leave the state as it was, so what gets saved is the state before the failure.
+        ok = jnp.isfinite(loss) & ~state.failed
         new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
-        return new, loss
+        return new.replace(failed=~ok), loss
 
     return jax.jit(step, in_shardings=(replicated, batch), out_shardings=(replicated, replicated),
                    donate_argnums=0)
@@ -192,6 +194,13 @@ def initial_variables(config, net, train_split: Split, reader=None) -> dict:
     has_head = False
     if model_cfg.pretrained:
         loaded_cfg, loaded = load_model(model_cfg.pretrained)
+        # another cut (conv4 / conv5) of the same ResNet is fine; another depth or width not
+        theirs = (loaded_cfg.backbone.rsplit("conv", 1)[0], loaded_cfg.get("resnet_width", 64))
+        ours = (model_cfg.backbone.rsplit("conv", 1)[0], model_cfg.get("resnet_width", 64))
+        if theirs != ours:
+            raise ConfigError(
+                f"model.pretrained={model_cfg.pretrained} holds a {loaded_cfg.backbone} of "
+                f"width {theirs[1]}, this config builds a {model_cfg.backbone} of width {ours[1]}")
         variables, copied = merge_pretrained(variables, loaded)
         # a converted backbone-only file (e.g. torchvision weights) brings a random head,
         # which the converter lists as "initialised": that is not a trained head
@@ -201,10 +210,17 @@ def initial_variables(config, net, train_split: Split, reader=None) -> dict:
                     and any(k.startswith("['params']['aggregation']") for k in copied))
         log.info("Initialised %d arrays from %s%s", len(copied), model_cfg.pretrained,
                  " (with its aggregation head)" if has_head else "")
+    else:
+        frozen = model_cfg.trainable_from != "conv1"
+        log.warning("model.pretrained is empty: the network starts from random weights%s",
+                    f" and the stages before {model_cfg.trainable_from} stay frozen at them "
+                    "(convert ImageNet weights with scripts/convert_torch_weights.py)"
+                    if frozen else "")
     if model_cfg.aggregation == "netvlad" and model_cfg.netvlad_init.enabled and not has_head:
         from vgjax.models.netvlad_init import initialize_netvlad, sample_init_paths
         t0 = time.perf_counter()
-        paths = sample_init_paths(list(train_split.database.paths),
+        paths = sample_init_paths(list(train_split.database.paths) +  # the whole training set
+                                  list(train_split.queries.paths),
                                   int(model_cfg.netvlad_init.images), int(config.seed))
         batches = BatchLoader(paths, size, int(config.train.infer_batch_size),
                               num_workers=int(config.data.num_workers),
@@ -435,14 +451,24 @@ def _train_and_evaluate(config, run, build_network, make_describe_fn, trainable_
     return _test(r)
 
 
+def validation_settings(test_cfg):
+    """Validation as in the reference: hard-resized queries, one scale, no PCA, nothing saved;
+    `test.method`, multi-scale and PCA apply to the final test only."""
+    val = test_cfg.copy_and_resolve_references()
+    with val.unlocked():
+        val.method, val.scales, val.pca_dim = "hard_resize", [1.0], 0
+        val.save_predictions, val.num_pictures = False, 0
+    return val
+
+
 def _epochs(r: _Run, state, progress: Progress, scheduler, negative_cache):
     t, cfg = r.t, r.config
     rounds = math.ceil(int(t.queries_per_epoch) / int(t.cache_refresh_rate))
     from vgjax.eval import evaluate
     if t.validate_initial and progress.epoch == 0 and progress.round == 0:
         describe, _ = _eval_describe(r, state)
-        result = evaluate(r.val, describe, cfg.test, cfg.data, name=f"{r.val.dataset}-val",
-                          reader=r.reader)
+        result = evaluate(r.val, describe, validation_settings(cfg.test), cfg.data,
+                          name=f"{r.val.dataset}-val", reader=r.reader)
         r.metrics.write(type="initial_val", val=result.recalls)
         log.info("before training: val %s", result.summary())
     while not progress.finished and progress.epoch < int(t.epochs):
@@ -467,8 +493,8 @@ def _epochs(r: _Run, state, progress: Progress, scheduler, negative_cache):
             progress.round += 1
             _save(r, "last", state, progress, negative_cache)
         describe, _ = _eval_describe(r, state)
-        result = evaluate(r.val, describe, cfg.test, cfg.data, name=f"{r.val.dataset}-val",
-                          reader=r.reader)
+        result = evaluate(r.val, describe, validation_settings(cfg.test), cfg.data,
+                          name=f"{r.val.dataset}-val", reader=r.reader)
         r5 = float(result.recalls["R@5"])
         progress.val_history.append(result.recalls)
         improved = r5 > progress.best_r5

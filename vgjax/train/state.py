@@ -16,12 +16,14 @@ class TrainState(flax.struct.PyTreeNode):
     params: Any
     batch_stats: Any
     opt_state: Any
+    failed: jax.Array        # bool scalar: a step had a non-finite loss; later steps are no-ops
 
     @classmethod
     def create(cls, variables: dict, tx) -> "TrainState":
         params = variables["params"]
         return cls(step=jnp.zeros([], jnp.int32), params=params,
-                   batch_stats=variables["batch_stats"], opt_state=tx.init(params))
+                   batch_stats=variables["batch_stats"], opt_state=tx.init(params),
+                   failed=jnp.zeros([], bool))
 
     @property
     def variables(self) -> dict:
