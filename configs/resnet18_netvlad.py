@@ -1,6 +1,12 @@
 """Reference baseline: ResNet-18-conv4 + NetVLAD-64, partial mining, triplet loss, Adam
 lr 1e-5 with coupled weight decay 1e-3 (the seed paper's baseline row of Table II); trained
-on Pitts30k, tested on Pitts30k, sf-xs, tokyo-xs and tokyo-night."""
+on Pitts30k, tested on Pitts30k, sf-xs, tokyo-xs and tokyo-night.
+
+The reference starts from ImageNet weights: convert them once and pass the model dir,
+    python scripts/convert_torch_weights.py --input resnet18-f37072fd.pth --output models/imagenet_r18
+    python -m vgjax.train --config configs/resnet18_netvlad.py --workdir runs/x \\
+        --config.model.pretrained=models/imagenet_r18
+(without it, training starts from random weights and logs a warning)."""
 from configs import default
 
 
