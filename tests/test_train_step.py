@@ -67,3 +67,17 @@ def test_pretrained_of_another_architecture_is_refused(tmp_path):
     val = validation_settings(load_config(SMOKE, [
         "test.method=five_crops", "test.scales=[0.5,1]", "test.pca_dim=8"]).test)
     assert (val.method, list(val.scales), val.pca_dim) == ("hard_resize", [1.0], 0)
+
+
+def test_resumed_run_with_other_options_says_which(tmp_path, caplog):
+    from vgjax.config import load_config, to_json
+    from vgjax.train.loop import _note_config_changes
+
+    before = load_config(SMOKE)
+    (tmp_path / "config.json").write_text(to_json(before))
+    with caplog.at_level("WARNING"):
+        _note_config_changes(tmp_path / "config.json", before)
+        assert caplog.text == ""
+        _note_config_changes(tmp_path / "config.json",
+                             load_config(SMOKE, ["train.lr=0.5", "data.resize=(32,48)"]))
+    assert "train.lr: 0.001 -> 0.5" in caplog.text and "data.resize" in caplog.text

@@ -376,10 +376,34 @@ def train_and_evaluate(config, workdir) -> dict:
             handler.close()
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _note_config_changes(path: Path, config) -> None:
+    """A run resumed with other options: say which ones (the new values apply from now on)."""
+    if not path.exists():
+        return
+    before = _flatten(json.loads(path.read_text()))
+    now = _flatten(json.loads(to_json(config)))
+    changed = {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k)}
+    if changed:
+        log.warning("%s differs from this run's config: %s", path, "; ".join(
+            f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+
+
 def _train_and_evaluate(config, run, build_network, make_describe_fn, trainable_mask):
     t = config.train
     primary = multihost.is_primary()
     if primary:
+        _note_config_changes(run / "config.json", config)
         (run / "config.json").write_text(to_json(config))
     train, reader = open_split(config.data, config.data.train_dataset, "train")
     val, _ = open_split(config.data, config.data.train_dataset, "val")
