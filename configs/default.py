@@ -20,7 +20,7 @@ def get_config():
     c.data.resize = (480, 640)                # (H, W) model input size
     c.data.num_workers = 8                    # decoding threads
     c.data.prefetch = 2                       # batches decoded ahead
-    c.data.cache_decoded = False              # train: decode train images once (RUN/decoded/)
+    c.data.cache_decoded = False              # decode train + val images once (RUN/decoded/)
     c.data.soft_positives_dist = 25.0         # metres: ground truth, never a negative
     c.data.hard_positives_dist = 10.0         # metres: training positives
 

@@ -407,9 +407,10 @@ def _train_and_evaluate(config, run, build_network, make_describe_fn, trainable_
         (run / "config.json").write_text(to_json(config))
     train, reader = open_split(config.data, config.data.train_dataset, "train")
     val, _ = open_split(config.data, config.data.train_dataset, "val")
-    if config.data.cache_decoded:  # every round re-reads these: decode them once
+    if config.data.cache_decoded:  # every round and validation re-read these: decode once
         size = tuple(config.data.resize)
-        paths = np.concatenate([train.database.paths, train.queries.paths])
+        paths = np.concatenate([train.database.paths, train.queries.paths,
+                                val.database.paths, val.queries.paths])
         decoded = DecodedImages(paths, size, cache_dir=run / "decoded",
                                 num_workers=int(config.data.num_workers),
                                 load_fn=reader.loader(size), progress=True)
