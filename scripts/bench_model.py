@@ -37,8 +37,8 @@ def median_time(fn, steps: int) -> float:
 
 def main(argv=None) -> int:
     from vgjax.config import load_config, split_argv
-    from vgjax.models.network import (build_network, init_variables, make_describe_fn,
-                                      network_info, trainable_mask)
+    from vgjax.models.network import (build_network, descriptor_dim, init_variables,
+                                      make_describe_fn, network_info, trainable_mask)
     from vgjax.train import mining, optim
     from vgjax.train.losses import get_loss
     from vgjax.train.loop import _mesh, make_train_step
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     device = jax.devices()[0]
     # Partial mining of one round: 1000 queries against 1000 sampled database images plus
     # 5 hard positives per query, 10 negatives each, on random descriptors.
-    dim = describe(variables, infer_images[:1]).shape[-1]
+    dim = descriptor_dim(cfg.model)
     nq, ns, npos = 1000, 1000, 5
     m = ns + nq * npos
     q_desc = jax.device_put(rng.standard_normal((nq, dim)).astype(np.float32))
@@ -117,8 +117,7 @@ def main(argv=None) -> int:
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "peak_bytes_in_use" in stats:  # accelerators report it; the CPU does not
         out["peak_device_memory_gib"] = round(stats["peak_bytes_in_use"] / 2**30, 3)
-    out["descriptor_dim"] = int(dim)
-    out.update({k: v for k, v in network_info(cfg.model, size).items() if k != "descriptor_dim"})
+    out.update(network_info(cfg.model, size))
     out["partial_mining_1000_queries_s"] = round(mining_s, 4)
     print(json.dumps(out, indent=1))
     return 0

@@ -144,10 +144,7 @@ def ivfpq_search(database: DescriptorStore, queries, k: int, *, nlist: int, m: i
     # Training sample: 64 points per list, at most ~1 GiB of float32, at least what faiss
     # needs (nlist points for the lists, 256 for the 8-bit product-quantiser codebooks).
     train_rows = min(n, train_rows or min(64 * nlist, max((1 << 30) // (4 * d), nlist, 256)))
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, train_rows, replace=False))
-    train = np.concatenate([database.read(int(s), int(s) + 1) for s in sample]) \
-        if train_rows < n else database.read()
+    train = sample_rows(database, train_rows, seed)
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8)
     if use_gpu and faiss.get_num_gpus() > 0:

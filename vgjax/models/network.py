@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgjax.data.pipeline import normalize
-from vgjax.models.aggregation import AGGREGATIONS, L2_MODES, GlobalPool, NetVLAD, l2_normalize
+from vgjax.models.aggregation import (AGGREGATIONS, L2_MODES, GlobalPool, NetVLAD,
+                                      aggregation_dim, l2_normalize)
 from vgjax.models.resnet import STAGES, ResNet, parse_backbone
 
 TRAINABLE_FROM = STAGES + ("aggregation",)  # the first trained part; all before it is frozen
@@ -136,8 +137,8 @@ def descriptor_dim(model_cfg) -> int:
     fc = int(_get(model_cfg, "fc_output_dim") or 0)
     if fc > 0:
         return fc
-    c = feature_dim(model_cfg)
-    return c * int(model_cfg.netvlad_clusters) if model_cfg.aggregation == "netvlad" else c
+    return aggregation_dim(model_cfg.aggregation, feature_dim(model_cfg),
+                           int(model_cfg.netvlad_clusters))
 
 
 def init_key(rng):

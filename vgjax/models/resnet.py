@@ -36,9 +36,6 @@ class BackboneSpec:
         expansion = 4 if self.bottleneck else 1
         return width * 2 ** (self.num_layers - 1) * expansion
 
-    def stride(self) -> int:
-        return 2 ** (self.num_layers + 1)
-
 
 DEPTHS = {
     18: (False, (2, 2, 2, 2)),

@@ -24,8 +24,6 @@ from vgjax.train.state import Progress, TrainState
 
 log = logging.getLogger(__name__)
 
-NAMES = ("last", "best")
-
 
 def checkpoint_dir(run_dir, name: str) -> Path:
     return Path(run_dir) / "checkpoints" / name

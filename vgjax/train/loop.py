@@ -11,6 +11,7 @@ N negatives) -> checkpoint `last`. After each epoch: recall on val, scheduler st
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -75,11 +76,25 @@ def make_train_step(net, tx, loss_fn, negatives_per_query: int, mesh: Mesh):
                    donate_argnums=0)
 
 
+@functools.partial(jax.jit, static_argnames="rows")
+def _stack_rows(batches, valid, rows: int):
+    """Whole batches -> `rows` rows: the first `valid` real, the rest zeros. `valid` is
+    traced, so this compiles once per (batch count, rows), instead of the eager slice,
+    concatenation and pad of every round each compiling for that round's sizes."""
+    out = jnp.concatenate(batches, axis=0)
+    out = jnp.where(jnp.arange(out.shape[0])[:, None] < valid, out, 0)
+    if out.shape[0] >= rows:
+        return out[:rows]
+    return jnp.pad(out, ((0, rows - out.shape[0]), (0, 0)))
+
+
 def describe_paths(describe, variables, paths, size, batch_size: int, num_workers: int,
-                   prefetch: int, sharding=None, desc: str | None = None, reader=None):
-    """Descriptors (len(paths), D) of images, kept on the device (batches split over the
-    devices of `sharding` when given; each process loads only its rows of every batch, and
-    the result is whole on every device)."""
+                   prefetch: int, sharding=None, desc: str | None = None, reader=None,
+                   num_rows: int | None = None):
+    """Descriptors (num_rows, D) of images (default len(paths) rows; rows past the images
+    are zeros), kept on the device (batches split over the devices of `sharding` when given;
+    each process loads only its rows of every batch, and the result is whole on every
+    device)."""
     from tqdm import tqdm
     rows = slice(0, batch_size)
     if sharding is not None:
@@ -91,14 +106,13 @@ def describe_paths(describe, variables, paths, size, batch_size: int, num_worker
     loader = BatchLoader(local_paths, size, rows.stop - rows.start, num_workers=num_workers,
                          prefetch=prefetch,
                          load_fn=reader.loader(size) if reader is not None else None)
-    for i, (images, _) in enumerate(tqdm(loader, desc=desc, leave=False,
-                                         disable=desc is None or not multihost.is_primary())):
-        n = min(batch_size, len(paths) - i * batch_size)  # real rows of the global batch
+    for images, _ in tqdm(loader, desc=desc, leave=False,
+                          disable=desc is None or not multihost.is_primary()):
         if sharding is not None:
             images = jax.make_array_from_process_local_data(
                 sharding, images, (batch_size, *images.shape[1:]))
-        outs.append(describe(variables, images)[:n])
-    out = jnp.concatenate(outs, axis=0)
+        outs.append(describe(variables, images))
+    out = _stack_rows(tuple(outs), len(paths), len(paths) if num_rows is None else num_rows)
     return out if sharding is None else multihost.replicate(out, sharding.mesh)
 
 
@@ -292,10 +306,7 @@ def _round(r: _Run, state: TrainState, progress: Progress, queries: np.ndarray,
                             int(t.infer_batch_size), desc="cache: queries", **io)
     cache_paths = r.train.database.paths[plan.cache_db_ids[:plan.num_cache]]
     c_desc = describe_paths(r.describe, variables, cache_paths, size, int(t.infer_batch_size),
-                            desc="cache: database", **io)
-    pad = len(plan.cache_db_ids) - plan.num_cache
-    if pad:
-        c_desc = jnp.pad(c_desc, ((0, pad), (0, 0)))
+                            desc="cache: database", num_rows=len(plan.cache_db_ids), **io)
     jax.block_until_ready((q_desc, c_desc))  # so that the log splits cache and mining time
     t1 = time.perf_counter()
     previous = negative_cache[queries] if negative_cache is not None else None
@@ -507,8 +518,7 @@ def _epochs(r: _Run, state, progress: Progress, scheduler, negative_cache):
             state, negative_cache, _, bad_step = _round(r, state, progress, chunk,
                                                         negative_cache, lr)
             if bad_step is not None:
-                checkpoint.save(r.run, "nan", state, progress, cfg.model, negative_cache,
-                                seed=int(cfg.seed), image_size=tuple(cfg.data.resize))
+                _save(r, "nan", state, progress, negative_cache)
                 raise NonFiniteLossError(
                     f"loss is not finite at epoch {epoch}, round {progress.round}, step "
                     f"{bad_step} of the round (train.loss={t.loss}, train.lr={lr}); the state "
@@ -558,8 +568,8 @@ def _test(r: _Run) -> dict:
     best = checkpoint.find(r.run, "best")
     if best is None:
         raise FileNotFoundError(f"{r.run}/checkpoints/best does not exist: no epoch finished")
-    model_cfg, variables = load_model(best / "model")
-    describe = Describer.from_model(model_cfg, variables)
+    _, variables = load_model(best / "model")
+    describe = Describer(r.describe, variables)  # validation's compiled function, same model
     primary = multihost.is_primary()
     evaluated = []
     for name in cfg.data.test_datasets:

@@ -8,6 +8,8 @@ With one process all of this reduces to the plain single-process path.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -58,7 +60,13 @@ def replicate(x: jax.Array, mesh) -> jax.Array:
     processes' devices; otherwise `x` unchanged."""
     if x.is_fully_addressable:
         return x
-    return jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))(x)
+    return _replicator(mesh)(x)
+
+
+@functools.lru_cache(maxsize=None)
+def _replicator(mesh):
+    """One jitted identity per mesh (a new lambda each call would retrace every round)."""
+    return jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))
 
 
 def to_host(x) -> np.ndarray:
