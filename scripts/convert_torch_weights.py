@@ -17,7 +17,6 @@ Files are read with torch.load(weights_only=True); nothing else is unpickled.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -27,11 +26,8 @@ sys.path.insert(0, str(REPO))
 
 
 def default_model_config():
-    spec = importlib.util.spec_from_file_location("vgjax_default_config",
-                                                  REPO / "configs" / "default.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config().model
+    from vgjax.config import load_config_file
+    return load_config_file(REPO / "configs" / "default.py").model
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 
 from vgjax.data.format import parse_fields
 from vgjax.data.pipeline import load_image
-from vgjax.eval.search import geo_distances
+from vgjax.eval.search import correct_matrix, geo_distances
 
 PICTURE_SIZE = (240, 320)  # (H, W) of each thumbnail
 
@@ -107,7 +107,8 @@ def save_pictures(result, split, out_dir: str | os.PathLike, *, num: int = 10,
     out_dir.mkdir(parents=True, exist_ok=True)
     topk = min(topk, result.topk_indices.shape[1])
     metres = geo_distances(result.topk_indices[:, :topk], split.queries.utm, split.database.utm)
-    correct = np.nan_to_num(metres, nan=np.inf) <= positive_dist
+    correct = correct_matrix(result.topk_indices[:, :topk], split.queries.utm,
+                             split.database.utm, positive_dist)
     candidates = np.flatnonzero(~correct[:, 0]) if only_wrong else np.arange(len(metres))
     if len(candidates) > num:
         candidates = np.sort(np.random.default_rng(seed).choice(candidates, num, replace=False))

@@ -193,11 +193,8 @@ def _as_store(x) -> DescriptorStore:
 def correct_matrix(topk_indices: np.ndarray, query_utm: np.ndarray, db_utm: np.ndarray,
                    positive_dist: float) -> np.ndarray:
     """(Q, K) bool: prediction within `positive_dist` metres (UTM) of its query; -1 is wrong."""
-    idx = np.asarray(topk_indices)
-    valid = idx >= 0
-    pred = np.asarray(db_utm, np.float64)[np.where(valid, idx, 0)]            # (Q, K, 2)
-    dist = np.sqrt(((pred - np.asarray(query_utm, np.float64)[:, None]) ** 2).sum(-1))
-    return valid & (dist <= positive_dist)
+    metres = geo_distances(topk_indices, query_utm, db_utm)
+    return np.nan_to_num(metres, nan=np.inf) <= positive_dist
 
 
 def geo_distances(topk_indices, query_utm, db_utm) -> np.ndarray:

@@ -99,9 +99,7 @@ def describe_paths(describe, variables, paths, size, batch_size: int, num_worker
     rows = slice(0, batch_size)
     if sharding is not None:
         rows = multihost.process_rows(sharding, batch_size)
-    local_paths = paths
-    if (rows.start, rows.stop) != (0, batch_size):
-        local_paths = multihost.local_batch_paths(paths, batch_size, rows)
+    local_paths = multihost.local_batch_paths(paths, batch_size, rows)
     outs = []
     loader = BatchLoader(local_paths, size, rows.stop - rows.start, num_workers=num_workers,
                          prefetch=prefetch,
@@ -327,7 +325,7 @@ def _round(r: _Run, state: TrainState, progress: Progress, queries: np.ndarray,
     batch_sharding = NamedSharding(r.mesh, P("data"))
     # this process's rows of every step's batch: whole groups, as b is a multiple of the devices
     rows = multihost.process_rows(batch_sharding, step_images)
-    local_paths = groups.reshape(steps, step_images)[:, rows].reshape(-1)
+    local_paths = multihost.local_batch_paths(groups.reshape(-1), step_images, rows)
     loader = BatchLoader(local_paths, size, rows.stop - rows.start,
                          num_workers=io["num_workers"], prefetch=io["prefetch"],
                          load_fn=r.reader.loader(size))
