@@ -22,23 +22,18 @@ import numpy as np
 
 def describe_paths(model_cfg, variables, paths, size, batch_size: int = 32,
                    num_workers: int = 8) -> np.ndarray:
-    """float32 (len(paths), D) descriptors of `paths` resized to `size` = (H, W)."""
-    from vgjax.data.pipeline import BatchLoader
-    from vgjax.models.network import build_network, descriptor_dim, make_describe_fn
+    """float32 (len(paths), D) descriptors of `paths` resized to `size` = (H, W): the same
+    extraction as evaluation's database side."""
+    from vgjax.eval.extract import Describer, extract_descriptors
+    from vgjax.eval.methods import ViewPlan
 
-    describe = make_describe_fn(build_network(model_cfg))
-    out = np.empty((len(paths), descriptor_dim(model_cfg)), np.float32)
-    loader = BatchLoader(paths, size, batch_size, num_workers=num_workers)
-    pending, start = None, 0
-    for batch, n_valid in loader:
-        result = describe(variables, batch)  # dispatched; fetched after the next dispatch
-        if pending is not None:
-            out[pending[1]:pending[1] + pending[2]] = np.asarray(pending[0])[:pending[2]]
-        pending = (result, start, n_valid)
-        start += n_valid
-    if pending is not None:
-        out[pending[1]:pending[1] + pending[2]] = np.asarray(pending[0])[:pending[2]]
-    return out
+    store, _ = extract_descriptors(paths, Describer.from_model(model_cfg, variables),
+                                   ViewPlan(sizes=(tuple(size),)), batch_size=batch_size,
+                                   num_workers=num_workers)
+    try:
+        return np.array(store.read(), np.float32)
+    finally:
+        store.close()
 
 
 def describe_folder(checkpoint, images, resize=None, batch_size: int = 32,

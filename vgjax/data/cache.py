@@ -4,7 +4,8 @@ Training reads the same database images and queries again in every mining round;
 JPEGs is the slowest part of the data path. `DecodedImages` decodes each image once (in
 parallel, through `BatchLoader`) into an `(N, H, W, 3)` uint8 array, in memory or in a
 `.npy` file on disk (memory-mapped, so a set larger than RAM still works), and then serves
-batches by fancy indexing at memory speed.
+images at memory speed: one at a time through `reader()` (what training uses, so that the
+usual `BatchLoader` assembles the batches) or as index batches (`images[idx]`).
 """
 from __future__ import annotations
 
