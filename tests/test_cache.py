@@ -2,7 +2,8 @@ import numpy as np
 
 from conftest import write_image
 from vgjax.data.cache import DecodedImages
-from vgjax.data.pipeline import load_image
+from vgjax.data.pipeline import image_size, load_image
+from vgjax.data.sources import ImageReader
 
 
 def test_decoded_images_in_memory_and_on_disk(tmp_path):
@@ -40,9 +41,10 @@ def test_reader_serves_cached_size_and_falls_back(tmp_path):
 
     decoded = DecodedImages(paths[:2], (12, 16), load_fn=lambda p: fallback(p, (12, 16)))
     calls.clear()
-    reader = decoded.reader(fallback)
+    reader = decoded.reader(ImageReader(fallback, image_size))
     assert np.array_equal(reader(paths[1], (12, 16)), load_image(paths[1], (12, 16)))
     assert calls == []                                    # served from memory
     assert reader.loader((10, 10))(paths[0]).shape == (10, 10, 3)
     assert reader(paths[2], (12, 16)).shape == (12, 16, 3)
     assert calls == [(paths[0], (10, 10)), (paths[2], (12, 16))]
+    assert reader.size(paths[2]) == (20, 28)  # from the header, through the source

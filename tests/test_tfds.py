@@ -203,3 +203,5 @@ def test_open_split_switches_between_folder_and_tfds(tmp_path):
     a = folder_reader.loader((8, 12))(folder_split.queries.paths[1])
     b = tfds_reader.loader((8, 12))(tfds_split.queries.paths[1])
     assert np.array_equal(a, b)
+    assert tfds_reader.size(tfds_split.queries.paths[1]) == (24, 32)  # header only
+    assert folder_reader.size(folder_split.queries.paths[1]) == (24, 32)

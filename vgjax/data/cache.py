@@ -95,7 +95,7 @@ class DecodedImages:
 
     def reader(self, fallback):
         """An `ImageReader` serving cached paths at the cached size from memory, anything
-        else through `fallback` (the reader of the images' source)."""
+        else (and image sizes) through `fallback`, the `ImageReader` of the images' source."""
         from vgjax.data.sources import ImageReader
 
         def read(path, size=None):
@@ -104,4 +104,4 @@ class DecodedImages:
                 return np.asarray(self.array[i])
             return fallback(path, size)
 
-        return ImageReader(read)
+        return ImageReader(read, fallback.size)

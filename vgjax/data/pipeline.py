@@ -56,13 +56,18 @@ def decode_image_bytes(data: bytes, size: tuple[int, int] | None = None,
     return _decode(io.BytesIO(data), size, name)
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(H, W) from the header only."""
+def image_size(path, name: str | None = None) -> tuple[int, int]:
+    """(H, W) from the header only, of a file path or a file-like object."""
     try:
         with Image.open(path) as img:
             return img.height, img.width
     except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"{path}: cannot read image header ({e})") from None
+        raise ImageError(f"{name or path}: cannot read image header ({e})") from None
+
+
+def encoded_image_size(data: bytes, name: str = "<bytes>") -> tuple[int, int]:
+    """`image_size` for encoded JPEG/PNG bytes (header only)."""
+    return image_size(io.BytesIO(data), name)
 
 
 def normalize(images):

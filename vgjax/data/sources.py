@@ -14,15 +14,17 @@ from typing import Callable
 import numpy as np
 
 from vgjax.data.dataset import Split, load_split
-from vgjax.data.pipeline import load_image
+from vgjax.data.pipeline import encoded_image_size, image_size, load_image
 
 SOURCES = ("folder", "tfds")
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageReader:
-    """`reader(path, size)` -> uint8 (H, W, 3); `reader.loader(size)` for `BatchLoader`."""
+    """`reader(path, size)` -> uint8 (H, W, 3); `reader.loader(size)` for `BatchLoader`;
+    `reader.size(path)` -> (H, W) without decoding the pixels."""
     read: Callable[..., np.ndarray]
+    size: Callable[[str], tuple[int, int]]
 
     def __call__(self, path: str, size: tuple[int, int] | None = None) -> np.ndarray:
         return self.read(path, size)
@@ -31,7 +33,7 @@ class ImageReader:
         return functools.partial(self.read, size=size)
 
 
-FOLDER_READER = ImageReader(load_image)
+FOLDER_READER = ImageReader(load_image, image_size)
 
 
 def dataset_location(data_cfg, name_or_path: str | os.PathLike) -> str:
@@ -59,4 +61,5 @@ def open_split(data_cfg, dataset: str | os.PathLike, split: str) -> tuple[Split,
     from vgjax.data.tfds_builder import load_split_tfds
     result, images = load_split_tfds(data_cfg.tfds_dir, location, split,
                                      data_cfg.soft_positives_dist, data_cfg.hard_positives_dist)
-    return result, ImageReader(images)
+    return result, ImageReader(
+        images, lambda path: encoded_image_size(images.encoded(path), name=path))

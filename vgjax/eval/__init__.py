@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vgjax.data import format as fmt
-from vgjax.data.pipeline import load_image
+from vgjax.data.sources import FOLDER_READER
 from vgjax.eval.extract import (
     Describer,
     DescriptorStore,
@@ -162,7 +162,7 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
 
     loader_kw = {"batch_size": int(test_cfg.batch_size),
                  "num_workers": int(data_cfg.num_workers), "prefetch": int(data_cfg.prefetch)}
-    read = reader or load_image
+    read = reader or FOLDER_READER
     db_plan = ViewPlan.for_database(test_cfg, model_size, read)
     q_plan = ViewPlan.for_queries(test_cfg, model_size, read)
     try:

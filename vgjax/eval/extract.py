@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vgjax.data.pipeline import BatchLoader, image_size, load_image
+from vgjax.data.pipeline import BatchLoader
 from vgjax.eval.methods import ViewPlan
 
 log = logging.getLogger(__name__)
@@ -198,12 +198,8 @@ def _groups(paths: Sequence[str], plan: ViewPlan, num_workers: int):
     """[(image indices, view shapes)]: one group unless view shapes depend on image size."""
     if plan.fixed_shapes:
         return [(np.arange(len(paths)), plan.view_shapes())]
-    def size_of(path):  # a header read for files; other sources decode the image
-        read = getattr(plan.read, "read", plan.read)  # an ImageReader wraps the function
-        return image_size(path) if read is load_image else plan.read(path).shape[:2]
-
     with cf.ThreadPoolExecutor(max(1, num_workers)) as pool:
-        sizes = list(pool.map(size_of, paths))
+        sizes = list(pool.map(plan.read.size, paths))
     groups: dict = collections.OrderedDict()
     for i, hw in enumerate(sizes):
         groups.setdefault(plan.view_shapes(hw), []).append(i)

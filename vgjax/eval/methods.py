@@ -19,12 +19,12 @@ Multi-scale testing multiplies (H, W) by each scale factor before applying the m
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
-from vgjax.data.pipeline import load_image
+from vgjax.data.sources import FOLDER_READER, ImageReader
 
 TEST_METHODS = ("hard_resize", "single_query", "central_crop", "five_crops", "nearest_crop",
                 "maj_voting")
@@ -68,8 +68,8 @@ class ViewPlan:
     sizes: tuple[tuple[int, int], ...] = ((480, 640),)  # one target (H, W) per scale
     combine: str = "avg"              # multi-scale: avg | sum | max | min
     renormalize: bool = False         # L2 re-normalise the multi-scale combination
-    read: Callable[..., np.ndarray] = dataclasses.field(default=load_image, compare=False)
-    """`read(path, size=None)` -> uint8 (H, W, 3): a folder file or a TFDS record."""
+    read: ImageReader = dataclasses.field(default=FOLDER_READER, compare=False)
+    """How paths become pixels (and image sizes): a folder's files or a TFDS copy's records."""
 
     def __post_init__(self):
         if self.method not in TEST_METHODS:
@@ -81,13 +81,13 @@ class ViewPlan:
             raise ValueError("test.scales is empty: give at least one scale factor")
 
     @classmethod
-    def for_queries(cls, test_cfg, model_size, read=load_image) -> ViewPlan:
+    def for_queries(cls, test_cfg, model_size, read=FOLDER_READER) -> ViewPlan:
         return cls(method=test_cfg.method, sizes=_scale_sizes(test_cfg.scales, model_size),
                    combine=test_cfg.multiscale_method,
                    renormalize=bool(test_cfg.multiscale_renormalize), read=read)
 
     @classmethod
-    def for_database(cls, test_cfg, model_size, read=load_image) -> ViewPlan:
+    def for_database(cls, test_cfg, model_size, read=FOLDER_READER) -> ViewPlan:
         """Database images are always hard-resized; scaled only if `multiscale_database`."""
         scales = test_cfg.scales if test_cfg.multiscale_database else [1.0]
         return cls(method="hard_resize", sizes=_scale_sizes(scales, model_size),
