@@ -80,6 +80,16 @@ def available_splits(dataset_dir: str | os.PathLike) -> list[str]:
     return [s for s in fmt.SPLITS if (images / s).is_dir()]
 
 
+def present_splits(dataset_dir: str | os.PathLike) -> list[str]:
+    """The split folders of a dataset; raises DatasetFormatError if there is none."""
+    images = images_folder(dataset_dir)
+    splits = available_splits(dataset_dir)
+    if not splits:
+        raise fmt.DatasetFormatError(
+            f"{images} has no split folder (expected some of {', '.join(fmt.SPLITS)})")
+    return splits
+
+
 def load_index(folder: str | os.PathLike) -> Index:
     """Lists and parses one role folder; raises DatasetFormatError if missing or empty."""
     folder = Path(folder)

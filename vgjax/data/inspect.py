@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vgjax.data import format as fmt
-from vgjax.data.dataset import Index, available_splits, images_folder, load_index
+from vgjax.data.dataset import Index, images_folder, load_index, present_splits
 from vgjax.data.pipeline import ImageError, load_image, image_size
 from vgjax.data.positives import positives_within
 
@@ -79,12 +79,8 @@ def inspect_dataset(dataset_dir: str | os.PathLike, verify_images: bool = False,
                     soft_dist: float = 25.0, hard_dist: float = 10.0,
                     workers: int = 8) -> dict:
     images = images_folder(dataset_dir)
-    splits = available_splits(dataset_dir)
-    if not splits:
-        raise fmt.DatasetFormatError(
-            f"{images} has no split folder (expected some of {', '.join(fmt.SPLITS)})")
     return {split: inspect_split(images / split, verify_images, soft_dist, hard_dist, workers)
-            for split in splits}
+            for split in present_splits(dataset_dir)}
 
 
 def format_report(name: str, report: dict) -> str:

@@ -70,8 +70,6 @@ def _tfds():
     return tfds
 
 
-# Decoding ----------------------------------------------------------------------------------
-
 # Building ----------------------------------------------------------------------------------
 
 def _features():
@@ -98,14 +96,8 @@ def list_folder(dataset_dir: str | os.PathLike,
     missing or empty folder, or the files without UTM in their names.
     """
     dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise fmt.DatasetFormatError(f"dataset folder {dataset_dir} does not exist")
     if splits is None:
-        splits = ds.available_splits(dataset_dir)
-        if not splits:
-            raise fmt.DatasetFormatError(
-                f"{dataset_dir / 'images'}: no split folder ({', '.join(fmt.SPLITS)}); expected "
-                "<dataset>/images/<split>/<database|queries>/")
+        splits = ds.present_splits(dataset_dir)
     listing = {}
     for split in splits:
         if split not in fmt.SPLITS:

@@ -289,7 +289,8 @@ def _eval_describe(r: _Run, state: TrainState):
 
 def _round(r: _Run, state: TrainState, progress: Progress, queries: np.ndarray,
            negative_cache, lr: float):
-    """One mining round then its train steps; returns (state, negative_cache, mean loss)."""
+    """One mining round then its train steps; returns (state, negative_cache, bad_step):
+    `bad_step` is the step of the round whose loss was not finite, else None."""
     t, cfg = r.t, r.config
     size = tuple(cfg.data.resize)
     epoch, rnd = progress.epoch, progress.round
@@ -347,16 +348,16 @@ def _round(r: _Run, state: TrainState, progress: Progress, queries: np.ndarray,
             batch_sharding, images, (step_images, *images.shape[1:]))
         state, loss = r.train_step(state, images)
         if pending is not None and not record(*pending):
-            return state, negative_cache, losses, pending[0]
+            return state, negative_cache, pending[0]
         pending = (i, loss)
     if pending is not None and not record(*pending):
-        return state, negative_cache, losses, pending[0]
+        return state, negative_cache, pending[0]
     t3 = time.perf_counter()
     log.info("epoch %d round %d: cache %d images %.1f s, mining %.2f s, %d steps %.1f s "
              "(%.0f img/s), loss %.4f", epoch, rnd, len(queries) + plan.num_cache, t1 - t0,
              t2 - t1, steps, t3 - t2, steps * b * groups.shape[1] / max(t3 - t2, 1e-9),
              float(np.mean(losses)) if losses else float("nan"))
-    return state, negative_cache, losses, None
+    return state, negative_cache, None
 
 
 def _save(r: _Run, name: str, state, progress, negative_cache):
@@ -513,7 +514,7 @@ def _epochs(r: _Run, state, progress: Progress, scheduler, negative_cache):
         while progress.round < rounds:
             rq = int(t.cache_refresh_rate)
             chunk = queries[progress.round * rq:(progress.round + 1) * rq]
-            state, negative_cache, _, bad_step = _round(r, state, progress, chunk,
+            state, negative_cache, bad_step = _round(r, state, progress, chunk,
                                                         negative_cache, lr)
             if bad_step is not None:
                 _save(r, "nan", state, progress, negative_cache)
