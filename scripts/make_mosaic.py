@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vgjax.data import synthetic
+from vgjax import synthetic
 
 TILE = (120, 160)  # (H, W)
 GAP = 2

@@ -9,7 +9,7 @@ from PIL import Image
 
 from vgjax.data import dataset as ds
 from vgjax.data import format as fmt
-from vgjax.data import synthetic
+from vgjax import synthetic
 
 
 def _digests(root, name):
@@ -120,6 +120,7 @@ def test_splits_are_disjoint(tiny):
 
 
 def test_deterministic_and_independent_of_workers(tiny, tmp_path):
+    """Also: the fixture wrote night-target and `again` did not, with the same tokyo-xs bytes."""
     root, _ = tiny
     again = tmp_path / "again"
     synthetic.generate(again, "tiny", seed=0, workers=1, datasets=("tokyo-xs",))
@@ -135,6 +136,8 @@ def test_refuses_to_overwrite(tiny):
     root, _ = tiny
     with pytest.raises(FileExistsError, match="overwrite"):
         synthetic.generate(root, "tiny", workers=1, datasets=("sf-xs",))
+    with pytest.raises(FileExistsError, match="night-target"):
+        synthetic.generate(root, "tiny", workers=1, datasets=("night-target",))
 
 
 def test_bad_arguments():
@@ -236,6 +239,48 @@ def test_night_subset_alone_matches(tiny, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["tokyo-night"]
     assert sorted(os.listdir(tmp_path / "tokyo-night")) == ["images"]
     assert _digests(tmp_path, "tokyo-night") == _digests(root, "tokyo-night")
+
+
+def test_night_target(tiny):
+    """Unlabelled night views of the tokyo-xs district, > 100 m from its test database."""
+    root, summary = tiny
+    assert synthetic.DATASETS == ("pitts30k", "sf-xs", "tokyo-xs", "tokyo-night")
+    assert "night-target" in synthetic.ALL_OUTPUTS and "night-target" not in synthetic.DATASETS
+    images = root / "night-target" / "images"
+    names = sorted(os.listdir(images))
+    assert len(names) >= 30 and all(n.endswith(".jpg") for n in names)
+    n = len(names)
+    assert summary["targets"]["night-target"] == {"images": n, "times": {"night": n}}
+    assert {fmt.parse_fields(n)["note"] for n in names} == {"night"}
+    assert len({fmt.parse_fields(n)["pano_id"] for n in names}) == len(names)
+
+    def brightness(paths):
+        return np.mean([np.asarray(Image.open(p), np.float64).mean() for p in paths])
+
+    day = fmt.list_images(root / "pitts30k" / "images" / "test" / "queries")
+    assert brightness([images / n for n in names]) < 0.7 * brightness(day)
+    with Image.open(images / names[0]) as im:
+        assert im.size == (80, 60) and im.mode == "RGB"
+
+    target = np.array([fmt.parse_utm(n) for n in names])
+    test_db = fmt.utm_array(fmt.list_images(root / "tokyo-xs" / "images" / "test" / "database"))
+    d = np.sqrt(((target[:, None] - test_db[None]) ** 2).sum(-1))
+    assert d.min() > 100.0, d.min()
+    assert np.all(np.abs(target - test_db.mean(0)) < 1000.0)  # still the tokyo-xs district
+    assert fmt.parse_fields(names[0])["utm_zone_number"] == "54"
+
+
+def test_night_target_changes_no_other_view(tiny, tmp_path):
+    """Planning night-target leaves every view of the four datasets as it was (so their bytes
+    too), and night-target alone writes the same files as in the full build."""
+    without = synthetic.plan("/out", "tiny", 0, synthetic.DATASETS)
+    with_target = synthetic.plan("/out", "tiny", 0, synthetic.ALL_OUTPUTS)
+    assert set(with_target) == set(without) | {"night-target"}
+    assert all(with_target[name] == views for name, views in without.items())
+    root, _ = tiny
+    synthetic.generate(tmp_path, "tiny", seed=0, workers=1, datasets=("night-target",))
+    assert sorted(os.listdir(tmp_path)) == ["night-target"]
+    assert _digests(tmp_path, "night-target") == _digests(root, "night-target")
 
 
 def test_cli_rejects_bad_options(tmp_path, capsys):

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_training_lowers_loss_and_raises_recall(tmp_path, monkeypatch):
     from vgjax.config import load_config
-    from vgjax.data import synthetic
+    from vgjax import synthetic
     from vgjax.train import loop
 
     # A little larger than `tiny` (120 training queries, 60 validation queries), day only.

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
-    from vgjax.data.synthetic import generate
+    from vgjax.synthetic import generate
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, "tiny", seed=0, workers=2, datasets=("pitts30k", "sf-xs"))
     return root

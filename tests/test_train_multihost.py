@@ -54,7 +54,7 @@ def test_local_batch_paths_takes_rows_of_each_padded_batch():
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory):
-    from vgjax.data.synthetic import generate
+    from vgjax.synthetic import generate
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, "tiny", seed=0, workers=1, datasets=("pitts30k",))
     return root

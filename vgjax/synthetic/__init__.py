@@ -1,0 +1,88 @@
+"""A synthetic city: place-recognition datasets in the standard folder format, built offline.
+
+    python -m vgjax.synthetic --out data --preset demo [--seed 0] [--workers N]
+
+writes `pitts30k` (train/val/test), `sf-xs`, `tokyo-xs` and `tokyo-night` (test only) under
+`--out`, each as `<name>/images/<split>/<database|queries>/@east@north@...@.jpg`, and the
+unlabelled `night-target/images/` (night query-like views of the tokyo-xs district, far from
+its test area, for domain adaptation; never tested on).
+
+The city is a grid of streets whose buildings (heights, roof lines, facade colour and
+material, window grids, doors, shop signs) and street furniture (trees, lamp and utility
+poles) are pure functions of integer location ids and the seed, so every camera that sees a
+place sees the same thing. Views are rendered by a column ray-caster in numpy: each image
+column casts one ray in the 2D street map against the axis-aligned block footprints; each row
+of that column is then wall, ground or sky by perspective. Trees, poles and the transient
+occluders (cars, people) are depth-tested billboards.
+
+Database images are day-time views on a regular grid of street positions, several headings
+each (like a panorama cut into views). Queries differ in position (up to ~8 m), heading,
+field of view, pitch, occluders, camera response and time of day (`day`, `sunset`,
+`night`, written in the file name's `note` field).
+
+Every image draws its randomness from (seed, dataset, split, role, index), so the output is
+byte-identical for a seed whatever the number of worker processes.
+
+Modules: `hashing` (ids -> uniform floats), `styles` (districts, cameras, times of day),
+`layout` (the street grid), `surfaces` (facades, ground), `sprites` (trees, poles, cars,
+people), `render` (the ray-caster), `specs` (datasets, targets, presets), `views` (planning,
+file names), `build` (`generate`: workers, writing), `cli` (`main`).
+"""
+
+from vgjax.synthetic.build import generate
+from vgjax.synthetic.cli import main
+from vgjax.synthetic.layout import City, make_city, street_free
+from vgjax.synthetic.render import render_view
+from vgjax.synthetic.specs import (
+    ALL_OUTPUTS,
+    DATASET_SPECS,
+    DATASETS,
+    NIGHT_SUBSET,
+    PRESETS,
+    TARGET_SPECS,
+    TARGETS,
+    DatasetSpec,
+    Preset,
+    TargetSpec,
+)
+from vgjax.synthetic.styles import (
+    CAMERAS,
+    DISTRICTS,
+    TIMES,
+    TIMES_OF_DAY,
+    Camera,
+    District,
+    TimeOfDay,
+)
+from vgjax.synthetic.views import View, on_street, plan, street_positions, utm_to_latlon
+
+__all__ = [
+    "ALL_OUTPUTS",
+    "CAMERAS",
+    "DATASETS",
+    "DATASET_SPECS",
+    "DISTRICTS",
+    "NIGHT_SUBSET",
+    "PRESETS",
+    "TARGETS",
+    "TARGET_SPECS",
+    "TIMES",
+    "TIMES_OF_DAY",
+    "Camera",
+    "City",
+    "DatasetSpec",
+    "District",
+    "Preset",
+    "TargetSpec",
+    "TimeOfDay",
+    "View",
+    "generate",
+    "main",
+    "make_city",
+    "on_street",
+    "plan",
+    "render_view",
+    "street_free",
+    "street_positions",
+    "utm_to_latlon",
+]

@@ -1,0 +1,184 @@
+"""Rendering every planned view with worker processes and writing the dataset folders."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vgjax.data.format import parse_fields
+from vgjax.synthetic.layout import make_city
+from vgjax.synthetic.render import render
+from vgjax.synthetic.specs import ALL_OUTPUTS, DATASET_SPECS, NIGHT_SUBSET, PRESETS, TARGET_SPECS
+from vgjax.synthetic.styles import CAMERAS, TIMES
+from vgjax.synthetic.views import View, plan
+
+
+def _render_and_write(view: View, size, supersample: int, quality: int, seed: int) -> None:
+    """Renders one view with its own random generator and writes it as a JPEG."""
+    from PIL import Image
+
+    rng = np.random.default_rng(list(view.key) + [1])
+    spec = DATASET_SPECS[view.dataset]
+    city = make_city(spec.district, seed)
+    img = render(
+        city,
+        view.east - spec.origin[0],
+        view.north - spec.origin[1],
+        view.heading,
+        TIMES[view.time_of_day],
+        CAMERAS[view.camera],
+        size,
+        view.hfov,
+        view.height,
+        view.pitch,
+        rng,
+        view.cars,
+        view.people,
+        supersample,
+    )
+    Image.fromarray(img).save(view.path, quality=quality)
+
+
+def _render_chunk(args) -> tuple[int, float]:
+    """Renders and writes a list of views (in a worker process); returns (count, CPU seconds)."""
+    views, size, supersample, quality, seed = args
+    start = time.process_time()
+    for v in views:
+        _render_and_write(v, size, supersample, quality, seed)
+    return len(views), time.process_time() - start
+
+
+def _times(names: list[str]) -> dict[str, int]:
+    """How many of the file names carry each time of day (the `note` field)."""
+    notes: dict[str, int] = {}
+    for f in sorted(names):
+        tod = parse_fields(f)["note"]
+        notes[tod] = notes.get(tod, 0) + 1
+    return notes
+
+
+def generate(
+    out_root: str | os.PathLike,
+    preset: str = "tiny",
+    seed: int = 0,
+    workers: int | None = None,
+    datasets: tuple[str, ...] = ALL_OUTPUTS,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Renders the preset's datasets under `out_root`; returns a summary (counts, images/s).
+
+    `datasets` names any of `ALL_OUTPUTS`: the evaluation datasets (`DATASETS`) and the
+    unlabelled target folders (`TARGETS`: night-target, written flat into
+    `<out_root>/night-target/images/`). Refuses to write into an existing
+    `<out_root>/<name>/images` unless `overwrite`, which deletes that folder first. tokyo-night
+    is a copy of tokyo-xs's database and night queries; asked for without tokyo-xs, those are
+    rendered in a temporary folder inside tokyo-night.
+    """
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers {workers}: expected at least 1")
+    if seed < 0:
+        raise ValueError(f"seed {seed}: expected a non-negative integer")
+    workers = workers or os.cpu_count() or 1
+    start = time.perf_counter()
+    views = plan(out_root, preset, seed, datasets)
+    p = PRESETS[preset]
+    root = Path(out_root)
+    night_name, source = NIGHT_SUBSET
+    staging = None
+    if night_name in datasets and source not in datasets:
+        staging = root / night_name / ".source"
+        night_views = plan(staging, preset, seed, (source,))[source]["test"]
+        views[source] = {
+            "test": [v for v in night_views if "database" in v.path or v.time_of_day == "night"]
+        }
+    for name in datasets:
+        images = root / name / "images"
+        if images.exists() and any(images.iterdir()):
+            if not overwrite:
+                raise FileExistsError(
+                    f"{images} already holds files; pass overwrite=True (--overwrite) to replace it"
+                )
+            shutil.rmtree(images)
+    todo = []
+    for splits in views.values():
+        for vs in splits.values():
+            for folder in {Path(v.path).parent for v in vs}:
+                folder.mkdir(parents=True, exist_ok=True)
+            todo.extend(vs)
+    chunk = 8 if p.size[0] >= 240 else 24
+    jobs = [
+        (todo[i : i + chunk], p.size, p.supersample, p.quality, seed)
+        for i in range(0, len(todo), chunk)
+    ]
+    done, cpu_s = 0, 0.0
+    if workers == 1 or len(jobs) == 1:
+        results = map(_render_chunk, jobs)
+        pool = None
+    else:
+        # "spawn": forking a process that has started JAX's threads can deadlock
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(_render_chunk, jobs)
+    try:
+        for n, cpu in results:
+            done, cpu_s = done + n, cpu_s + cpu
+            if progress:
+                print(f"\r{done}/{len(todo)} images", end="", file=sys.stderr, flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    if progress:
+        print(file=sys.stderr)
+    rendered_s = time.perf_counter() - start
+
+    copied = 0
+    if night_name in datasets:
+        for v in views[source]["test"]:
+            role = Path(v.path).parent.name
+            if role == "database" or v.time_of_day == "night":
+                dst = root / night_name / "images" / "test" / role
+                dst.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(v.path, dst / Path(v.path).name)
+                copied += 1
+        if staging is not None:
+            shutil.rmtree(staging)
+
+    summary = {
+        "preset": preset,
+        "seed": seed,
+        "out": str(root),
+        "size": list(p.size),
+        "workers": workers,
+        "datasets": {},
+        "targets": {},
+    }
+    for name in datasets:
+        if name in TARGET_SPECS:
+            images = os.listdir(root / name / "images")
+            summary["targets"][name] = {"images": len(images), "times": _times(images)}
+            continue
+        summary["datasets"][name] = {}
+        for split in DATASET_SPECS[source if name == night_name else name].splits:
+            folder = root / name / "images" / split
+            queries = os.listdir(folder / "queries")
+            summary["datasets"][name][split] = {
+                "database": len(os.listdir(folder / "database")),
+                "queries": len(queries),
+                "query_times": _times(queries),
+            }
+    summary.update(
+        rendered=len(todo),
+        copied=copied,
+        seconds=round(time.perf_counter() - start, 2),
+        images_per_s=round(len(todo) / max(rendered_s, 1e-9), 1),
+        images_per_cpu_s=round(len(todo) / max(cpu_s, 1e-9), 1),
+    )
+    return summary

@@ -1,0 +1,56 @@
+"""The command line: `python -m vgjax.synthetic --out DIR [--preset P] [--seed S] ...`
+(`python -m vgjax.data.synthetic` is the same)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vgjax.synthetic.build import generate
+from vgjax.synthetic.specs import ALL_OUTPUTS, PRESETS
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vgjax.synthetic",
+        description="A synthetic city: place-recognition datasets in the standard folder "
+        "format, built offline.",
+    )
+    parser.add_argument(
+        "--out", required=True, help="datasets root; <out>/<name>/images/... is written"
+    )
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    parser.add_argument(
+        "--datasets",
+        default=",".join(ALL_OUTPUTS),
+        help=f"comma-separated subset of {','.join(ALL_OUTPUTS)}",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing <name>/images folders"
+    )
+    args = parser.parse_args(argv)
+    names = tuple(n for n in args.datasets.split(",") if n)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers {args.workers}: expected at least 1")
+    if args.seed < 0:
+        parser.error(f"--seed {args.seed}: expected a non-negative integer")
+    bad = [n for n in names if n not in ALL_OUTPUTS]
+    if bad:
+        parser.error(f"--datasets: unknown {bad}; expected names among {', '.join(ALL_OUTPUTS)}")
+    try:
+        summary = generate(
+            args.out,
+            args.preset,
+            args.seed,
+            args.workers,
+            names,
+            args.overwrite,
+            progress=sys.stderr.isatty(),
+        )
+    except FileExistsError as e:
+        parser.error(str(e))
+    print(json.dumps(summary, indent=2))
+    return 0

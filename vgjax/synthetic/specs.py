@@ -1,0 +1,142 @@
+"""What is generated: the datasets (district, origin, cameras, query times) and the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vgjax.synthetic.styles import TIMES_OF_DAY
+
+# The evaluation datasets (what is tested on).
+DATASETS = ("pitts30k", "sf-xs", "tokyo-xs", "tokyo-night")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A labelled dataset: its district, where it lies, its splits, cameras and query times."""
+
+    name: str
+    index: int
+    district: str
+    origin: tuple[float, float]  # UTM (east, north) of the local (0, 0)
+    zone: tuple[int, str]
+    splits: tuple[str, ...]
+    database_camera: str
+    query_camera: str
+    query_times: tuple[str, ...]  # cycled over the queries: equal shares
+
+
+DATASET_SPECS = {
+    "pitts30k": DatasetSpec(
+        "pitts30k",
+        0,
+        "pitts",
+        (584150.0, 4476350.0),
+        (17, "T"),
+        ("train", "val", "test"),
+        "streetview",
+        "streetview-query",
+        ("day",),
+    ),
+    "sf-xs": DatasetSpec(
+        "sf-xs",
+        1,
+        "sf",
+        (550400.0, 4181300.0),
+        (10, "S"),
+        ("test",),
+        "streetview",
+        "phone-sf",
+        ("day",),
+    ),
+    "tokyo-xs": DatasetSpec(
+        "tokyo-xs",
+        2,
+        "tokyo",
+        (386200.0, 3948600.0),
+        (54, "S"),
+        ("test",),
+        "streetview",
+        "phone-tokyo",
+        TIMES_OF_DAY,
+    ),
+}
+# tokyo-night is the night third of tokyo-xs's queries with the same database (as the real one).
+NIGHT_SUBSET = ("tokyo-night", "tokyo-xs")
+SPLIT_INDEX = {"train": 0, "val": 1, "test": 2}
+ROLE_INDEX = {"database": 0, "queries": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    """An unlabelled folder of query-like views for domain adaptation, never tested on: views
+    in `source`'s district and query camera at `time_of_day`, in an area `gap` metres beyond
+    the source's test area (so that no target image shows a test place)."""
+
+    name: str
+    source: str  # the dataset whose district, origin and query camera the views share
+    time_of_day: str
+    gap: float  # metres between the source's test area and the target area
+    key: int  # in place of the split index in the views' random ids (splits use 0..2)
+
+
+TARGET_SPECS = {"night-target": TargetSpec("night-target", "tokyo-xs", "night", 150.0, 3)}
+TARGETS = tuple(TARGET_SPECS)
+ALL_OUTPUTS = DATASETS + TARGETS  # every folder `generate` can write
+TARGET_MIN_DISTANCE = 100.0  # metres from a target view to the nearest test database image
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Image size, sampling and counts of one build of the city."""
+
+    size: tuple[int, int]  # (H, W) of the written images
+    supersample: int  # rendered at size * supersample, then box-filtered
+    headings: int  # database views per position
+    spacing: float  # metres between database positions along a street
+    query_offset: float  # maximum offset along the street of a query (m)
+    counts: dict  # dataset -> split -> (database, queries)
+    quality: int = 90  # JPEG quality
+    target_images: int = 30  # images in each target folder (night-target)
+
+
+PRESETS = {
+    "tiny": Preset(
+        size=(60, 80),
+        supersample=2,
+        headings=4,
+        spacing=9.0,
+        query_offset=6.0,
+        counts={
+            "pitts30k": {"train": (96, 36), "val": (72, 30), "test": (72, 30)},
+            "sf-xs": {"test": (72, 30)},
+            "tokyo-xs": {"test": (72, 30)},
+        },
+    ),
+    "demo": Preset(
+        size=(120, 160),
+        supersample=2,
+        headings=8,
+        spacing=6.0,
+        query_offset=8.0,
+        counts={
+            "pitts30k": {"train": (1600, 500), "val": (1000, 300), "test": (1000, 300)},
+            "sf-xs": {"test": (1000, 300)},
+            "tokyo-xs": {"test": (1000, 300)},
+        },
+        target_images=300,
+    ),
+    "full": Preset(
+        size=(480, 640),
+        supersample=1,
+        headings=8,
+        spacing=6.0,
+        query_offset=8.0,
+        counts={
+            "pitts30k": {"train": (10000, 7416), "val": (10000, 7608), "test": (10000, 6816)},
+            "sf-xs": {"test": (27191, 1000)},
+            "tokyo-xs": {"test": (12771, 315)},
+        },
+        target_images=315,
+    ),
+}
+
