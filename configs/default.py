@@ -1,12 +1,19 @@
 """Reference-protocol defaults: ResNet-18-conv4 + NetVLAD trained on Pitts30k.
 
-Every experiment config imports this and overrides a few fields. Field meanings are in
-README.md ("Configuration"). Values follow the PyTorch benchmark's defaults.
+This file is also the schema every config is held to: a field it does not define is refused
+(with "did you mean"). Experiment configs import it and override a few fields; field meanings
+are in README.md ("Configuration"). Values follow the PyTorch benchmark's defaults.
+
+`get_config("smoke")` shrinks a config to the tiny synthetic city and a short schedule
+(big_vision's `runlocal` pattern): `python -m vgjax.train --config configs/x.py:smoke`.
 """
 import ml_collections
 
+from vgjax.config import parse_arg
 
-def get_config():
+
+def get_config(arg=None):
+    arg = parse_arg(arg, smoke=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
 
@@ -53,31 +60,22 @@ def get_config():
     c.train.neg_samples_num = 1000            # database images sampled per round (partial/full)
     c.train.queries_per_epoch = 5000
     c.train.epochs = 1000                     # upper bound; early stopping ends sooner
-    c.train.patience = 3                      # epochs without val R@5 improvement
+    c.train.patience = 3                      # epochs without improvement of train.best_metric
+    c.train.best_metric = "val/R@5"           # <evaluator>/<metric> that picks the best model
     c.train.loss = "triplet"                  # triplet | sare_ind | sare_joint
-    c.train.margin = 0.1
+    c.train.loss_args = {"margin": 0.1}       # keyword arguments of the loss (triplet: margin)
     c.train.optimizer = "adam"                # adam | adamw | sgd | asgd
+    c.train.optimizer_args = {}               # e.g. sgd: momentum; asgd: lambd, alpha, t0
     c.train.lr = 1e-5
     c.train.weight_decay = 0.0                # adam/sgd/asgd: coupled (torch); adamw: decoupled
-    c.train.momentum = 0.9                    # sgd
-    c.train.asgd_lambd = 1e-4
-    c.train.asgd_alpha = 0.75
-    c.train.asgd_t0 = 1e6
     c.train.eval_with_averaged_weights = False  # asgd: validate/test with the averaged copy
-    c.train.scheduler = "none"                # none | plateau | cosine
-    c.train.plateau_factor = 0.1
-    c.train.plateau_patience = 10
-    c.train.plateau_threshold = 1e-4
-    c.train.plateau_threshold_mode = "rel"
-    c.train.plateau_cooldown = 0
-    c.train.plateau_min_lr = 0.0
-    c.train.cosine_t_max = 10                 # epochs
-    c.train.cosine_eta_min = 0.0
+    c.train.scheduler = "none"                # none | plateau | cosine, stepped per epoch
+    c.train.scheduler_args = {}               # plateau: factor, patience, threshold, ...;
+    #                                           cosine: t_max (epochs), eta_min
     c.train.infer_batch_size = 32             # images per batch when computing caches
-    c.train.validate_initial = False          # also validate the model before training
     c.train.num_devices = 0                   # data-parallel devices (0 = all)
 
-    # Evaluation ----------------------------------------------------------------------------
+    # Evaluation: settings of the final test; `evals` entries override them -----------------
     c.test = ml_collections.ConfigDict()
     c.test.method = "hard_resize"  # hard_resize|single_query|central_crop|five_crops|nearest_crop|maj_voting
     c.test.recall_values = [1, 5, 10, 20]
@@ -104,4 +102,43 @@ def get_config():
     c.test.descriptors_dir = ""               # keep descriptors here (.npy); "" = temporary
     c.test.descriptors_in_memory_gb = 4.0     # larger descriptor sets stream to disk
     c.test.search_chunk_mb = 256.0            # database / query block size of exact search
+
+    # Evaluators: each entry = type, split, datasets ([] = the split's default), when it runs
+    # (before = before training, epoch = after every epoch, end = the best model at the end),
+    # and any `test.*` field it sets differently from `c.test`.
+    c.evals = ml_collections.ConfigDict()
+    # Validation as in the reference: hard-resized queries, one scale, no PCA, nothing saved.
+    c.evals.val = dict(type="retrieval", split="val", datasets=[], when=["epoch"],
+                       method="hard_resize", scales=[1.0], pca_dim=0, save_predictions=False,
+                       num_pictures=0)
+    c.evals.test = dict(type="retrieval", split="test", datasets=[], when=["end"])
+
+    if arg.smoke:
+        smoke(c)
+    return c
+
+
+def smoke(c):
+    """Shrinks `c` in place to the tiny synthetic city: small images, a narrow ResNet-18-conv4
+    + NetVLAD-8, 2 epochs of 4 mining rounds (about a minute on 2 CPU cores). The optimizer
+    settings are left as they are."""
+    c.data.root = "data/synthetic-tiny"
+    c.data.train_dataset = "pitts30k"
+    c.data.test_datasets = ["pitts30k", "sf-xs", "tokyo-xs", "tokyo-night"]
+    c.data.resize = (48, 64)
+    c.data.num_workers = 2
+    c.model.resnet_width = 8
+    c.model.netvlad_clusters = 8
+    c.model.netvlad_init.images = 20
+    c.model.netvlad_init.descriptors_per_image = 10
+    c.model.netvlad_init.iterations = 20
+    c.train.queries_per_step = 2
+    c.train.negatives_per_query = 3
+    c.train.cache_refresh_rate = 8
+    c.train.queries_per_epoch = 32
+    c.train.neg_samples_num = 24
+    c.train.epochs = 2
+    c.train.patience = 2
+    c.train.infer_batch_size = 16
+    c.test.batch_size = 16
     return c

@@ -31,7 +31,7 @@ def get_config():
     c.train.neg_samples_num = 500
     c.train.epochs = 4
     c.train.patience = 3
-    c.train.validate_initial = True           # shows what training adds
+    c.evals.val.when = ["before", "epoch"]    # also validate the untrained model
     c.train.lr = 1e-3
     c.train.infer_batch_size = 64
     c.test.batch_size = 64

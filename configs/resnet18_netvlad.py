@@ -8,9 +8,11 @@ The reference starts from ImageNet weights: convert them once and pass the model
         --config.model.pretrained=models/imagenet_r18
 (without it, training starts from random weights and logs a warning)."""
 from configs import default
+from vgjax.config import parse_arg
 
 
-def get_config():
+def get_config(arg=None):
+    arg = parse_arg(arg, smoke=False)
     c = default.get_config()
     c.model.backbone = "resnet18conv4"
     c.model.aggregation = "netvlad"
@@ -18,4 +20,4 @@ def get_config():
     c.train.lr = 1e-5
     c.train.weight_decay = 1e-3
     c.data.test_datasets = ["pitts30k", "sf-xs", "tokyo-xs", "tokyo-night"]
-    return c
+    return default.smoke(c) if arg.smoke else c

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vgjax.eval.extract import DescriptorStore
+from vgjax.eval.store import DescriptorStore
 from vgjax.eval.search import search, search_backend
 
 

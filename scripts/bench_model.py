@@ -36,12 +36,13 @@ def median_time(fn, steps: int) -> float:
 
 
 def main(argv=None) -> int:
-    from vgjax.config import load_config, split_argv
+    from vgjax.checks import load_config
+    from vgjax.config import split_argv
     from vgjax.models.network import (build_network, descriptor_dim, init_variables,
                                       make_describe_fn, network_info, trainable_mask)
     from vgjax.train import mining, optim
-    from vgjax.train.losses import get_loss
-    from vgjax.train.loop import _mesh, make_train_step
+    from vgjax.train.losses import make_term
+    from vgjax.train.step import make_mesh, make_train_step
     from vgjax.train.state import TrainState
 
     overrides, rest = split_argv(sys.argv[1:] if argv is None else argv)
@@ -59,12 +60,12 @@ def main(argv=None) -> int:
         overrides.append(f"--config.model.dtype={args.dtype}")
     cfg = load_config(args.config, overrides)
     t, size = cfg.train, tuple(cfg.data.resize)
-    mesh = _mesh(int(t.get("num_devices", 0)))
+    mesh = make_mesh(int(t.num_devices))
     net = build_network(cfg.model)
     variables = init_variables(cfg.model, 0, size)
     tx = optim.make_optimizer(t, trainable_mask(variables["params"], cfg.model))
     state = TrainState.create(jax.tree.map(np.array, variables), tx)  # the step donates it
-    step = make_train_step(net, tx, get_loss(t.loss, float(t.margin)),
+    step = make_train_step(net, tx, [make_term(t.loss, dict(t.loss_args))],
                            int(t.negatives_per_query), mesh)
     group = 2 + int(t.negatives_per_query)
     n_train = int(t.queries_per_step) * group
@@ -76,8 +77,8 @@ def main(argv=None) -> int:
     box = {"state": state}
 
     def train_once():
-        box["state"], loss = step(box["state"], train_images)
-        loss.block_until_ready()
+        box["state"], metrics = step(box["state"], train_images)
+        metrics["loss"].block_until_ready()
 
     def infer_once():
         describe(variables, infer_images).block_until_ready()

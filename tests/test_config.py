@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from vgjax.config import ConfigError, load_config, validate_training
+from vgjax.checks import load_config, validate_training
+from vgjax.config import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,3 +34,75 @@ def test_netvlad_init_sampling_must_fit_the_feature_map():
 def test_bad_test_options_are_refused_before_any_work(override, option):
     with pytest.raises(ConfigError, match=option.replace(".", r"\.")):
         load_config(REPO / "configs" / "default.py", [override])
+
+
+def _write_config(tmp_path, body):
+    path = tmp_path / "cfg.py"
+    path.write_text("from configs import default\n\n\ndef get_config():\n"
+                    "    c = default.get_config()\n" + body + "    return c\n")
+    (tmp_path / "configs").mkdir(exist_ok=True)
+    (tmp_path / "configs" / "default.py").write_text((REPO / "configs" / "default.py").read_text())
+    return path
+
+
+def test_config_files_are_held_to_the_schema(tmp_path):
+    bad = _write_config(tmp_path, '    c.train.optimiser = "sgd"\n')
+    with pytest.raises(ConfigError, match=r"cfg.py: train.optimiser: unknown field "
+                                          r"\(did you mean optimizer"):
+        load_config(bad)
+    wrong_type = _write_config(tmp_path, '    c.train.epochs = "ten"\n')
+    with pytest.raises(ConfigError, match="cfg.py: get_config.. failed.*epochs"):
+        load_config(wrong_type)
+    no_section = _write_config(tmp_path, '    c.train = 3\n')
+    with pytest.raises(ConfigError, match="get_config.. failed.*train"):
+        load_config(no_section)
+    infinite = _write_config(tmp_path, '    c.train.lr = float("inf")\n')
+    with pytest.raises(ConfigError, match="train.lr: must be a finite number"):
+        load_config(infinite)
+    with pytest.raises(ConfigError, match="train.lr: must be a finite"):
+        load_config(REPO / "configs" / "default.py", ["train.lr=1e400"])
+
+
+def test_renamed_fields_still_work(tmp_path, caplog):
+    old = _write_config(tmp_path, "    c.train.scheduler = 'plateau'\n"
+                                  "    c.train.plateau_patience = 1\n")
+    with caplog.at_level("WARNING"):
+        cfg = load_config(old, ["--config.train.momentum=0.5", "train.optimizer=sgd",
+                                "train.validate_initial=true"])
+    assert cfg.train.scheduler_args.patience == 1 and cfg.train.optimizer_args.momentum == 0.5
+    assert list(cfg.evals.val.when) == ["before", "epoch"]
+    assert "train.plateau_patience is now train.scheduler_args.patience" in caplog.text
+
+
+def test_smoke_switch_and_list_overrides():
+    cfg = load_config(f"{REPO / 'configs' / 'resnet18_netvlad.py'}:smoke")
+    assert tuple(cfg.data.resize) == (48, 64) and cfg.train.lr == 1e-5   # optimizer kept
+    for text in ["[day,night]", "day,night", '["day","night"]', "[ day , night ]"]:
+        got = load_config(REPO / "configs" / "default.py", [f"test.domains={text}"])
+        assert list(got.test.domains) == ["day", "night"], text
+    for text in ["[day", "day]", "a,,b", "[[a]]"]:
+        with pytest.raises(ConfigError, match="test.domains"):
+            load_config(REPO / "configs" / "default.py", [f"test.domains={text}"])
+    with pytest.raises(ConfigError, match="unknown value 'platoo'.*did you mean 'plateau'"):
+        load_config(REPO / "configs" / "default.py", ["train.scheduler=platoo"])
+    with pytest.raises(ConfigError, match="plateau has no argument 'patiense'"):
+        load_config(REPO / "configs" / "default.py", ["train.scheduler=plateau",
+                                                      "train.scheduler_args.patiense=2"])
+
+
+def test_evaluator_entries_are_checked():
+    default = REPO / "configs" / "default.py"
+    cfg = load_config(default, ["evals.val.method=five_crops"])
+    from vgjax.eval.evaluators import entry_settings
+    assert entry_settings(cfg, "val").method == "five_crops"
+    assert entry_settings(cfg, "test").method == "hard_resize"
+    for override, match in [("evals.val.when=[sometimes]", "evals.val.when"),
+                            ("evals.val.method=best", "test.method"),
+                            ("evals.val.split=holdout", "evals.val.split"),
+                            ("evals.val.methd=x", r"evals.val.methd: not an evaluator field")]:
+        with pytest.raises(ConfigError, match=match):
+            load_config(default, [override])
+    for metric, match in [("val/R@3", "computes R@1, R@5"), ("test/R@5", "after every epoch"),
+                          ("nope/R@5", "expected <evaluator>/R@N")]:
+        with pytest.raises(ConfigError, match=match):
+            validate_training(load_config(default, [f"train.best_metric={metric}"]))

@@ -12,10 +12,9 @@ import torch
 from torch_reference import ReferenceNet, TorchResNet, randomize, state_dict_numpy
 
 from configs.default import get_config
-from vgjax.data.pipeline import normalize
 from vgjax.models.convert import CheckpointError, convert_state_dict, load_torch_checkpoint
 from vgjax.models.io import load_model, read_model_info
-from vgjax.models.network import build_network, make_describe_fn, make_features_fn
+from vgjax.models.network import build_network, make_describe_fn, make_features_fn, normalize
 
 torch.set_num_threads(1)
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "convert_torch_weights.py"

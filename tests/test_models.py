@@ -10,7 +10,6 @@ import torch
 from torch_reference import ReferenceNet, TorchResNet, randomize, state_dict_numpy
 
 from configs.default import get_config
-from vgjax.data.pipeline import normalize
 from vgjax.models import aggregation as agg
 from vgjax.models.convert import convert_state_dict
 from vgjax.models.netvlad_init import (
@@ -19,6 +18,7 @@ from vgjax.models.netvlad_init import (
     sample_local_descriptors,
 )
 from vgjax.models.network import (
+    normalize,
     build_network,
     descriptor_dim,
     init_key,
@@ -39,10 +39,12 @@ def model_cfg(**overrides):
 
 
 def images(size, n=2, seed=0):
-    """ImageNet-normalised random images, NHWC numpy and NCHW torch."""
+    """Random images: uint8 NHWC pixels (vgjax's networks normalise them) and the same
+    ImageNet-normalised as NCHW torch."""
     rng = np.random.default_rng(seed)
-    x = normalize(rng.integers(0, 256, (n, *size, 3), dtype=np.uint8)).astype(np.float32)
-    return x, torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    pixels = rng.integers(0, 256, (n, *size, 3), dtype=np.uint8)
+    x = normalize(pixels).astype(np.float32)
+    return pixels, torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
 
 
 def assert_close(actual, expected, rel=1e-4):

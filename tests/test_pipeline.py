@@ -3,8 +3,9 @@ import pytest
 from PIL import Image
 
 from conftest import write_image
-from vgjax.data.pipeline import (BatchLoader, ImageError, IMAGENET_MEAN, IMAGENET_STD,
-                                 load_batch, load_image, normalize)
+from vgjax.models.network import IMAGENET_MEAN, IMAGENET_STD, normalize
+from vgjax.data.pipeline import (BatchLoader, ImageError,
+                                 load_batch, load_image)
 
 
 @pytest.fixture

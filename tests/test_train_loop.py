@@ -21,7 +21,7 @@ def synthetic_root(tmp_path_factory):
 
 
 def _config(root, *overrides):
-    from vgjax.config import load_config
+    from vgjax.checks import load_config
     return load_config(REPO / "configs" / "smoke.py", [
         f"data.root={root}", "data.test_datasets=pitts30k,sf-xs", "train.queries_per_epoch=16",
         "train.epochs=2", "test.save_predictions=false", *overrides])
@@ -89,7 +89,8 @@ def test_nan_loss_saves_then_raises(synthetic_root, tmp_path):
 
 
 def test_config_overrides_and_errors():
-    from vgjax.config import ConfigError, load_config
+    from vgjax.checks import load_config
+    from vgjax.config import ConfigError
     smoke = REPO / "configs" / "smoke.py"
     cfg = load_config(smoke, ["--config.train.lr=1e-4", "data.resize=(32,48)",
                               "train.optimizer=sgd", "data.test_datasets=a,b"])
@@ -108,11 +109,11 @@ TWO_DEVICES = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh
-from vgjax.config import load_config
+from vgjax.checks import load_config
 from vgjax.models.network import build_network, init_variables, trainable_mask
 from vgjax.train import optim
-from vgjax.train.losses import get_loss
-from vgjax.train.loop import make_train_step
+from vgjax.train.losses import make_term
+from vgjax.train.step import make_train_step
 from vgjax.train.state import TrainState
 assert len(jax.devices()) == 2
 cfg = load_config(sys.argv[1])
@@ -123,14 +124,14 @@ images = np.random.default_rng(0).integers(0, 256, (2 * 5, 48, 64, 3), dtype=np.
 out = {}
 for n in (1, 2):
     mesh = Mesh(np.array(jax.devices()[:n]), ("data",))
-    step = make_train_step(net, tx, get_loss("triplet", 0.1), 3, mesh)
+    step = make_train_step(net, tx, [make_term("triplet", {"margin": 0.1})], 3, mesh)
     fresh = jax.tree.map(np.array, variables)  # own buffers: the step donates its state
     state = jax.device_put(TrainState.create(fresh, tx),
                            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     losses = []
     for _ in range(4):
-        state, loss = step(state, images)
-        losses.append(float(loss))
+        state, metrics = step(state, images)
+        losses.append(float(metrics["loss"]))
     out[n] = losses
 print(json.dumps(out))
 """

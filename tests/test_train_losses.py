@@ -41,4 +41,4 @@ def test_split_groups_layout_and_unknown_loss():
     np.testing.assert_array_equal(p, desc[[1, 6]])
     np.testing.assert_array_equal(n[1], desc[7:10])
     with pytest.raises(ValueError, match="train.loss"):
-        losses.get_loss("contrastive")
+        losses.make_term("contrastive")

@@ -7,18 +7,16 @@ import numpy as np
 import optax
 import pytest
 
-from vgjax.train import optim
+from vgjax.train import optim, schedules
 
 GRADS = [[0.3, -0.1, 0.2], [0.1, 0.4, -0.5], [-0.2, 0.2, 0.1], [0.5, 0.0, -0.3],
          [0.05, -0.25, 0.15]]
 
 
-def _cfg(**kw):
+def _cfg(optimizer_args=None, scheduler_args=None, **kw):
     c = ml_collections.ConfigDict(dict(
-        optimizer="adam", lr=0.1, weight_decay=0.0, momentum=0.9, asgd_lambd=1e-4,
-        asgd_alpha=0.75, asgd_t0=1e6, scheduler="none", plateau_factor=0.1,
-        plateau_patience=10, plateau_threshold=1e-4, plateau_threshold_mode="rel",
-        plateau_cooldown=0, plateau_min_lr=0.0, cosine_t_max=10, cosine_eta_min=0.0))
+        optimizer="adam", lr=0.1, weight_decay=0.0, optimizer_args=optimizer_args or {},
+        scheduler="none", scheduler_args=scheduler_args or {}))
     c.update(kw)
     return c
 
@@ -39,8 +37,8 @@ def _run(tx, params, grads, lr_at=None):
 def test_asgd_matches_torch():
     # torch.optim.ASGD(lr=0.1, lambd=0.05, alpha=0.75, t0=2, weight_decay=0.01); lr set to
     # 0.05 before the 4th step (as a scheduler would).
-    tx = optim.make_optimizer(_cfg(optimizer="asgd", lr=0.1, asgd_lambd=0.05, asgd_t0=2.0,
-                                   weight_decay=0.01))
+    tx = optim.make_optimizer(_cfg(optimizer="asgd", lr=0.1, weight_decay=0.01,
+                                   optimizer_args={"lambd": 0.05, "t0": 2.0}))
     params = {"w": jnp.array([1.0, -2.0, 0.5])}
     out = _run(tx, params, [{"w": g} for g in GRADS], lr_at={3: 0.05})
     expected_p = [[0.964, -1.978, 0.477],
@@ -85,7 +83,8 @@ def test_frozen_params_untouched_and_adam_variants():
 
 def test_sgd_momentum_matches_torch_formula():
     # torch SGD(lr=0.1, momentum=0.9, weight_decay=0.1): buf = 0.9 buf + (g + 0.1 p).
-    tx = optim.make_optimizer(_cfg(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.1))
+    tx = optim.make_optimizer(_cfg(optimizer="sgd", lr=0.1, weight_decay=0.1,
+                                   optimizer_args={"momentum": 0.9}))
     p, buf, out = 1.0, 0.0, _run(tx, {"w": jnp.array([1.0])}, [{"w": [g[0]]} for g in GRADS])
     for (params, _), g in zip(out, GRADS):
         buf = 0.9 * buf + g[0] + 0.1 * p
@@ -94,26 +93,34 @@ def test_sgd_momentum_matches_torch_formula():
 
 
 def test_plateau_matches_torch():
-    s = optim.ReduceLROnPlateau(1.0, factor=0.5, patience=1, threshold=0.01,
-                                threshold_mode="rel", cooldown=1, min_lr=0.2)
+    def trajectory(s, metrics, lr=1.0):
+        out = []
+        for m in metrics:
+            lr = s.step(m, lr)
+            out.append(lr)
+        return out
+
+    s = schedules.ReduceLROnPlateau(1.0, factor=0.5, patience=1, threshold=0.01,
+                                    threshold_mode="rel", cooldown=1, min_lr=0.2)
     metrics = [50, 50.4, 50.6, 51, 51, 51, 60, 59, 58, 57, 56, 55, 54, 53]
-    assert [s.step(m) for m in metrics] == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25,
-                                            0.25, 0.2, 0.2, 0.2]
-    s = optim.ReduceLROnPlateau(1.0, factor=0.1, patience=0, threshold=0.5, threshold_mode="abs")
-    got = [s.step(m) for m in [10, 10.4, 10.6, 11.0, 11.2, 20]]
+    assert trajectory(s, metrics) == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25,
+                                      0.25, 0.2, 0.2, 0.2]
+    s = schedules.ReduceLROnPlateau(1.0, factor=0.1, patience=0, threshold=0.5,
+                                    threshold_mode="abs")
+    got = trajectory(s, [10, 10.4, 10.6, 11.0, 11.2, 20])
     np.testing.assert_allclose(got, [1.0, 0.1, 0.1, 0.01, 0.01, 0.01])
-    restored = optim.ReduceLROnPlateau(1.0)
+    restored = schedules.ReduceLROnPlateau(1.0)
     restored.load_state_dict(s.state_dict())
     assert restored.state_dict() == s.state_dict()
 
 
 def test_cosine_matches_torch_and_rises_after_t_max():
-    s = optim.CosineAnnealingLR(1e-3, t_max=4, eta_min=1e-5)
-    got = [s.lr] + [s.step() for _ in range(11)]
+    s = schedules.CosineAnnealingLR(1e-3, t_max=4, eta_min=1e-5)
+    got = [s.rate()] + [s.step() for _ in range(11)]
     expected = [0.001, 0.000855017856687341, 0.000505, 0.000154982143312659, 1e-05,
                 0.00015498214331265896, 0.0005050000000000001, 0.0008550178566873414,
                 0.0010000000000000005, 0.0008550178566873415, 0.0005050000000000005,
                 0.0001549821433126595]
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     with pytest.raises(ValueError, match="train.scheduler"):
-        optim.make_scheduler(_cfg(scheduler="step"))
+        schedules.make_scheduler(_cfg(scheduler="step"))

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vgjax.train.loop import _mesh, make_train_step
+from vgjax.train.losses import LossTerm
 from vgjax.train.state import TrainState
+from vgjax.train.step import make_mesh as _mesh, make_train_step
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.py"
 
@@ -33,16 +34,20 @@ def test_non_finite_loss_freezes_the_state():
     def loss_fn(q, p, n):  # finite for dark images, NaN for bright ones
         return jnp.where(q.mean() > 1.0, jnp.nan, (q - p).mean() ** 2 + q.mean() ** 2)
 
-    step = make_train_step(net, tx, loss_fn, 1, _mesh(1))
+    term = LossTerm("custom", lambda outputs: loss_fn(*outputs.groups()))
+    step = make_train_step(net, tx, [term], 1, _mesh(1))
     dark = np.zeros((3, 4, 4, 3), np.uint8)
     bright = np.full((3, 4, 4, 3), 255, np.uint8)
     state = TrainState.create(variables, tx)
-    state, loss = step(state, dark)
+    state, metrics = step(state, dark)
+    loss = metrics["loss"]
     assert np.isfinite(loss) and int(state.step) == 1 and not bool(state.failed)
     after_one = jax.device_get(state.params)
-    state, loss = step(state, bright)
+    state, metrics = step(state, bright)
+    loss = metrics["loss"]
     assert np.isnan(loss) and int(state.step) == 1 and bool(state.failed)
-    state, loss = step(state, dark)  # finite again, but the run has failed: no update
+    state, metrics = step(state, dark)
+    loss = metrics["loss"]  # finite again, but the run has failed: no update
     assert np.isfinite(loss) and int(state.step) == 1 and bool(state.failed)
     assert np.array_equal(jax.device_get(state.params)["w"], after_one["w"])
     assert float(state.batch_stats["seen"]) == 1.0
@@ -51,10 +56,12 @@ def test_non_finite_loss_freezes_the_state():
 def test_pretrained_of_another_architecture_is_refused(tmp_path):
     import pytest
 
-    from vgjax.config import ConfigError, load_config
+    from vgjax.checks import load_config
+    from vgjax.config import ConfigError
     from vgjax.models.io import save_model
     from vgjax.models.network import build_network, init_variables
-    from vgjax.train.loop import initial_variables, validation_settings
+    from vgjax.eval.evaluators import entry_settings
+    from vgjax.train.init import initial_variables
 
     smoke = load_config(SMOKE)
     other = smoke.model.copy_and_resolve_references()
@@ -64,14 +71,15 @@ def test_pretrained_of_another_architecture_is_refused(tmp_path):
     cfg = load_config(SMOKE, [f"model.pretrained={tmp_path / 'r18w16'}"])
     with pytest.raises(ConfigError, match="width 16.*width 8"):
         initial_variables(cfg, build_network(cfg.model), None)
-    val = validation_settings(load_config(SMOKE, [
-        "test.method=five_crops", "test.scales=[0.5,1]", "test.pca_dim=8"]).test)
+    val = entry_settings(load_config(SMOKE, [
+        "test.method=five_crops", "test.scales=[0.5,1]", "test.pca_dim=8"]), "val")
     assert (val.method, list(val.scales), val.pca_dim) == ("hard_resize", [1.0], 0)
 
 
 def test_resumed_run_with_other_options_says_which(tmp_path, caplog):
-    from vgjax.config import load_config, to_json
-    from vgjax.train.loop import _note_config_changes
+    from vgjax.checks import load_config
+    from vgjax.config import to_json
+    from vgjax.train.run_dir import note_config_changes as _note_config_changes
 
     before = load_config(SMOKE)
     (tmp_path / "config.json").write_text(to_json(before))

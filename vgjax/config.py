@@ -1,34 +1,93 @@
-"""Configs: a `configs/*.py` file with `get_config()`, `--config.a.b=value` overrides, checks.
+"""Configs: a `configs/*.py` file with `get_config(arg=None)`, `--config.a.b=value` overrides.
 
-One config system for every command (train, eval, describe):
+The mechanics of the one config system every command uses (train, eval, describe, suites);
+the checks of each option live with the code that owns it (`vgjax.checks` gathers them), so
+this module imports nothing else from vgjax:
 
-    config = load_config("configs/resnet18_gem.py", ["train.lr=1e-4", "data.resize=(240,320)"])
+    config = load_config("configs/resnet18_gem.py:smoke", ["train.lr=1e-4"],
+                         schema=default, checks=[...])
 
-Override values are parsed as Python literals where the field is not a string; strings may
-be written bare (`train.optimizer=sgd`); a list of strings may be written `a,b,c`. After
-`validate`, the config is locked: no new fields, types kept.
+- `path:arg` passes `arg` to `get_config` (big_vision's convention), e.g. `smoke`.
+- A config file is held to the schema (the default config) as strictly as an override: a
+  field the schema does not know is refused with "did you mean", a value of the wrong type
+  is refused, missing fields take the schema's default. Fields ending in `_args` hold one
+  component's keyword arguments and sections listed as `open` (e.g. `evals`) hold named
+  entries: their contents are checked by the owning component.
+- Overrides are parsed as Python literals where the field is not a string; strings may be
+  written bare (`train.optimizer=sgd`); string lists as `[a,b]`, `a,b` or `["a","b"]`.
+- Numbers must be finite. After checks, the config is locked: no new fields, types kept.
 """
 from __future__ import annotations
 
 import ast
 import difflib
 import importlib.util
+import inspect
 import json
+import math
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import ml_collections
+
+
+ConfigDict = ml_collections.ConfigDict
+Check = Callable[[ConfigDict], None]
 
 
 class ConfigError(ValueError):
     """A config file or option that cannot be used; the message names it."""
 
 
-def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
-    """Imports `path` and returns its `get_config()`."""
-    path = Path(path)
+# Files ---------------------------------------------------------------------------------------
+
+def split_spec(spec: str | os.PathLike) -> tuple[Path, str | None]:
+    """`configs/x.py:smoke` -> (Path('configs/x.py'), 'smoke'); no `:arg` -> None."""
+    text = os.fspath(spec)
+    head, sep, tail = text.rpartition(":")
+    if sep and head.endswith(".py") and "/" not in tail:
+        return Path(head), tail
+    return Path(text), None
+
+
+def parse_arg(arg: str | None, **defaults) -> ConfigDict:
+    """`get_config`'s argument -> ConfigDict of `defaults` updated from `arg`.
+
+    `arg` is a comma-separated list of `key=value` or bare `key` (= True), e.g.
+    `"smoke"` or `"smoke,repeats=1"`; values are parsed as literals (else strings) and
+    must have the type of their default.
+    """
+    out = ConfigDict(defaults)
+    for item in (arg or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, text = item.partition("=")
+        if key not in defaults:
+            raise ConfigError(f"config argument {key!r}: unknown (accepted: "
+                              f"{', '.join(defaults) or 'none'})")
+        if not sep:
+            value = True
+        else:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+        if defaults[key] is not None and type(value) is not type(defaults[key]):
+            if not (isinstance(defaults[key], float) and isinstance(value, int)):
+                raise ConfigError(f"config argument {key!r}: expected a "
+                                  f"{type(defaults[key]).__name__}, got {text!r}")
+            value = float(value)
+        out[key] = value
+    return out
+
+
+def load_config_file(path: str | os.PathLike, arg: str | None = None) -> ConfigDict:
+    """Imports `path` (optionally `path:arg`) and returns its `get_config(arg)`."""
+    path, spec_arg = split_spec(path)
+    arg = spec_arg if arg is None else arg
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     root = str(path.resolve().parent.parent)
@@ -42,13 +101,178 @@ def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file {path} failed to load: {type(e).__name__}: {e}") from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} has no get_config() function")
-    config = module.get_config()
-    if not isinstance(config, ml_collections.ConfigDict):
+    takes_arg = bool(inspect.signature(module.get_config).parameters)
+    if arg is not None and not takes_arg:
+        raise ConfigError(f"config file {path}: get_config() takes no argument, got {arg!r}")
+    try:
+        config = module.get_config(arg) if takes_arg else module.get_config()
+    except ConfigError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    except Exception as e:  # e.g. ml_collections refusing a value of the wrong type
+        raise ConfigError(f"config file {path}: get_config() failed: "
+                          f"{type(e).__name__}: {e}") from e
+    if not isinstance(config, ConfigDict):
         raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
     return config
 
 
-def _parse_value(key: str, text: str, current):
+# Schema --------------------------------------------------------------------------------------
+
+def _is_free(key: str) -> bool:
+    return key.endswith("_args")
+
+
+def _type_name(value) -> str:
+    return "list" if isinstance(value, (list, tuple)) else type(value).__name__
+
+
+def _finite(option: str, value) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{option}: must be a finite number, got {value}")
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _finite(option, v)
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _finite(f"{option}.{k}", v)
+
+
+def check_value(option: str, value, default):
+    """`value` for a field whose default is `default`: same kind, finite; ints are accepted
+    for floats (and returned as floats). Raises ConfigError naming `option`."""
+    _finite(option, value)
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if not (isinstance(default, bool) and isinstance(value, bool)):
+            raise ConfigError(f"{option}: expected a {_type_name(default)}, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return value
+    if isinstance(default, (int, float, str)) and type(value) is not type(default):
+        raise ConfigError(f"{option}: expected a {_type_name(default)}, got {value!r}")
+    return value
+
+
+def _unknown(option: str, key: str, known) -> ConfigError:
+    close = difflib.get_close_matches(key, list(known), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return ConfigError(f"{option}: unknown field{hint}")
+
+
+def get_path(config: ConfigDict, dotted: str, default=None):
+    """The value at `a.b.c`, or `default`."""
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, ConfigDict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_path(config: ConfigDict, dotted: str, value) -> None:
+    """Sets `a.b.c` (creating sections), for aliases that move an old field's value."""
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+        if p not in node:
+            node[p] = ConfigDict()
+        node = node[p]
+    node[leaf] = value
+
+
+def conform(config: ConfigDict, schema: ConfigDict, *, open_sections: Sequence[str] = (),
+            aliases: Mapping[str, Callable] | None = None, where: str = "") -> ConfigDict:
+    """A new config: `config` checked against `schema` (unknown fields refused, types
+    checked), with the schema's defaults for fields it lacks. `aliases` maps an old dotted
+    field name to `fn(config, value)` that applies it to the new fields (and says so)."""
+    aliases = aliases or {}
+    out = ConfigDict(schema.to_dict())
+    _merge(out, out, config, schema, "", open_sections, aliases, where)
+    return out
+
+
+def _merge(root, out, config, schema, prefix, open_sections, aliases, where):
+    renamed = [k for k in config.keys() if f"{prefix}{k}" in aliases]
+    for key in [k for k in config.keys() if k not in renamed] + renamed:  # aliases last
+        option = f"{prefix}{key}"
+        value = config[key]
+        if option in aliases:
+            aliases[option](root, value)
+            continue
+        if key not in schema:
+            raise _unknown(f"{where}{option}", key, schema.keys())
+        default = schema[key]
+        if option in open_sections or _is_free(key):
+            if not isinstance(value, (ConfigDict, Mapping)):
+                raise ConfigError(f"{where}{option}: expected a dict, got {value!r}")
+            _finite(f"{where}{option}", dict(value))
+            out[key] = ConfigDict(value.to_dict() if isinstance(value, ConfigDict) else value)
+        elif isinstance(default, ConfigDict):
+            if not isinstance(value, ConfigDict):
+                raise ConfigError(f"{where}{option}: expected a section, got {value!r}")
+            _merge(root, out[key], value, default, option + ".", open_sections, aliases, where)
+        else:
+            out[key] = check_value(f"{where}{option}", value, default)
+
+
+# Overrides -----------------------------------------------------------------------------------
+
+def split_list(text: str, option: str) -> list[str]:
+    """`[a,b]`, `a,b` or `["a","b"]` -> ['a', 'b']: commas inside parentheses or quotes
+    do not split (`[brightness(0.1),rotation(degrees=5)]`). Raises on unbalanced brackets."""
+    s = text.strip()
+    if s.startswith("[") != s.endswith("]"):
+        raise ConfigError(f"--config.{option}: unbalanced brackets in {text!r} (write "
+                          "[a,b], a,b or [\"a\",\"b\"])")
+    if s.startswith("["):
+        s = s[1:-1]
+    items, depth, quote, current = [], 0, "", ""
+    for ch in s:
+        if quote:
+            current += ch
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"--config.{option}: unbalanced brackets in {text!r}")
+        elif ch == "," and depth == 0:
+            items.append(current)
+            current = ""
+            continue
+        current += ch
+    if depth or quote:
+        raise ConfigError(f"--config.{option}: unbalanced brackets or quotes in {text!r}")
+    items.append(current)
+    items = [i.strip() for i in items]
+    if items == [""]:
+        return []
+    if any(not i for i in items):
+        raise ConfigError(f"--config.{option}: empty item in {text!r}")
+    out = []
+    for i in items:
+        if len(i) >= 2 and i[0] == i[-1] and i[0] in "'\"":
+            i = i[1:-1]
+        if any(c in i for c in "[]") or (i[:1] in "'\"" and i):
+            raise ConfigError(f"--config.{option}: cannot parse item {i!r} of {text!r}")
+        out.append(i)
+    return out
+
+
+def _string_list(current) -> bool:
+    return isinstance(current, (list, tuple)) and all(isinstance(v, str) for v in current)
+
+
+def parse_value(key: str, text: str, current):
+    """The value of `--config.<key>=<text>` for a field whose value is `current`."""
     if isinstance(current, bool):
         low = text.strip().lower()
         if low in ("true", "1", "yes"):
@@ -62,44 +286,68 @@ def _parse_value(key: str, text: str, current):
             return value if isinstance(value, str) else text
         except (ValueError, SyntaxError):
             return text
+    if _string_list(current) and (len(current) or not _looks_numeric(text)):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = None
+        if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+            value = split_list(text, key)
+        return type(current)(value)
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        if isinstance(current, (list, tuple)):
-            value = [v.strip() for v in text.split(",") if v.strip()]
-        else:
-            raise ConfigError(f"--config.{key}: cannot parse {text!r} as a "
-                              f"{type(current).__name__}") from None
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        if current is None:
+            return text
+        raise ConfigError(f"--config.{key}: cannot parse {text!r} as a "
+                          f"{_type_name(current)}") from None
     if isinstance(current, (list, tuple)):
         if isinstance(value, (str, int, float)):
             value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"--config.{key}: expected a list, got {text!r}")
+        kinds = {type(v) for v in current}
+        if kinds == {float}:
+            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                     for v in value]
         value = type(current)(value)
-    if current is not None and not isinstance(value, type(current)):
-        raise ConfigError(f"--config.{key}: expected a {type(current).__name__}, got {text!r}")
-    return value
+    return check_value(f"--config.{key}", value, current)
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]):
+def _looks_numeric(text: str) -> bool:
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return False
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
+
+
+def apply_overrides(config: ConfigDict, overrides: Sequence[str], *,
+                    aliases: Mapping[str, Callable] | None = None,
+                    open_sections: Sequence[str] = ()) -> ConfigDict:
     """Applies `a.b=value` strings (the `--config.` prefix is optional) in place."""
+    aliases = aliases or {}
     for item in overrides:
         item = item[len("--config."):] if item.startswith("--config.") else item
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like --config.section.field=value")
         key, text = item.split("=", 1)
+        if key in aliases:
+            aliases[key](config, parse_value(key, text, get_path(config, key)))
+            continue
         *parents, leaf = key.split(".")
         node = config
+        free = False
         for i, p in enumerate(parents):
-            if p not in node or not isinstance(node[p], ml_collections.ConfigDict):
+            if p not in node or not isinstance(node[p], ConfigDict):
                 raise ConfigError(f"--config.{key}: no config section "
                                   f"{'.'.join(parents[:i + 1])!r}")
+            free = free or _is_free(p) or ".".join(parents[:i]) in open_sections
             node = node[p]
-        if leaf not in node:
-            close = difflib.get_close_matches(leaf, list(node.keys()), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"--config.{key}: unknown field{hint}")
-        value = _parse_value(key, text, node[leaf])
+        if leaf not in node and not free:
+            raise _unknown(f"--config.{key}", leaf, node.keys())
+        value = parse_value(key, text, node[leaf] if leaf in node else None)
         try:
             node[leaf] = value
         except (TypeError, ValueError) as e:
@@ -107,107 +355,27 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
     return config
 
 
-def _check(cond: bool, option: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{option}: {message}")
+# Loading -------------------------------------------------------------------------------------
 
-
-def _choice(section, field: str, choices: Sequence[str], prefix: str) -> None:
-    if field in section:
-        _check(section[field] in choices, f"{prefix}.{field}",
-               f"unknown value {section[field]!r} (accepted: {', '.join(choices)})")
-
-
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Checks the options train and eval rely on; raises ConfigError naming the option."""
-    from vgjax.train.losses import LOSSES
-    from vgjax.train.mining import MINING_METHODS
-    from vgjax.train.optim import OPTIMIZERS, SCHEDULERS
-
-    if "data" in config:
-        d = config.data
-        size = tuple(d.resize)
-        _check(len(size) == 2 and all(int(s) > 0 for s in size), "data.resize",
-               f"expected (H, W) positive integers, got {d.resize!r}")
-        _check(d.soft_positives_dist >= d.hard_positives_dist > 0, "data.hard_positives_dist",
-               "must be > 0 and <= data.soft_positives_dist")
-        _check(len(d.test_datasets) > 0 if "test_datasets" in d else True, "data.test_datasets",
-               "is empty")
-    if "train" in config:
-        t = config.train
-        _choice(t, "optimizer", OPTIMIZERS, "train")
-        _choice(t, "scheduler", SCHEDULERS, "train")
-        _choice(t, "mining", MINING_METHODS, "train")
-        _choice(t, "loss", tuple(LOSSES), "train")
-        for f in ("queries_per_step", "negatives_per_query", "cache_refresh_rate",
-                  "queries_per_epoch", "epochs", "patience", "infer_batch_size",
-                  "neg_samples_num"):
-            if f in t:
-                _check(int(t[f]) >= 1, f"train.{f}", f"must be >= 1, got {t[f]}")
-        _check(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
-        _check(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
-        _check(t.cache_refresh_rate >= t.queries_per_step, "train.cache_refresh_rate",
-               f"({t.cache_refresh_rate}) must be >= train.queries_per_step ({t.queries_per_step})")
-        if t.mining in ("partial", "full"):
-            _check(t.neg_samples_num >= t.negatives_per_query, "train.neg_samples_num",
-                   f"({t.neg_samples_num}) must be >= train.negatives_per_query "
-                   f"({t.negatives_per_query})")
-        if t.scheduler == "plateau":
-            _check(0 < t.plateau_factor < 1, "train.plateau_factor", "must be in (0, 1)")
-            _choice(t, "plateau_threshold_mode", ("rel", "abs"), "train")
-        if t.scheduler == "cosine":
-            _check(int(t.cosine_t_max) >= 1, "train.cosine_t_max", "must be >= 1")
-        if t.get("eval_with_averaged_weights", False):
-            _check(t.optimizer == "asgd", "train.eval_with_averaged_weights",
-                   f"needs train.optimizer=asgd (got {t.optimizer!r})")
-        if "num_devices" in t:
-            _check(int(t.num_devices) >= 0, "train.num_devices", "must be >= 0 (0 = all)")
-    if "test" in config:
-        from vgjax.eval.methods import MULTISCALE_METHODS, TEST_METHODS
-        te = config.test
-        _choice(te, "method", TEST_METHODS, "test")
-        _choice(te, "multiscale_method", MULTISCALE_METHODS, "test")
-        _choice(te, "index", ("flat", "ivfpq"), "test")
-        rv = list(te.recall_values)
-        _check(len(rv) > 0 and all(int(n) >= 1 for n in rv), "test.recall_values",
-               f"must be positive integers, got {rv}")
-        scales = list(te.scales)
-        _check(len(scales) > 0 and all(float(f) > 0 for f in scales), "test.scales",
-               f"must be positive factors of the model resolution, got {scales}")
-        _check(float(te.positive_dist) > 0, "test.positive_dist", "must be > 0")
-        _check(int(te.batch_size) >= 1, "test.batch_size", "must be >= 1")
-        _check(int(te.pca_dim) >= 0, "test.pca_dim", "must be >= 0 (0 = no PCA)")
-        if "pictures_topk" in te:
-            _check(int(te.pictures_topk) >= 1, "test.pictures_topk", "must be >= 1")
-    if "model" in config:
-        from vgjax.models.network import validate_model_config
-        try:
-            validate_model_config(config.model)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+def validate(config: ConfigDict, checks: Sequence[Check] = ()) -> ConfigDict:
+    """Runs `checks` (each raises ConfigError naming the option), then locks the config."""
+    for check in checks:
+        check(config)
     config.lock()
     return config
 
 
-def validate_training(config: ml_collections.ConfigDict) -> None:
-    """Checks that only matter when training starts (before any data is read)."""
-    init = config.model.get("netvlad_init")
-    if config.model.aggregation == "netvlad" and init and init.enabled:
-        from vgjax.models.resnet import parse_backbone
-        h, w = (int(s) for s in config.data.resize)
-        for _ in range(parse_backbone(config.model.backbone).num_layers + 1):
-            h, w = -(-h // 2), -(-w // 2)  # every stride-2 stage rounds up (torch padding)
-        _check(int(init.descriptors_per_image) <= h * w,
-               "model.netvlad_init.descriptors_per_image",
-               f"({init.descriptors_per_image}) exceeds the {h}x{w} = {h * w} local "
-               f"features of a {config.data.resize[0]}x{config.data.resize[1]} image")
-
-
-def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """File + overrides, validated and locked."""
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), *,
+                schema: ConfigDict | None = None, checks: Sequence[Check] = (),
+                aliases: Mapping[str, Callable] | None = None,
+                open_sections: Sequence[str] = ()) -> ConfigDict:
+    """File (`path` or `path:arg`) held to `schema`, then overrides, then `checks`; locked."""
     config = load_config_file(path)
-    apply_overrides(config, overrides)
-    return validate(config)
+    if schema is not None:
+        config = conform(config, schema, open_sections=open_sections, aliases=aliases,
+                         where=f"{split_spec(path)[0]}: ")
+    apply_overrides(config, overrides, aliases=aliases, open_sections=open_sections)
+    return validate(config, checks)
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -218,5 +386,16 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return overrides, rest
 
 
-def to_json(config: ml_collections.ConfigDict) -> str:
+def to_json(config: ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -19,14 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from vgjax.data.format import list_images
+from vgjax.data.pipeline import ImageError
+from vgjax.eval.extract import Describer, extract_descriptors
+from vgjax.eval.methods import ViewPlan
+from vgjax.models.io import load_model, read_model_info
+
 
 def describe_paths(model_cfg, variables, paths, size, batch_size: int = 32,
                    num_workers: int = 8) -> np.ndarray:
     """float32 (len(paths), D) descriptors of `paths` resized to `size` = (H, W): the same
     extraction as evaluation's database side."""
-    from vgjax.eval.extract import Describer, extract_descriptors
-    from vgjax.eval.methods import ViewPlan
-
     store, _ = extract_descriptors(paths, Describer.from_model(model_cfg, variables),
                                    ViewPlan(sizes=(tuple(size),)), batch_size=batch_size,
                                    num_workers=num_workers)
@@ -39,9 +42,6 @@ def describe_paths(model_cfg, variables, paths, size, batch_size: int = 32,
 def describe_folder(checkpoint, images, resize=None, batch_size: int = 32,
                     num_workers: int = 8) -> tuple[np.ndarray, list[str]]:
     """(descriptors (N, D) float32, sorted image paths) for every image below `images`."""
-    from vgjax.data.format import list_images
-    from vgjax.models.io import load_model, read_model_info
-
     info = read_model_info(checkpoint)  # fails fast on a wrong --checkpoint
     if not Path(images).is_dir():
         raise FileNotFoundError(f"--images {images}: not a folder")
@@ -80,7 +80,6 @@ def main(argv=None) -> int:
     if out.suffix != ".npy":
         parser.error(f"--out {out}: expected a .npy file name")
 
-    from vgjax.data.pipeline import ImageError
     start = time.perf_counter()
     try:
         desc, paths = describe_folder(args.checkpoint, args.images, args.resize,

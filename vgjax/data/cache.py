@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from vgjax.data.pipeline import BatchLoader
+from vgjax.data.sources import ImageReader
 
 
 def _fingerprint(paths: Sequence[str], size: tuple[int, int]) -> str:
@@ -96,8 +97,6 @@ class DecodedImages:
     def reader(self, fallback):
         """An `ImageReader` serving cached paths at the cached size from memory, anything
         else (and image sizes) through `fallback`, the `ImageReader` of the images' source."""
-        from vgjax.data.sources import ImageReader
-
         def read(path, size=None):
             i = self.index.get(path)
             if i is not None and size is not None and tuple(size) == self.size:

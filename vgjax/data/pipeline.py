@@ -1,8 +1,7 @@
 """Images -> fixed-shape uint8 batches `(N, H, W, 3)`, decoded in parallel and prefetched.
 
-Batches stay uint8 on the host (4x fewer bytes to the device than float32); `normalize`
-turns them into ImageNet-normalised floats inside jitted code. The pipeline never knows
-about the model.
+Batches stay uint8 on the host (4x fewer bytes to the device than float32); the network
+normalises them on the device. The pipeline never knows about the model.
 
 Decoding: Pillow (libjpeg-turbo) in a thread pool; Pillow releases the GIL while decoding
 and resizing. For JPEGs much larger than the target, `draft` lets libjpeg decode directly
@@ -18,10 +17,6 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
 
 class ImageError(IOError):
     """An image that cannot be read or decoded; the message names the file."""
@@ -70,13 +65,6 @@ def encoded_image_size(data: bytes, name: str = "<bytes>") -> tuple[int, int]:
     return image_size(io.BytesIO(data), name)
 
 
-def normalize(images):
-    """uint8 (..., 3) or float in [0, 1] -> ImageNet-normalised float32; works on jnp or np."""
-    if images.dtype == np.uint8:
-        images = images.astype(np.float32) / 255.0
-    return (images - IMAGENET_MEAN) / IMAGENET_STD
-
-
 class BatchLoader:
     """Iterates `(batch, n_valid)` over `paths` in order, `batch` uint8 (batch_size, H, W, 3).
 
@@ -113,9 +101,15 @@ class BatchLoader:
     def _assemble(self, start: int):
         chunk = self.paths[start:start + self.batch_size]
         shapes = self.views or [self.size]
-        out = [np.empty((self.batch_size, *hw, 3), np.uint8) for hw in shapes]
-        for i, loaded in enumerate(self._pool.map(self.load_fn, chunk)):
-            arrays = loaded if self.views is not None else (loaded,)
+        loaded = [arrays if self.views is not None else (arrays,)
+                  for arrays in self._pool.map(self.load_fn, chunk)]
+        out = []
+        for v, hw in enumerate(shapes):
+            # uint8 unless a loader resampled in float (then float32 in [0, 1], exact for
+            # the uint8 images beside it)
+            floats = any(arrays[v].dtype != np.uint8 for arrays in loaded if len(arrays) > v)
+            out.append(np.empty((self.batch_size, *hw, 3), np.float32 if floats else np.uint8))
+        for i, arrays in enumerate(loaded):
             if len(arrays) != len(shapes):
                 raise ImageError(f"{chunk[i]}: loader returned {len(arrays)} views, "
                                  f"expected {len(shapes)}")
@@ -123,7 +117,8 @@ class BatchLoader:
                 if img.shape != (*hw, 3):
                     raise ImageError(f"{chunk[i]}: loader returned shape {img.shape} for view "
                                      f"{v}, expected {(*hw, 3)}")
-                out[v][i] = img
+                out[v][i] = img / np.float32(255.0) if (
+                    img.dtype == np.uint8 and out[v].dtype == np.float32) else img
         for arr in out:
             arr[len(chunk):] = arr[len(chunk) - 1]
         return (out if self.views is not None else out[0]), len(chunk)

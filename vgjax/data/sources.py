@@ -15,8 +15,9 @@ import numpy as np
 
 from vgjax.data.dataset import Split, load_split
 from vgjax.data.pipeline import encoded_image_size, image_size, load_image
+from vgjax.registry import Registry
 
-SOURCES = ("folder", "tfds")
+SOURCES = Registry("data.source", fixed=("data_cfg", "dataset", "split"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,30 +37,34 @@ class ImageReader:
 FOLDER_READER = ImageReader(load_image, image_size)
 
 
-def dataset_location(data_cfg, name_or_path: str | os.PathLike) -> str:
-    """A dataset given by name resolves against `data.root` (folder) or `data.tfds_dir`."""
+def _folder_location(data_cfg, name_or_path) -> str:
     p = Path(name_or_path)
-    if data_cfg.source == "tfds":
-        return p.name
     under_root = Path(data_cfg.root) / p
     if p.is_absolute() or len(p.parts) > 1 or (p.is_dir() and not under_root.is_dir()):
         return str(p)
     return str(under_root)
 
 
-def open_split(data_cfg, dataset: str | os.PathLike, split: str) -> tuple[Split, ImageReader]:
-    """The `Split` of `dataset` (name or folder) and the reader for its image paths."""
-    if data_cfg.source not in SOURCES:
-        raise ValueError(f"data.source={data_cfg.source!r}: expected one of {SOURCES}")
-    location = dataset_location(data_cfg, dataset)
-    if data_cfg.source == "folder":
-        return (load_split(location, split, data_cfg.soft_positives_dist,
-                           data_cfg.hard_positives_dist), FOLDER_READER)
+@SOURCES.register("folder")
+def _open_folder(data_cfg, dataset, split: str) -> tuple[Split, ImageReader]:
+    location = _folder_location(data_cfg, dataset)
+    return (load_split(location, split, data_cfg.soft_positives_dist,
+                       data_cfg.hard_positives_dist), FOLDER_READER)
+
+
+@SOURCES.register("tfds")
+def _open_tfds(data_cfg, dataset, split: str) -> tuple[Split, ImageReader]:
     if not data_cfg.tfds_dir:
         raise ValueError("data.source='tfds' needs data.tfds_dir (where tfds_builder wrote "
                          "the copies)")
-    from vgjax.data.tfds_builder import load_split_tfds
-    result, images = load_split_tfds(data_cfg.tfds_dir, location, split,
+    from vgjax.data.tfds_builder import load_split_tfds  # tensorflow-datasets is heavy
+    result, images = load_split_tfds(data_cfg.tfds_dir, Path(dataset).name, split,
                                      data_cfg.soft_positives_dist, data_cfg.hard_positives_dist)
     return result, ImageReader(
         images, lambda path: encoded_image_size(images.encoded(path), name=path))
+
+
+def open_split(data_cfg, dataset: str | os.PathLike, split: str) -> tuple[Split, ImageReader]:
+    """The `Split` of `dataset` (name or folder) and the reader for its image paths, from
+    the source `data.source` names."""
+    return SOURCES.get(data_cfg.source)(data_cfg, dataset, split)

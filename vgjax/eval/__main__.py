@@ -24,13 +24,17 @@ import sys
 from pathlib import Path
 
 from vgjax import quiet_library_logs
-from vgjax.config import ConfigError, load_config, split_argv
+from vgjax.checks import DEFAULT_CONFIG, load_config
+from vgjax.config import ConfigError, split_argv
+from vgjax.data import dataset as ds
 from vgjax.data.format import DatasetFormatError
 from vgjax.data.pipeline import ImageError
+from vgjax.eval import evaluators
+from vgjax.eval.extract import Describer
+from vgjax.eval.report import format_table
+from vgjax.models.network import descriptor_dim
 
 log = logging.getLogger("vgjax.eval")
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.py"
 
 
 class UsageError(ValueError):
@@ -69,11 +73,8 @@ def parse_args(argv: list[str]):
 
 
 def run(argv: list[str]) -> dict:
-    """Runs the evaluation; returns the results.json content."""
-    from vgjax.data import dataset as ds
-    from vgjax.data.sources import open_split
-    from vgjax.eval import Describer, evaluate, fit_pca, report
-
+    """Runs the evaluation (the `test` entry of the config's evaluators, on `--datasets`
+    and `--split`); returns the results.json content."""
     args, cfg, model_overrides, overridden = parse_args(argv)
     names = [ds.dataset_name(d) for d in args.datasets]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -91,27 +92,19 @@ def run(argv: list[str]) -> dict:
                                                                      model_overrides)
     except ValueError as e:  # a bad model override or an unreadable model dir
         raise UsageError(str(e)) from None
-    from vgjax.models.network import descriptor_dim
     if int(cfg.test.pca_dim) > 0 and int(cfg.test.pca_dim) > descriptor_dim(model_cfg):
         raise UsageError(f"test.pca_dim={cfg.test.pca_dim} exceeds the model's descriptor size "
                          f"{descriptor_dim(model_cfg)}")
     if "data.resize" not in overridden:
         cfg.data.resize = image_size  # the size the model was trained for
     log.info("model input size (H, W) = %s", tuple(cfg.data.resize))
-    pca = None
-    if int(cfg.test.pca_dim) > 0 and cfg.test.pca_dataset:
-        pca = fit_pca(cfg.test, cfg.data, describer, seed=int(cfg.seed))
-    results = []
+    evaluator = evaluators.build(cfg, "test", datasets=args.datasets, split=args.split)
     for d in args.datasets:
-        split, reader = open_split(cfg.data, d, args.split)
-        log.info("%s", split.summary())
-        results.append(evaluate(split, describer, cfg.test, cfg.data, out_dir=out, pca=pca,
-                                progress=args.progress, reader=reader))
-    rows, counts = report.results_rows(results)
-    print(report.format_table(rows, counts, title=f"{args.split} recalls (%), method "
-                                                  f"{cfg.test.method}, {args.checkpoint}"))
-    report.write_results_json(results, out / "results.json")
-    report.save_recall_curve({r.name: r.correct for r in results}, out / "recall_curve.png")
+        log.info("%s", evaluator.open(d)[0].summary())
+    results = evaluator.run(describer, out_dir=out, progress=args.progress)
+    rows, counts = evaluator.table(results)
+    print(format_table(rows, counts, title=f"{args.split} recalls (%), method "
+                                           f"{evaluator.settings.method}, {args.checkpoint}"))
     info = {"checkpoint": str(args.checkpoint), "split": args.split,
             "datasets": {r.name: {"queries": r.num_queries, "database": r.num_database,
                                   "model_dim": r.model_dim, "descriptor_dim": r.descriptor_dim,

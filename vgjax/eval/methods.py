@@ -1,19 +1,22 @@
 """Test methods: how a query image becomes one or several model inputs ("views"), how the
 descriptors of those views are combined, and how per-crop rankings are merged.
 
-A `ViewPlan` turns one decoded image into `len(sizes) * crops` uint8 views, scale-major
-(`[s0c0, s0c1, ..., s1c0, ...]`). Descriptors of the scales of one crop are combined
-elementwise (multi-scale testing); `five_crops` then averages its crops, while
+Each method is a registered class (`TEST_METHODS`, config `test.method`) built from the
+image ops of `vgjax.data.ops`. A `ViewPlan` applies one method at every scale: it turns one
+decoded image into `len(sizes) * crops` views, scale-major (`[s0c0, s0c1, ..., s1c0, ...]`).
+Descriptors of the scales of one crop are combined elementwise (multi-scale testing,
+`MULTISCALE`, config `test.multiscale_method`); `five_crops` then averages its crops, while
 `nearest_crop` / `maj_voting` keep one descriptor row per crop and merge the crops'
-rankings after the search (`merge_crop_rankings`).
+rankings after the search.
 
 Sizes follow the reference protocol (model size (H, W), usually 480x640):
 - hard_resize: resize to (H, W), aspect ignored.
 - single_query: short side to min(H, W), aspect kept (truncated long side, like torchvision).
-- central_crop: smallest aspect-kept resize covering (H, W), then the central (H, W) crop.
+- central_crop: the largest central crop of aspect H:W, scaled to (H, W).
 - five_crops / nearest_crop / maj_voting: short side to S = min(H, W), then the four corner
   and the central S x S crops, in the order top-left, top-right, bottom-left, bottom-right,
   centre.
+- native: the image as it is (PCA images, which the reference describes at native size).
 Multi-scale testing multiplies (H, W) by each scale factor before applying the method.
 """
 from __future__ import annotations
@@ -22,43 +25,140 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
+from vgjax.data import ops
+from vgjax.data.ops import Resampling
 from vgjax.data.sources import FOLDER_READER, ImageReader
+from vgjax.registry import Registry
 
-TEST_METHODS = ("hard_resize", "single_query", "central_crop", "five_crops", "nearest_crop",
-                "maj_voting")
-CROP_METHODS = ("five_crops", "nearest_crop", "maj_voting")
-MULTISCALE_METHODS = ("avg", "sum", "max", "min")
+TEST_METHODS = Registry("test.method")
+MULTISCALE = Registry("test.multiscale_method", fixed=("per_scale",))
 # maj_voting: windows (leading ranks of each crop's list) inside which agreement is rewarded.
 VOTING_WINDOWS = (1, 5, 10)
 
 
-def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
-    """(H, W) times `scale`, rounded, at least 1 pixel each."""
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+# Multi-scale combinations ---------------------------------------------------------------------
+
+MULTISCALE.register("avg")(lambda per_scale: per_scale.mean(0))
+MULTISCALE.register("sum")(lambda per_scale: per_scale.sum(0))
+MULTISCALE.register("max")(lambda per_scale: per_scale.max(0))
+MULTISCALE.register("min")(lambda per_scale: per_scale.min(0))
+MULTISCALE_METHODS = tuple(MULTISCALE.names())
 
 
-def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    if img.shape[:2] == tuple(hw):
-        return img
-    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.BILINEAR))
+def combine_scales(per_scale: np.ndarray, method: str, renormalize: bool = False) -> np.ndarray:
+    """Elementwise combination over axis 0 (the scales) of descriptors (S, ..., D).
+
+    With one scale every method returns its input unchanged (bit for bit), so multi-scale
+    testing with `scales=[1]` equals single-scale testing.
+    """
+    combine = MULTISCALE.get(method)
+    out = per_scale[0] if per_scale.shape[0] == 1 else combine(per_scale)
+    if renormalize:
+        norm = np.linalg.norm(out, axis=-1, keepdims=True)
+        out = out / np.maximum(norm, 1e-12)
+    return out.astype(np.float32, copy=False)
 
 
-def _short_side_size(hw: tuple[int, int], short: int) -> tuple[int, int]:
-    """Aspect-kept size with the short side `short` (long side truncated, as torchvision)."""
-    h, w = hw
-    if h <= w:
-        return short, max(short, int(short * w / h))
-    return max(short, int(short * h / w)), short
+# Test methods ---------------------------------------------------------------------------------
+
+class TestMethod:
+    """One way of turning an image into views at a target size (H, W)."""
+    crops = 1              # views per scale
+    rows_per_image = 1     # descriptor rows stored per image (crops kept apart)
+    fixed_shapes = True    # every image gives views of the same shapes
+    one_resize = False     # its view is one resize of the whole image (JPEG draft applies)
+
+    def view_shapes(self, size, image_hw=None) -> list[tuple[int, int]]:
+        return [tuple(size)]
+
+    def views(self, image, size, resampling: Resampling) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def combine_crops(self, combined: np.ndarray) -> np.ndarray:
+        """(B, crops, D) -> (B, rows_per_image, D)."""
+        return combined
+
+    def merge(self, distances, indices, k: int, settings) -> tuple[np.ndarray, np.ndarray]:
+        """Search results (Q * rows, k) -> (Q, k)."""
+        return distances, indices
 
 
-def _crop(img: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
-    return img[top:top + h, left:left + w]
+@TEST_METHODS.register("hard_resize")
+class HardResize(TestMethod):
+    one_resize = True
+
+    def views(self, image, size, resampling):
+        return [ops.resize(image, size, resampling)]
 
 
-def _center_offset(total: int, crop: int) -> int:
-    return round((total - crop) / 2.0)
+@TEST_METHODS.register("single_query")
+class SingleQuery(TestMethod):
+    fixed_shapes = False
+
+    def view_shapes(self, size, image_hw=None):
+        if image_hw is None:
+            raise ValueError("single_query view shapes depend on the image size")
+        return [ops.short_side_size(image_hw, min(size))]
+
+    def views(self, image, size, resampling):
+        return [ops.resize_short_side(image, min(size), resampling)]
+
+
+@TEST_METHODS.register("central_crop")
+class CentralCrop(TestMethod):
+    def views(self, image, size, resampling):
+        return [ops.central_crop(image, size, resampling)]
+
+
+@TEST_METHODS.register("five_crops")
+class FiveCrops(TestMethod):
+    crops = 5
+
+    def view_shapes(self, size, image_hw=None):
+        s = min(size)
+        return [(s, s)] * 5
+
+    def views(self, image, size, resampling):
+        return ops.five_crops(image, min(size), resampling)
+
+    def combine_crops(self, combined):
+        return combined.mean(1, keepdims=True)
+
+
+@TEST_METHODS.register("nearest_crop")
+class NearestCrop(FiveCrops):
+    rows_per_image = 5
+
+    def combine_crops(self, combined):
+        return combined
+
+    def merge(self, distances, indices, k, settings):
+        q = distances.shape[0] // self.rows_per_image
+        return merge_crop_rankings(distances.reshape(q, self.rows_per_image, -1),
+                                   indices.reshape(q, self.rows_per_image, -1), k)
+
+
+@TEST_METHODS.register("maj_voting")
+class MajorityVoting(NearestCrop):
+    def merge(self, distances, indices, k, settings):
+        q = distances.shape[0] // self.rows_per_image
+        d = distances.reshape(q, self.rows_per_image, -1)
+        i = indices.reshape(q, self.rows_per_image, -1)
+        return merge_crop_rankings(d, i, k, voting_bonus(i, float(settings.majority_weight)))
+
+
+@TEST_METHODS.register("native")
+class Native(TestMethod):
+    fixed_shapes = False
+
+    def view_shapes(self, size, image_hw=None):
+        if image_hw is None:
+            raise ValueError("native view shapes depend on the image size")
+        return [tuple(image_hw)]
+
+    def views(self, image, size, resampling):
+        return [ops.identity(image)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,136 +170,92 @@ class ViewPlan:
     renormalize: bool = False         # L2 re-normalise the multi-scale combination
     read: ImageReader = dataclasses.field(default=FOLDER_READER, compare=False)
     """How paths become pixels (and image sizes): a folder's files or a TFDS copy's records."""
+    resampling: Resampling = Resampling()
+    draft: bool = True                # single-scale hard_resize: decode JPEGs at reduced size
 
     def __post_init__(self):
-        if self.method not in TEST_METHODS:
-            raise ValueError(f"test.method={self.method!r} is not one of {TEST_METHODS}")
-        if self.combine not in MULTISCALE_METHODS:
-            raise ValueError(f"test.multiscale_method={self.combine!r} is not one of "
-                             f"{MULTISCALE_METHODS}")
+        TEST_METHODS.get(self.method)
+        MULTISCALE.get(self.combine)
         if not self.sizes:
             raise ValueError("test.scales is empty: give at least one scale factor")
 
-    @classmethod
-    def for_queries(cls, test_cfg, model_size, read=FOLDER_READER) -> ViewPlan:
-        return cls(method=test_cfg.method, sizes=_scale_sizes(test_cfg.scales, model_size),
-                   combine=test_cfg.multiscale_method,
-                   renormalize=bool(test_cfg.multiscale_renormalize), read=read)
+    @property
+    def impl(self) -> TestMethod:
+        return TEST_METHODS.get(self.method)()
 
     @classmethod
-    def for_database(cls, test_cfg, model_size, read=FOLDER_READER) -> ViewPlan:
+    def for_queries(cls, test_cfg, model_size, read=FOLDER_READER,
+                    resampling: Resampling = Resampling(), draft: bool = True) -> ViewPlan:
+        return cls(method=test_cfg.method, sizes=scale_sizes(test_cfg.scales, model_size),
+                   combine=test_cfg.multiscale_method,
+                   renormalize=bool(test_cfg.multiscale_renormalize), read=read,
+                   resampling=resampling, draft=draft)
+
+    @classmethod
+    def for_database(cls, test_cfg, model_size, read=FOLDER_READER,
+                     resampling: Resampling = Resampling(), draft: bool = True) -> ViewPlan:
         """Database images are always hard-resized; scaled only if `multiscale_database`."""
         scales = test_cfg.scales if test_cfg.multiscale_database else [1.0]
-        return cls(method="hard_resize", sizes=_scale_sizes(scales, model_size),
+        return cls(method="hard_resize", sizes=scale_sizes(scales, model_size),
                    combine=test_cfg.multiscale_method,
                    renormalize=bool(test_cfg.multiscale_renormalize and
-                                    test_cfg.multiscale_database), read=read)
+                                    test_cfg.multiscale_database), read=read,
+                   resampling=resampling, draft=draft)
 
     @property
     def crops(self) -> int:
-        """Views per scale."""
-        return 5 if self.method in CROP_METHODS else 1
+        return self.impl.crops
 
     @property
     def rows_per_image(self) -> int:
-        """Descriptor rows stored per image (one per crop for the crop-merging methods)."""
-        return 5 if self.method in ("nearest_crop", "maj_voting") else 1
+        return self.impl.rows_per_image
 
     @property
     def fixed_shapes(self) -> bool:
         """True if every image gives views of the same shapes (no header read needed)."""
-        return self.method != "single_query"
+        return self.impl.fixed_shapes
 
     def view_shapes(self, image_hw: tuple[int, int] | None = None) -> tuple[tuple[int, int], ...]:
         """The (h, w) of each view; `image_hw` (original size) is needed for single_query."""
-        shapes = []
-        for size in self.sizes:
-            if self.method in ("hard_resize", "central_crop"):
-                shapes.append(tuple(size))
-            elif self.method == "single_query":
-                if image_hw is None:
-                    raise ValueError("single_query view shapes depend on the image size")
-                shapes.append(_short_side_size(image_hw, min(size)))
-            else:
-                s = min(size)
-                shapes.extend([(s, s)] * 5)
-        return tuple(shapes)
+        impl = self.impl
+        return tuple(s for size in self.sizes for s in impl.view_shapes(size, image_hw))
 
     def load_views(self, path: str) -> list[np.ndarray]:
-        """Decodes `path` once and returns its views (scale-major), uint8 (h, w, 3) each."""
-        if self.method == "hard_resize" and len(self.sizes) == 1:
+        """Decodes `path` once and returns its views (scale-major), (h, w, 3) each."""
+        if (self.draft and self.impl.one_resize and len(self.sizes) == 1
+                and self.resampling.mode == "pil"):
             return [self.read(path, self.sizes[0])]  # fast path: JPEG draft decoding
         return self.views(self.read(path))
 
     def views(self, img: np.ndarray) -> list[np.ndarray]:
         """Views of a decoded RGB uint8 image (H0, W0, 3)."""
-        out = []
-        hw = img.shape[:2]
-        for size in self.sizes:
-            size = tuple(size)
-            if self.method == "hard_resize":
-                out.append(_resize(img, size))
-            elif self.method == "single_query":
-                out.append(_resize(img, _short_side_size(hw, min(size))))
-            elif self.method == "central_crop":
-                scale = max(size[0] / hw[0], size[1] / hw[1])
-                rh = max(size[0], round(hw[0] * scale))
-                rw = max(size[1], round(hw[1] * scale))
-                r = _resize(img, (rh, rw))
-                out.append(_crop(r, _center_offset(rh, size[0]), _center_offset(rw, size[1]),
-                                 *size))
-            else:
-                s = min(size)
-                r = _resize(img, _short_side_size(hw, s))
-                rh, rw = r.shape[:2]
-                out.extend([_crop(r, 0, 0, s, s), _crop(r, 0, rw - s, s, s),
-                            _crop(r, rh - s, 0, s, s), _crop(r, rh - s, rw - s, s, s),
-                            _crop(r, _center_offset(rh, s), _center_offset(rw, s), s, s)])
-        return out
+        impl = self.impl
+        return [v for size in self.sizes for v in impl.views(img, tuple(size), self.resampling)]
 
     def combine_views(self, descriptors: Sequence[np.ndarray]) -> np.ndarray:
         """View descriptors (one (B, D) per view, scale-major) -> (B, rows_per_image, D)."""
-        n_scales, crops = len(self.sizes), self.crops
+        impl = self.impl
+        n_scales, crops = len(self.sizes), impl.crops
         if len(descriptors) != n_scales * crops:
             raise ValueError(f"expected {n_scales * crops} views, got {len(descriptors)}")
         per_scale = np.stack([np.stack(descriptors[i * crops:(i + 1) * crops], 1)
                               for i in range(n_scales)], 0)     # (S, B, C, D)
-        combined = combine_scales(per_scale, self.combine, self.renormalize)  # (B, C, D)
-        if self.method == "five_crops":
-            combined = combined.mean(1, keepdims=True)
-        return combined
+        return impl.combine_crops(combine_scales(per_scale, self.combine, self.renormalize))
+
+    def merge(self, distances, indices, k: int, settings):
+        return self.impl.merge(distances, indices, k, settings)
 
 
-def _scale_sizes(scales, model_size) -> tuple[tuple[int, int], ...]:
+def scale_sizes(scales, model_size) -> tuple[tuple[int, int], ...]:
     scales = [float(s) for s in scales]
     bad = [s for s in scales if not np.isfinite(s) or s <= 0]
     if bad:
         raise ValueError(f"test.scales must be positive factors, got {bad}")
-    return tuple(scaled_size(model_size, s) for s in scales)
+    return tuple(ops.scale(model_size, s) for s in scales)
 
 
-def combine_scales(per_scale: np.ndarray, method: str, renormalize: bool = False) -> np.ndarray:
-    """Elementwise combination over axis 0 (the scales) of descriptors (S, ..., D).
-
-    With one scale every method returns its input unchanged (bit for bit), so multi-scale
-    testing with `scales=[1]` equals single-scale testing.
-    """
-    if method not in MULTISCALE_METHODS:
-        raise ValueError(f"test.multiscale_method={method!r} is not one of {MULTISCALE_METHODS}")
-    if per_scale.shape[0] == 1:
-        out = per_scale[0]
-    elif method == "avg":
-        out = per_scale.mean(0)
-    elif method == "sum":
-        out = per_scale.sum(0)
-    elif method == "max":
-        out = per_scale.max(0)
-    else:
-        out = per_scale.min(0)
-    if renormalize:
-        norm = np.linalg.norm(out, axis=-1, keepdims=True)
-        out = out / np.maximum(norm, 1e-12)
-    return out.astype(np.float32, copy=False)
+def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
+    return ops.scale(size, scale)
 
 
 def voting_bonus(indices: np.ndarray, weight: float,

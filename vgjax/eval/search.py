@@ -16,11 +16,13 @@ import os
 
 import numpy as np
 
-from vgjax.eval.extract import DescriptorStore, store_factory
+from vgjax.eval.store import DescriptorStore, store_factory
+from vgjax.registry import Registry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BYTES = 256 << 20
+INDEXES = Registry("test.index", fixed=("database", "queries", "k", "test_cfg", "chunk_bytes"))
 
 
 def _faiss():
@@ -165,16 +167,22 @@ def ivfpq_search(database: DescriptorStore, queries, k: int, *, nlist: int, m: i
     return out_d, out_i
 
 
+@INDEXES.register("flat")
+def _flat(database, queries, k, test_cfg, chunk_bytes):
+    return exact_search(database, queries, k, chunk_bytes=chunk_bytes)
+
+
+@INDEXES.register("ivfpq")
+def _ivfpq(database, queries, k, test_cfg, chunk_bytes):
+    return ivfpq_search(database, queries, k, nlist=int(test_cfg.ivfpq_nlist),
+                        m=int(test_cfg.ivfpq_m), nprobe=int(test_cfg.get("ivfpq_nprobe", 16)),
+                        chunk_bytes=chunk_bytes)
+
+
 def search(database: DescriptorStore, queries, k: int, test_cfg, *,
            chunk_bytes: int = DEFAULT_CHUNK_BYTES):
-    """Dispatches on `test_cfg.index` (flat | ivfpq)."""
-    if test_cfg.index == "flat":
-        return exact_search(database, queries, k, chunk_bytes=chunk_bytes)
-    if test_cfg.index == "ivfpq":
-        return ivfpq_search(database, queries, k, nlist=int(test_cfg.ivfpq_nlist),
-                            m=int(test_cfg.ivfpq_m), nprobe=int(test_cfg.get("ivfpq_nprobe", 16)),
-                            chunk_bytes=chunk_bytes)
-    raise ValueError(f"test.index={test_cfg.index!r} is not one of ('flat', 'ivfpq')")
+    """k-NN with the index of `test_cfg.index` (flat: exact | ivfpq: compressed)."""
+    return INDEXES.get(test_cfg.index)(database, queries, k, test_cfg, chunk_bytes)
 
 
 def _as_store(x) -> DescriptorStore:

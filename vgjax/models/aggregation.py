@@ -6,12 +6,18 @@ and the normalisations are where bfloat16 would lose precision.
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-AGGREGATIONS = ("netvlad", "gem", "mac", "spoc")
-L2_MODES = ("before_pool", "after_pool", "none")
+from vgjax.registry import Registry
+
+AGGREGATIONS = Registry("model.aggregation")
+# model.l2 of the pooling heads: (normalise local features, normalise the pooled vector)
+L2_MODES = {"before_pool": (True, False), "after_pool": (False, True), "none": (False, False)}
 
 
 def l2_normalize(x, axis=-1, eps: float = 1e-12):
@@ -44,6 +50,11 @@ class NetVLAD(nn.Module):
         return l2_normalize(vlad.reshape(n, -1), axis=-1)
 
 
+def gem_pool(x, p, eps: float):
+    """(mean over h, w of clamp(x, eps)^p)^(1/p); x (N, h, w, D)."""
+    return jnp.power(jnp.mean(jnp.power(jnp.maximum(x, eps), p), axis=(1, 2)), 1.0 / p)
+
+
 class GlobalPool(nn.Module):
     """GeM / MAC / SPoC over (h, w), with the reference's `l2` placement.
 
@@ -58,24 +69,48 @@ class GlobalPool(nn.Module):
 
     @nn.compact
     def __call__(self, x):  # (N, h, w, D)
+        before, after = L2_MODES[self.l2]
         x = x.astype(jnp.float32)
-        if self.l2 == "before_pool":
+        if before:
             x = l2_normalize(x, axis=-1)
-        if self.kind == "gem":
+        pool = POOLS[self.kind]
+        if pool is None:  # GeM: the learnable exponent
             p = self.param("p", nn.initializers.constant(self.p_init), (1,), jnp.float32)
-            pooled = jnp.mean(jnp.power(jnp.maximum(x, self.eps), p), axis=(1, 2))
-            pooled = jnp.power(pooled, 1.0 / p)
-        elif self.kind == "mac":
-            pooled = jnp.max(x, axis=(1, 2))
-        elif self.kind == "spoc":
-            pooled = jnp.mean(x, axis=(1, 2))
+            pooled = gem_pool(x, p, self.eps)
         else:
-            raise ValueError(f"model.aggregation: unknown pooling {self.kind!r}")
-        if self.l2 == "after_pool":
-            pooled = l2_normalize(pooled, axis=-1)
-        return pooled
+            pooled = pool(x)
+        return l2_normalize(pooled, axis=-1) if after else pooled
+
+
+POOLS = {"gem": None, "mac": lambda x: jnp.max(x, axis=(1, 2)),
+         "spoc": lambda x: jnp.mean(x, axis=(1, 2))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Aggregation:
+    """A registered head: `module(settings)` builds it from the network's fields
+    (`netvlad_clusters`, `l2`, `gem_p`, `gem_eps`); `dim(channels, clusters)` is its size."""
+    module: Callable
+    dim: Callable[[int, int], int]
+    uses_clusters: bool = False   # model.netvlad_clusters matters (and model.netvlad_init)
+    uses_l2: bool = True          # model.l2 matters
+
+
+AGGREGATIONS.register("netvlad")(Aggregation(
+    module=lambda s: NetVLAD(s.netvlad_clusters), dim=lambda c, k: k * c,
+    uses_clusters=True, uses_l2=False))
+for _kind in POOLS:
+    AGGREGATIONS.register(_kind)(Aggregation(
+        module=lambda s, kind=_kind: GlobalPool(kind, s.l2, s.gem_p, s.gem_eps),
+        dim=lambda c, k: c))
+
+
+def uses_kmeans_init(model_cfg) -> bool:
+    """True if `model.netvlad_init` applies: a clustering head with the init enabled."""
+    init = model_cfg.get("netvlad_init")
+    return bool(AGGREGATIONS.get(model_cfg.aggregation).uses_clusters and init and init.enabled)
 
 
 def aggregation_dim(aggregation: str, channels: int, clusters: int) -> int:
     """Output size of an aggregation on `channels`-dim local features (before any fc)."""
-    return clusters * channels if aggregation == "netvlad" else channels
+    return AGGREGATIONS.get(aggregation).dim(channels, clusters)

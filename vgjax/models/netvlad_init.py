@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import jax.numpy as jnp
 import numpy as np
+
+from vgjax.models.network import make_features_fn
 
 
 def netvlad_params_from_descriptors(descriptors: np.ndarray, clusters: int,
@@ -67,11 +70,7 @@ def initialize_netvlad(net, variables, image_batches: Iterable, model_cfg, seed:
     `image_batches` yields uint8 (B, H, W, 3) batches, or `(batch, n_valid)` pairs as
     `vgjax.data.pipeline.BatchLoader` does. Features are computed in eval mode.
     """
-    import jax.numpy as jnp
-
-    from vgjax.models.network import make_features_fn
-
-    if model_cfg.aggregation != "netvlad":
+    if "centroids" not in variables["params"].get("aggregation", {}):
         raise ValueError(f"initialize_netvlad: model.aggregation is {model_cfg.aggregation!r}, "
                          "not 'netvlad'")
     init_cfg = model_cfg.netvlad_init

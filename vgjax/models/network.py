@@ -6,8 +6,12 @@ and (with `fc_output_dim > 0`) `fc`.
 
     net = build_network(cfg.model)
     variables = init_variables(cfg.model, jax.random.key(0))
-    desc = net.apply(variables, x)                                    # eval, (N, D) float32
-    desc, new_state = net.apply(variables, x, train=True, mutable=['batch_stats'])
+    desc = net.apply(variables, images)                               # eval, (N, D) float32
+    desc, new_state = net.apply(variables, images, train=True, mutable=['batch_stats'])
+
+`images` are pixels: uint8 (N, H, W, 3), or float in [0, 1] (what torchvision's ToTensor
+gives, and what evaluation's float resize produces). The network normalises them with the
+ImageNet mean and std itself, so callers never do.
 """
 from __future__ import annotations
 
@@ -18,17 +22,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgjax.data.pipeline import normalize
-from vgjax.models.aggregation import (AGGREGATIONS, L2_MODES, GlobalPool, NetVLAD,
-                                      aggregation_dim, l2_normalize)
+from vgjax.models.aggregation import AGGREGATIONS, L2_MODES, aggregation_dim, l2_normalize
 from vgjax.models.resnet import STAGES, ResNet, parse_backbone
 
 TRAINABLE_FROM = STAGES + ("aggregation",)  # the first trained part; all before it is frozen
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def normalize(images):
+    """uint8 (..., 3) or float in [0, 1] -> ImageNet-normalised float32; jnp or np."""
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    return (images - IMAGENET_MEAN) / IMAGENET_STD
 
 
 class VGNetwork(nn.Module):
-    """Images (N, H, W, 3), ImageNet-normalised, NHWC -> descriptors (N, D) float32."""
+    """Pixels (N, H, W, 3) (uint8, or float in [0, 1]), NHWC -> descriptors (N, D) float32."""
     backbone_arch: str = "resnet18conv4"
     resnet_width: int = 64
     aggregation_kind: str = "netvlad"
@@ -44,16 +55,13 @@ class VGNetwork(nn.Module):
     def setup(self):
         self.backbone = ResNet(parse_backbone(self.backbone_arch), self.resnet_width,
                                self.num_frozen, self.freeze_frozen_bn_stats, DTYPES[self.dtype])
-        if self.aggregation_kind == "netvlad":
-            self.aggregation = NetVLAD(self.netvlad_clusters)
-        else:
-            self.aggregation = GlobalPool(self.aggregation_kind, self.l2, self.gem_p, self.gem_eps)
+        self.aggregation = AGGREGATIONS.get(self.aggregation_kind).module(self)
         if self.fc_output_dim > 0:
             self.fc = nn.Dense(self.fc_output_dim, dtype=jnp.float32, param_dtype=jnp.float32)
 
-    def features(self, x, train: bool = False):
+    def features(self, images, train: bool = False):
         """Backbone local features (N, h, w, C) in the compute dtype."""
-        return self.backbone(x, train=train)
+        return self.backbone(normalize(images), train=train)
 
     def aggregate(self, features):
         """Local features (N, h, w, C) -> descriptors (N, D) float32."""
@@ -62,8 +70,8 @@ class VGNetwork(nn.Module):
             desc = l2_normalize(self.fc(desc), axis=-1)
         return desc.astype(jnp.float32)
 
-    def __call__(self, x, train: bool = False, return_features: bool = False):
-        features = self.features(x, train=train)
+    def __call__(self, images, train: bool = False, return_features: bool = False):
+        features = self.features(images, train=train)
         desc = self.aggregate(features)
         return (desc, features) if return_features else desc
 
@@ -84,14 +92,11 @@ def _get(cfg, name, default=None):
 def validate_model_config(model_cfg) -> None:
     """Raises ValueError naming the `model.*` option that is wrong."""
     spec = parse_backbone(_get(model_cfg, "backbone"))
-    agg = _get(model_cfg, "aggregation")
-    if agg not in AGGREGATIONS:
-        raise ValueError(f"model.aggregation: unknown aggregation {agg!r} "
-                         f"(accepted: {', '.join(AGGREGATIONS)})")
+    agg = AGGREGATIONS.get(_get(model_cfg, "aggregation"))
     l2 = _get(model_cfg, "l2")
-    if agg != "netvlad" and l2 not in L2_MODES:
+    if agg.uses_l2 and l2 not in L2_MODES:
         raise ValueError(f"model.l2: unknown value {l2!r} (accepted: {', '.join(L2_MODES)})")
-    if agg == "netvlad" and int(_get(model_cfg, "netvlad_clusters")) < 1:
+    if agg.uses_clusters and int(_get(model_cfg, "netvlad_clusters")) < 1:
         raise ValueError("model.netvlad_clusters: must be >= 1")
     if int(_get(model_cfg, "fc_output_dim") or 0) < 0:
         raise ValueError("model.fc_output_dim: must be >= 0 (0 = no fc layer)")
@@ -161,7 +166,7 @@ def init_variables(model_cfg, rng, image_size=(64, 64)) -> dict:
     of `image_size` (cheaper to compile and run).
     """
     net = build_network(model_cfg)
-    x = jnp.zeros((1, *(min(int(s), 64) for s in image_size), 3), jnp.float32)
+    x = jnp.zeros((1, *(min(int(s), 64) for s in image_size), 3), jnp.uint8)
     variables = jax.jit(lambda k, x: net.init(k, x, train=False))(init_key(rng), x)
     return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
 
@@ -207,7 +212,7 @@ def network_info(model_cfg, image_size=(480, 640)) -> dict:
     leaves = jax.tree_util.tree_leaves(variables["params"])
     flags = jax.tree_util.tree_leaves(mask)
     trainable = int(sum(np.prod(p.shape) for p, t in zip(leaves, flags) if t))
-    x = jax.ShapeDtypeStruct((1, *image_size, 3), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, *image_size, 3), jnp.uint8)
     lowered = jax.jit(lambda v, x: net.apply(v, x)).lower(variables, x)
     cost = lowered.cost_analysis()
     if isinstance(cost, (list, tuple)):
@@ -222,22 +227,22 @@ def network_info(model_cfg, image_size=(480, 640)) -> dict:
 
 
 def make_describe_fn(net: VGNetwork):
-    """Jitted `(variables, uint8 images (N, H, W, 3)) -> float32 descriptors (N, D)`, eval mode.
+    """Jitted `(variables, images (N, H, W, 3)) -> float32 descriptors (N, D)`, eval mode.
 
-    Images travel to the device as uint8 and are normalised there.
+    Images travel to the device as uint8 (or float in [0, 1]) and are normalised there.
     """
     @jax.jit
     def describe(variables, images):
         return net.apply({"params": variables["params"], "batch_stats": variables["batch_stats"]},
-                         normalize(images), train=False)
+                         images, train=False)
     return describe
 
 
 def make_features_fn(net: VGNetwork):
-    """Jitted `(variables, uint8 images) -> local features (N, h, w, C) float32`, eval mode."""
+    """Jitted `(variables, images) -> local features (N, h, w, C) float32`, eval mode."""
     @jax.jit
     def features(variables, images):
         out = net.apply({"params": variables["params"], "batch_stats": variables["batch_stats"]},
-                        normalize(images), train=False, method=VGNetwork.features)
+                        images, train=False, method=VGNetwork.features)
         return out.astype(jnp.float32)
     return features

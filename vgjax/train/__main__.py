@@ -10,9 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+import jax
+
+from vgjax.checks import load_config, validate_training
+from vgjax.config import ConfigError, split_argv
+from vgjax.data.format import DatasetFormatError
+from vgjax.data.pipeline import ImageError
+from vgjax.models.io import ModelDirError
+from vgjax.train.loop import train_and_evaluate
+from vgjax.train.step import NonFiniteLossError
+
 
 def main(argv=None) -> int:
-    from vgjax.config import ConfigError, load_config, split_argv, validate_training
     overrides, rest = split_argv(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m vgjax.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,12 +48,7 @@ def main(argv=None) -> int:
     if explicit and not args.distributed:
         parser.error(f"--{next(iter(explicit))} needs --distributed")
     if args.distributed:
-        import jax
         jax.distributed.initialize(**explicit)
-    from vgjax.data.format import DatasetFormatError
-    from vgjax.data.pipeline import ImageError
-    from vgjax.models.io import ModelDirError
-    from vgjax.train.loop import NonFiniteLossError, train_and_evaluate
     try:
         results = train_and_evaluate(config, args.workdir)
     except (DatasetFormatError, ImageError, ModelDirError, NonFiniteLossError, ConfigError,

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vgjax.models.io import save_model
 from vgjax.train.state import Progress, TrainState
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ def save(run_dir, name: str, state: TrainState, progress: Progress, model_cfg,
          model_variables: dict | None = None, image_size=(480, 640)) -> Path:
     """Writes checkpoint `name` atomically; `model_variables` (default: the state's) go to
     `model/` (e.g. ASGD's averaged weights)."""
-    from vgjax.models.io import save_model
-
     final = checkpoint_dir(run_dir, name)
     tmp = final.parent / f".{name}.tmp"
     old = final.parent / f"{name}.old"

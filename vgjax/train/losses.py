@@ -1,12 +1,26 @@
-"""Metric-learning losses on (query, positive, negatives) descriptor groups.
+"""Loss terms of the train step, registered by name.
 
-Shapes: `query` (B, D), `positive` (B, D), `negatives` (B, N, D). Every loss returns a
-scalar normalised by the number of triplets B * N, as the reference protocol does.
+A term is a function of what one train step computed (`StepOutputs`: the batch's
+descriptors laid out query by query, and whatever else the step produced, e.g. a domain
+classifier's logits) and returns a scalar, or `(scalar, {name: scalar})` with metrics of
+its own. The step sums the configured terms with their weights and reports each of them.
+
+The metric-learning losses work on (query, positive, negatives) groups: `query` (B, D),
+`positive` (B, D), `negatives` (B, N, D). Each returns a scalar normalised by the number of
+triplets B * N, as the reference protocol does.
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+
+from vgjax.registry import Registry
+
+LOSS_TERMS = Registry("train.loss", fixed=("outputs",))
 
 PAIRWISE_EPS = 1e-6  # torch's pairwise_distance adds it to the difference (finite gradients)
 
@@ -46,16 +60,51 @@ def sare_joint_loss(query, positive, negatives):
     return jnp.sum(per_query) / negatives.shape[0] / negatives.shape[1]
 
 
-LOSSES = {"triplet": triplet_loss, "sare_ind": sare_ind_loss, "sare_joint": sare_joint_loss}
+@dataclasses.dataclass(frozen=True)
+class StepOutputs:
+    """What a loss term sees: descriptors (B * (2 + N), D) laid out [q, p, n_1 .. n_N] per
+    query, and `extra` arrays other parts of the step produced (e.g. domain logits)."""
+    descriptors: Any
+    negatives_per_query: int
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def groups(self):
+        """(query (B, D), positive (B, D), negatives (B, N, D))."""
+        return split_groups(self.descriptors, self.negatives_per_query)
 
 
-def get_loss(name: str, margin: float = 0.1):
-    """`fn(query, positive, negatives) -> scalar` for config `train.loss`."""
-    if name not in LOSSES:
-        raise ValueError(f"train.loss: unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    if name == "triplet":
-        return lambda q, p, n: triplet_loss(q, p, n, margin)
-    return LOSSES[name]
+@LOSS_TERMS.register("triplet")
+def triplet(outputs: StepOutputs, margin: float = 0.1):
+    return triplet_loss(*outputs.groups(), margin)
+
+
+@LOSS_TERMS.register("sare_ind")
+def sare_ind(outputs: StepOutputs):
+    return sare_ind_loss(*outputs.groups())
+
+
+@LOSS_TERMS.register("sare_joint")
+def sare_joint(outputs: StepOutputs):
+    return sare_joint_loss(*outputs.groups())
+
+
+@dataclasses.dataclass(frozen=True)
+class LossTerm:
+    """One configured term: `fn(outputs) -> scalar | (scalar, metrics)`, times `weight`."""
+    name: str
+    fn: Callable
+    weight: float = 1.0
+
+    def __call__(self, outputs: StepOutputs):
+        out = self.fn(outputs=outputs)
+        value, metrics = out if isinstance(out, tuple) else (out, {})
+        return value, metrics
+
+
+def make_term(spec, kwargs=None, weight: float = 1.0, name: str | None = None) -> LossTerm:
+    """A `LossTerm` from a registered name or spec (`"triplet(margin=0.2)"`)."""
+    parsed = LOSS_TERMS.parse(spec, kwargs)
+    return LossTerm(name or parsed.name, LOSS_TERMS.partial(parsed), float(weight))
 
 
 def split_groups(descriptors, negatives_per_query: int):

@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgjax.data.positives import to_padded
+from vgjax.registry import Registry
 from vgjax.train.multihost import to_host
 
-MINING_METHODS = ("partial", "full", "random")
+MINERS = Registry("train.mining")
 
 
 def pairwise_sq_dists(a, b):
@@ -158,6 +159,74 @@ def _to_rows(ids: np.ndarray, row_of: np.ndarray) -> np.ndarray:
     return np.where(ids >= 0, row_of[np.maximum(ids, 0)], -1).astype(np.int32)
 
 
+class Miner:
+    """One mining strategy: which database images a round needs descriptors of (host) and
+    the device function that picks positives and negatives from them."""
+    whole_database = False   # the cache is the whole database (cache row = database index)
+    samples_candidates = True  # draws train.neg_samples_num negative candidates
+    remembers_negatives = False  # keeps each query's hardest negatives between rounds
+
+    def cache_ids(self, hard, rng, n_db: int, neg_samples_num: int):
+        """(database ids needing descriptors, sampled negative candidates) of a round."""
+        raise NotImplementedError
+
+    def soft_in_cache_rows(self) -> bool:
+        """True if the device function takes soft positives as cache rows (else database ids)."""
+        return False
+
+    def device(self, key, plan: "RoundPlan", query_desc, cache_desc, num_negatives: int,
+               num_candidates: int, database_size: int, previous_negatives):
+        raise NotImplementedError
+
+
+@MINERS.register("partial")
+class PartialMiner(Miner):
+    def cache_ids(self, hard, rng, n_db, neg_samples_num):
+        sampled = rng.choice(n_db, size=min(neg_samples_num, n_db), replace=False)
+        return np.unique(np.concatenate([hard[hard >= 0], sampled])), sampled
+
+    def soft_in_cache_rows(self):
+        return True
+
+    def device(self, key, plan, query_desc, cache_desc, num_negatives, num_candidates,
+               database_size, previous_negatives):
+        return mine_partial(query_desc, cache_desc, plan.cache_db_ids, plan.positive_rows,
+                            plan.soft_rows, plan.sampled_rows, num_negatives=num_negatives)
+
+
+@MINERS.register("full")
+class FullMiner(Miner):
+    whole_database = True
+    remembers_negatives = True
+
+    def cache_ids(self, hard, rng, n_db, neg_samples_num):
+        return np.arange(n_db), np.zeros(0, np.int64)
+
+    def device(self, key, plan, query_desc, cache_desc, num_negatives, num_candidates,
+               database_size, previous_negatives):
+        return mine_full(key, query_desc, cache_desc, plan.positive_rows, plan.soft_rows,
+                         previous_negatives, num_candidates=num_candidates,
+                         num_negatives=num_negatives)
+
+
+@MINERS.register("random")
+class RandomMiner(Miner):
+    samples_candidates = False
+
+    def cache_ids(self, hard, rng, n_db, neg_samples_num):
+        return np.unique(hard[hard >= 0]), np.zeros(0, np.int64)
+
+    def device(self, key, plan, query_desc, cache_desc, num_negatives, num_candidates,
+               database_size, previous_negatives):
+        return mine_random(key, query_desc, cache_desc, plan.cache_db_ids, plan.positive_rows,
+                           plan.soft_rows, database_size=database_size,
+                           num_negatives=num_negatives)
+
+
+def get_miner(method: str) -> Miner:
+    return MINERS.build(method)
+
+
 def plan_round(method: str, tables: MiningTables, query_ids: np.ndarray,
                rng: np.random.Generator, neg_samples_num: int, pad_to: int = 512) -> RoundPlan:
     """Chooses the cache of one round (vectorised NumPy; no per-query loop).
@@ -166,30 +235,21 @@ def plan_round(method: str, tables: MiningTables, query_ids: np.ndarray,
     database; random: the hard positives only. The cache length is rounded up to a multiple
     of `pad_to` so the jitted functions see few distinct shapes.
     """
-    if method not in MINING_METHODS:
-        raise ValueError(f"train.mining: unknown method {method!r}; choose one of {MINING_METHODS}")
+    miner = get_miner(method)
     n_db = tables.database_size
     hard = tables.hard[query_ids]
     soft = tables.soft[query_ids]
-    sampled = np.zeros(0, np.int64)
-    if method == "full":
-        cache = np.arange(n_db)
-    else:
-        parts = [hard[hard >= 0]]
-        if method == "partial":
-            sampled = rng.choice(n_db, size=min(neg_samples_num, n_db), replace=False)
-            parts.append(sampled)
-        cache = np.unique(np.concatenate(parts))
+    cache, sampled = miner.cache_ids(hard, rng, n_db, neg_samples_num)
     row_of = np.full(n_db, -1, np.int64)
     row_of[cache] = np.arange(len(cache))
     num_cache = len(cache)
-    padded = -(-num_cache // pad_to) * pad_to if method != "full" else num_cache
+    padded = num_cache if miner.whole_database else -(-num_cache // pad_to) * pad_to
     cache = np.concatenate([cache, np.full(padded - num_cache, cache[-1])]).astype(np.int32)
-    if method == "full":
+    if miner.whole_database:
         positive_rows, soft_rows = hard, soft
     else:
         positive_rows = _to_rows(hard, row_of)
-        soft_rows = _to_rows(soft, row_of) if method == "partial" else soft
+        soft_rows = _to_rows(soft, row_of) if miner.soft_in_cache_rows() else soft
     return RoundPlan(query_ids=np.asarray(query_ids), cache_db_ids=cache, num_cache=num_cache,
                      positive_rows=positive_rows, soft_rows=soft_rows,
                      sampled_rows=_to_rows(sampled, row_of))
@@ -202,17 +262,8 @@ def mine(method: str, key, plan: RoundPlan, query_desc, cache_desc, num_negative
     Returns NumPy (positives (Q,), negatives (Q, N)) database indices. Raises ValueError
     naming the option when a query has fewer than N negative candidates.
     """
-    if method == "partial":
-        out = mine_partial(query_desc, cache_desc, plan.cache_db_ids, plan.positive_rows,
-                           plan.soft_rows, plan.sampled_rows, num_negatives=num_negatives)
-    elif method == "full":
-        out = mine_full(key, query_desc, cache_desc, plan.positive_rows, plan.soft_rows,
-                        previous_negatives, num_candidates=num_candidates,
-                        num_negatives=num_negatives)
-    else:
-        out = mine_random(key, query_desc, cache_desc, plan.cache_db_ids, plan.positive_rows,
-                          plan.soft_rows, database_size=database_size,
-                          num_negatives=num_negatives)
+    out = get_miner(method).device(key, plan, query_desc, cache_desc, num_negatives,
+                                   num_candidates, database_size, previous_negatives)
     pos, neg, counts = (to_host(x) for x in out)
     short = counts < num_negatives
     if short.any():

@@ -36,15 +36,19 @@ class Progress:
 
     `epoch` is the epoch in progress (0-based) and `round` the mining rounds of it already
     done: resuming continues with round `round` of epoch `epoch`, never repeating one.
+    `best_value` is the best `train.best_metric` so far (val R@5 by default), reached at
+    `best_epoch`. The learning rate is not here: it lives in the optimizer state.
     """
     epoch: int = 0
     round: int = 0
-    best_r5: float = -1.0
+    best_value: float = -1.0
     best_epoch: int = -1
     not_improved: int = 0
     scheduler: dict = dataclasses.field(default_factory=dict)
-    val_history: list = dataclasses.field(default_factory=list)  # per epoch: recalls dict
+    val_history: list = dataclasses.field(default_factory=list)  # per epoch: its metrics
     finished: bool = False
+    epoch_loss_sum: float = 0.0   # losses of the epoch in progress, for its mean
+    epoch_loss_steps: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -52,6 +56,8 @@ class Progress:
     @classmethod
     def from_dict(cls, d: dict) -> "Progress":
         names = {f.name for f in dataclasses.fields(cls)}
+        if "best_r5" in d and "best_value" not in d:  # written before best_metric existed
+            d = dict(d, best_value=d["best_r5"])
         return cls(**{k: v for k, v in d.items() if k in names})
 
 

@@ -1,0 +1,192 @@
+"""Every config option's check, before any work starts; what entry points load configs with.
+
+    from vgjax.checks import load_config
+    config = load_config("configs/resnet18_gem.py", ["train.lr=1e-4"])
+
+`vgjax.config` holds the mechanics (files, overrides, the schema); the names an option may
+take live in the registries of the code that owns it (`OPTIMIZERS`, `TEST_METHODS`, ...),
+whose errors name the option and list the choices. This module gathers them, adds the range
+checks, and applies the aliases of renamed fields.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import ml_collections
+
+from vgjax import config as cfglib
+from vgjax.config import ConfigError
+from vgjax.data.sources import SOURCES
+from vgjax.eval import evaluators
+from vgjax.eval.methods import MULTISCALE, TEST_METHODS
+from vgjax.eval.search import INDEXES
+from vgjax.models.aggregation import uses_kmeans_init
+from vgjax.models.network import validate_model_config
+from vgjax.models.resnet import parse_backbone
+from vgjax.train.losses import LOSS_TERMS
+from vgjax.train import mining
+from vgjax.train.mining import MINERS
+from vgjax.train.optim import OPTIMIZERS, keeps_averaged_weights, optimizer_kwargs
+from vgjax.train.schedules import SCHEDULERS, scheduler_kwargs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
+OPEN_SECTIONS = ("evals",)
+
+
+def schema() -> ml_collections.ConfigDict:
+    """The default config (configs/default.py): the fields every config may have."""
+    return cfglib.load_config_file(DEFAULT_CONFIG)
+
+
+# Renamed fields: old name -> function(config, value) that sets the new one -------------------
+
+def _moved(new: str):
+    def apply(config, value):
+        log.warning("config field %s is now %s; please rename it", old_name[new], new)
+        cfglib.set_path(config, new, value)
+    return apply
+
+
+def _validate_initial(config, value):
+    log.warning("train.validate_initial is now evals.val.when (add 'before'); please "
+                "rename it")
+    when = list(cfglib.get_path(config, "evals.val.when", ["epoch"]))
+    if value and "before" not in when:
+        when.insert(0, "before")
+    if not value and "before" in when:
+        when.remove("before")
+    cfglib.set_path(config, "evals.val.when", when)
+
+
+_RENAMES = {
+    "train.momentum": "train.optimizer_args.momentum",
+    "train.asgd_lambd": "train.optimizer_args.lambd",
+    "train.asgd_alpha": "train.optimizer_args.alpha",
+    "train.asgd_t0": "train.optimizer_args.t0",
+    "train.plateau_factor": "train.scheduler_args.factor",
+    "train.plateau_patience": "train.scheduler_args.patience",
+    "train.plateau_threshold": "train.scheduler_args.threshold",
+    "train.plateau_threshold_mode": "train.scheduler_args.threshold_mode",
+    "train.plateau_cooldown": "train.scheduler_args.cooldown",
+    "train.plateau_min_lr": "train.scheduler_args.min_lr",
+    "train.cosine_t_max": "train.scheduler_args.t_max",
+    "train.cosine_eta_min": "train.scheduler_args.eta_min",
+    "train.margin": "train.loss_args.margin",
+}
+old_name = {new: old for old, new in _RENAMES.items()}
+ALIASES = {old: _moved(new) for old, new in _RENAMES.items()}
+ALIASES["train.validate_initial"] = _validate_initial
+
+
+# Checks --------------------------------------------------------------------------------------
+
+def _check(cond: bool, option: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{option}: {message}")
+
+
+def _positive_ints(section, prefix: str, fields: Sequence[str]) -> None:
+    for f in fields:
+        if f in section:
+            _check(int(section[f]) >= 1, f"{prefix}.{f}", f"must be >= 1, got {section[f]}")
+
+
+def check_data(c) -> None:
+    d = c.data
+    size = tuple(d.resize)
+    _check(len(size) == 2 and all(int(s) > 0 for s in size), "data.resize",
+           f"expected (H, W) positive integers, got {d.resize!r}")
+    _check(d.soft_positives_dist >= d.hard_positives_dist > 0, "data.hard_positives_dist",
+           "must be > 0 and <= data.soft_positives_dist")
+    _check(len(d.test_datasets) > 0, "data.test_datasets", "is empty")
+    SOURCES.check(d.source)
+    _positive_ints(d, "data", ("num_workers", "prefetch"))
+
+
+def check_train(c) -> None:
+    t = c.train
+    MINERS.check(t.mining)
+    LOSS_TERMS.check(t.loss, dict(t.loss_args))
+    OPTIMIZERS.check(t.optimizer, optimizer_kwargs(t))
+    SCHEDULERS.build(t.scheduler, scheduler_kwargs(t), lr=float(t.lr))  # checks the values
+    _positive_ints(t, "train", ("queries_per_step", "negatives_per_query", "cache_refresh_rate",
+                                "queries_per_epoch", "epochs", "patience", "infer_batch_size",
+                                "neg_samples_num"))
+    _check(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    _check(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    _check(t.cache_refresh_rate >= t.queries_per_step, "train.cache_refresh_rate",
+           f"({t.cache_refresh_rate}) must be >= train.queries_per_step ({t.queries_per_step})")
+    if mining.get_miner(t.mining).samples_candidates:
+        _check(t.neg_samples_num >= t.negatives_per_query, "train.neg_samples_num",
+               f"({t.neg_samples_num}) must be >= train.negatives_per_query "
+               f"({t.negatives_per_query})")
+    if t.eval_with_averaged_weights:
+        _check(keeps_averaged_weights(t), "train.eval_with_averaged_weights",
+               f"needs an optimizer that averages the weights, train.optimizer=asgd "
+               f"(got {t.optimizer!r})")
+    _check(int(t.num_devices) >= 0, "train.num_devices", "must be >= 0 (0 = all)")
+
+
+def check_test(test, option: str = "test") -> None:
+    TEST_METHODS.check(test.method)
+    MULTISCALE.check(test.multiscale_method)
+    INDEXES.check(test.index)
+    rv = list(test.recall_values)
+    _check(len(rv) > 0 and all(int(n) >= 1 for n in rv), f"{option}.recall_values",
+           f"must be positive integers, got {rv}")
+    scales = list(test.scales)
+    _check(len(scales) > 0 and all(float(f) > 0 for f in scales), f"{option}.scales",
+           f"must be positive factors of the model resolution, got {scales}")
+    _check(float(test.positive_dist) > 0, f"{option}.positive_dist", "must be > 0")
+    _check(int(test.batch_size) >= 1, f"{option}.batch_size", "must be >= 1")
+    _check(int(test.pca_dim) >= 0, f"{option}.pca_dim", "must be >= 0 (0 = no PCA)")
+    _check(int(test.pictures_topk) >= 1, f"{option}.pictures_topk", "must be >= 1")
+
+
+def check_evals(c) -> None:
+    check_test(c.test)
+    for name in c.evals.keys():
+        evaluators.check_entry(c, name)
+        check_test(evaluators.entry_settings(c, name), f"evals.{name}")
+
+
+def check_model(c) -> None:
+    try:
+        validate_model_config(c.model)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+CHECKS = (check_data, check_model, check_train, check_evals)
+
+
+def validate_training(config) -> None:
+    """Checks that only matter when training starts (before any data is read)."""
+    evaluators.parse_metric(config, config.train.best_metric)
+    init = config.model.get("netvlad_init")
+    if uses_kmeans_init(config.model):
+        h, w = (int(s) for s in config.data.resize)
+        for _ in range(parse_backbone(config.model.backbone).num_layers + 1):
+            h, w = -(-h // 2), -(-w // 2)  # every stride-2 stage rounds up (torch padding)
+        _check(int(init.descriptors_per_image) <= h * w,
+               "model.netvlad_init.descriptors_per_image",
+               f"({init.descriptors_per_image}) exceeds the {h}x{w} = {h * w} local "
+               f"features of a {config.data.resize[0]}x{config.data.resize[1]} image")
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()):
+    """File (`path` or `path:arg`) held to the schema, overrides, every check; locked."""
+    return cfglib.load_config(path, overrides, schema=schema(), checks=CHECKS,
+                              aliases=ALIASES, open_sections=OPEN_SECTIONS)
+
+
+def validate(config):
+    """Every check on a config built in Python; locks it."""
+    return cfglib.validate(config, CHECKS)

@@ -1,0 +1,178 @@
+"""Evaluators from config: each entry of `config.evals` is one named evaluation.
+
+    c.evals.val = dict(type="retrieval", split="val", datasets=[], when=["epoch"],
+                       method="hard_resize", scales=[1.0], pca_dim=0)
+    c.evals.test = dict(type="retrieval", split="test", datasets=[], when=["end"])
+    c.evals.multiscale = dict(type="retrieval", split="test", when=["end"],
+                              scales=[0.75, 1, 1.25])
+
+An entry names its `type` (a registered evaluator), the `split`, the `datasets` ([] = the
+split's default: `data.test_datasets` for test, `data.train_dataset` otherwise), `when` it
+runs (`before` training, after every `epoch`, at the `end` on the best model) and any
+`test.*` setting it changes; everything else comes from `config.test`. Training calls
+`run()` on the entries whose `when` matches; `python -m vgjax.eval` runs the same objects.
+Metrics are named `<entry>/R@N` (one dataset) or `<entry>/<dataset>/R@N`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import ml_collections
+
+from vgjax.config import ConfigError
+from vgjax.data.sources import open_split
+from vgjax.eval.evaluate import EvalResult, evaluate, fit_pca
+from vgjax.eval.report import results_rows, save_recall_curve, write_results_json
+from vgjax.registry import Registry
+
+log = logging.getLogger(__name__)
+
+EVALUATORS = Registry("evals.<name>.type")
+ENTRY_KEYS = ("type", "split", "datasets", "when")
+WHEN = ("before", "epoch", "end")
+SPLITS = ("train", "val", "test")
+
+
+@EVALUATORS.register("retrieval")
+@dataclasses.dataclass
+class RetrievalEvaluator:
+    """Recall@N of a model on `split` of each of `datasets` under `settings` (a `test`
+    config section)."""
+    name: str
+    split: str
+    datasets: Sequence[str]
+    when: Sequence[str]
+    settings: ml_collections.ConfigDict
+    data_cfg: ml_collections.ConfigDict
+    opener: Callable = open_split   # (data_cfg, dataset, split) -> (Split, ImageReader)
+    seed: int = 0
+
+    def __post_init__(self):
+        self._opened: dict = {}
+
+    def open(self, dataset: str):
+        """The Split and reader of one dataset, opened once and kept for later runs."""
+        if dataset not in self._opened:
+            self._opened[dataset] = self.opener(self.data_cfg, dataset, self.split)
+        return self._opened[dataset]
+
+    def wrap_readers(self, wrap: Callable) -> None:
+        """Opens every dataset and replaces its reader by `wrap(reader)` (e.g. a decoded
+        cache serving the images from memory)."""
+        for dataset in self.datasets:
+            split, reader = self.open(dataset)
+            self._opened[dataset] = (split, wrap(reader))
+
+    def run(self, describe, *, out_dir: str | Path | None = None,
+            progress: bool = False) -> list[EvalResult]:
+        """Evaluates `describe` on every dataset; with `out_dir`, writes what the settings
+        ask for (predictions, pictures) and `results.json` there."""
+        s = self.settings
+        pca = None
+        if int(s.pca_dim) > 0 and s.pca_dataset:  # one PCA for every dataset
+            pca = fit_pca(s, self.data_cfg, describe, seed=self.seed)
+        results = []
+        for dataset in self.datasets:
+            split, reader = self.open(dataset)
+            results.append(evaluate(split, describe, s, self.data_cfg, out_dir=out_dir,
+                                    name=split.dataset, pca=pca, progress=progress,
+                                    reader=reader))
+        if out_dir is not None:
+            write_results_json(results, Path(out_dir) / "results.json")
+            save_recall_curve({r.name: r.correct for r in results},
+                              Path(out_dir) / "recall_curve.png")
+        return results
+
+    def metrics(self, results: Sequence[EvalResult]) -> dict[str, float]:
+        """{'<name>/R@5': ..} for one dataset, {'<name>/<dataset>/R@5': ..} for several."""
+        out = {}
+        for r in results:
+            prefix = self.name if len(results) == 1 else f"{self.name}/{r.name}"
+            out.update({f"{prefix}/{k}": v for k, v in r.recalls.items()})
+        return out
+
+    def table(self, results: Sequence[EvalResult]):
+        return results_rows(results)
+
+
+def entry_settings(config, name: str) -> ml_collections.ConfigDict:
+    """`config.test` with the `test.*` fields entry `name` sets."""
+    entry = config.evals[name]
+    settings = ml_collections.ConfigDict(config.test.to_dict())
+    for key, value in entry.items():
+        if key in ENTRY_KEYS:
+            continue
+        if key not in settings:
+            raise ConfigError(f"evals.{name}.{key}: not an evaluator field "
+                              f"({', '.join(ENTRY_KEYS)}) or a test.* setting")
+        settings[key] = value
+    return settings
+
+
+def entry_datasets(config, name: str, split: str) -> list[str]:
+    datasets = list(config.evals[name].get("datasets", []) or [])
+    if datasets:
+        return datasets
+    return (list(config.data.test_datasets) if split == "test"
+            else [config.data.train_dataset])
+
+
+def check_entry(config, name: str) -> None:
+    """Refuses a bad `evals.<name>` entry, naming the field."""
+    if name not in config.evals:
+        raise ConfigError(f"evals.{name}: no such evaluator in the config (it has "
+                          f"{', '.join(config.evals.keys()) or 'none'})")
+    entry = config.evals[name]
+    EVALUATORS.get(entry.get("type", "retrieval"))
+    split = entry.get("split", "test")
+    if split not in SPLITS:
+        raise ConfigError(f"evals.{name}.split: unknown split {split!r} (accepted: "
+                          f"{', '.join(SPLITS)})")
+    when = list(entry.get("when", []))
+    bad = [w for w in when if w not in WHEN]
+    if bad or not when:
+        raise ConfigError(f"evals.{name}.when: expected some of {', '.join(WHEN)}, got {when}")
+    entry_settings(config, name)
+
+
+def build(config, name: str, *, datasets: Sequence[str] | None = None,
+          split: str | None = None, opener: Callable = open_split):
+    """The evaluator of entry `name` (`datasets` / `split` replace the entry's)."""
+    check_entry(config, name)
+    entry = config.evals[name]
+    split = split or entry.get("split", "test")
+    cls = EVALUATORS.get(entry.get("type", "retrieval"))
+    return cls(name=name, split=split,
+               datasets=list(datasets) if datasets else entry_datasets(config, name, split),
+               when=tuple(entry.get("when", ())), settings=entry_settings(config, name),
+               data_cfg=config.data, opener=opener, seed=int(config.seed))
+
+
+def build_all(config, opener: Callable = open_split) -> dict[str, RetrievalEvaluator]:
+    return {name: build(config, name, opener=opener) for name in config.evals.keys()}
+
+
+def parse_metric(config, metric: str) -> tuple[str, str]:
+    """`<entry>/R@N` or `<entry>/<dataset>/R@N` -> (entry, metric name); checks it exists
+    and is computed after every epoch."""
+    parts = str(metric).split("/")
+    if len(parts) not in (2, 3) or parts[0] not in config.evals:
+        raise ConfigError(f"train.best_metric={metric!r}: expected <evaluator>/R@N with an "
+                          f"evaluator of config.evals ({', '.join(config.evals.keys())})")
+    name, key = parts[0], parts[-1]
+    if "epoch" not in list(config.evals[name].get("when", [])):
+        raise ConfigError(f"train.best_metric={metric!r}: evals.{name} does not run after "
+                          "every epoch (its `when` lacks 'epoch')")
+    recalls = [int(n) for n in entry_settings(config, name).recall_values]
+    if not key.startswith("R@") or not key[2:].isdigit() or int(key[2:]) not in recalls:
+        raise ConfigError(f"train.best_metric={metric!r}: evals.{name} computes "
+                          f"{', '.join(f'R@{n}' for n in recalls)} (test.recall_values)")
+    split = config.evals[name].get("split", "test")
+    datasets = entry_datasets(config, name, split)
+    if len(parts) == 2 and len(datasets) > 1:
+        raise ConfigError(f"train.best_metric={metric!r}: evals.{name} runs on "
+                          f"{len(datasets)} datasets; name one: {name}/<dataset>/{key}")
+    return name, metric

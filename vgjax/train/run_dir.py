@@ -1,0 +1,132 @@
+"""The run folder's files other than checkpoints: `train.log`, `metrics.jsonl`, `lr.png`,
+`config.json`.
+
+`metrics.jsonl` holds one JSON object per line: `{"type": "step", "step": 12, "loss": ..,
+"lr": .., ...}` per train step (whatever the step's metrics dict holds), `{"type": "epoch",
+...}` after each epoch and `{"type": "<evaluator>", ...}` for evaluations outside epochs
+(e.g. before training). Only process 0 writes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from vgjax import quiet_library_logs
+from vgjax.config import flatten, to_json
+from vgjax.train import multihost
+
+log = logging.getLogger("vgjax.train")
+
+
+class MetricsWriter:
+    """Appends JSON lines to `metrics.jsonl`; writes nothing when not `enabled` (the other
+    processes of a multi-process run)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = path
+        self.file = open(path, "a", buffering=1) if enabled else None
+
+    def write(self, **record) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+
+    def measure(self, step: int, **scalars) -> None:
+        """One train step's scalars (floats) as a `step` record."""
+        self.write(type="step", step=int(step), **{k: _number(v) for k, v in scalars.items()})
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _number(value):
+    """A Python int or float (NaN stays NaN, as Python's json writes it)."""
+    return value if isinstance(value, int) else float(value)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a `metrics.jsonl` (a line cut short by a crash is skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def truncate_metrics(path: Path, step: int, epoch: int) -> None:
+    """Drops records written after the checkpoint being resumed from (a killed run may have
+    logged steps whose state was never saved)."""
+    if not path.exists():
+        return
+    keep = []
+    for r in read_metrics(path):
+        if r.get("type") == "step" and r["step"] > step:
+            continue
+        if r.get("type") == "epoch" and r["epoch"] >= epoch:
+            continue
+        keep.append(json.dumps(r))
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def plot_lr(metrics_path: Path, out: Path) -> None:
+    """Learning rate per train step -> `lr.png`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    steps, lrs = [], []
+    for r in read_metrics(metrics_path):
+        if r.get("type") == "step":
+            steps.append(r["step"])
+            lrs.append(float(r["lr"]))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, lrs)
+    ax.set_xlabel("train step")
+    ax.set_ylabel("learning rate")
+    ax.set_yscale("log" if lrs and min(lrs) > 0 else "linear")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def setup_logging(run: Path) -> logging.Handler | None:
+    """`train.log` (written by process 0 only) and a console handler if none is set."""
+    root = logging.getLogger()
+    handler = None
+    if multihost.is_primary():
+        handler = logging.FileHandler(run / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    quiet_library_logs()
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in root.handlers):
+        stream = logging.StreamHandler()
+        stream.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        root.addHandler(stream)
+    return handler
+
+
+def note_config_changes(path: Path, config) -> None:
+    """A run resumed with other options: say which ones (the new values apply from now on)."""
+    if not path.exists():
+        return
+    before = flatten(json.loads(path.read_text()))
+    now = flatten(json.loads(to_json(config)))
+    changed = {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k)}
+    if changed:
+        log.warning("%s differs from this run's config: %s", path, "; ".join(
+            f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+
+
+def write_config(run: Path, config) -> None:
+    note_config_changes(run / "config.json", config)
+    (run / "config.json").write_text(to_json(config))

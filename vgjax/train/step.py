@@ -1,0 +1,106 @@
+"""The jitted train step: `(state, images) -> (state, metrics)`, sharded over a device mesh.
+
+The step runs the network on a batch laid out query by query (`[q, p, n_1 .. n_N]`), sums
+the configured loss terms (`vgjax.train.losses`) with their weights and applies the
+optimizer. Everything the loop logs comes out of the step as one dict of scalars:
+
+    loss                 weighted sum of the terms (what is minimised)
+    loss/<term>          each term, unweighted, and the metrics a term reports
+    lr                   the learning rate this step used (read from the optimizer state)
+    grad_norm, update_norm, param_norm   global L2 norms (trainable parameters)
+
+A step whose loss is not finite leaves the state unchanged and sets `state.failed`, after
+which every step is a no-op: the host sees the loss a step late, so what it saves is the
+state before the failure.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vgjax.train.losses import LossTerm, StepOutputs
+from vgjax.train.state import TrainState
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; the state before it was saved."""
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+    """A 1-D 'data' mesh over the first `num_devices` devices (0 = all)."""
+    devices = jax.devices()
+    if num_devices:
+        if num_devices > len(devices):
+            raise ValueError(f"train.num_devices={num_devices} but only {len(devices)} devices")
+        devices = devices[:num_devices]
+    if len({d.process_index for d in devices}) < jax.process_count():
+        raise ValueError(f"train.num_devices={num_devices} leaves some of the "
+                         f"{jax.process_count()} processes without a device; use 0 (all)")
+    return Mesh(np.array(devices), ("data",))
+
+
+def _norm(tree) -> jax.Array:
+    leaves = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)
+              if not isinstance(x, optax.MaskedNode)]
+    return jnp.sqrt(sum(leaves)) if leaves else jnp.zeros([], jnp.float32)
+
+
+def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int, mesh: Mesh,
+                    augment: Callable | None = None, seed: int = 0):
+    """Jitted `(state, images (B * (2 + N), H, W, 3) uint8) -> (state, metrics)`.
+
+    Images are sharded over the mesh's 'data' axis (whole query groups per device), the
+    state is replicated; XLA inserts the gradient all-reduce. `augment(images, key) ->
+    images`, if given, runs first (e.g. query-only augmentations), with a key derived from
+    the step number, so a resumed run draws what the uninterrupted one did.
+    """
+    replicated = NamedSharding(mesh, P())
+    batch = NamedSharding(mesh, P("data"))
+    terms = tuple(terms)
+    if not terms:
+        raise ValueError("the train step needs at least one loss term")
+
+    def step(state: TrainState, images):
+        if augment is not None:
+            images = augment(images, jax.random.fold_in(jax.random.key(seed), state.step))
+
+        def compute_loss(params):
+            desc, updates = net.apply({"params": params, "batch_stats": state.batch_stats},
+                                      images, train=True, mutable=["batch_stats"])
+            outputs = StepOutputs(desc, negatives_per_query)
+            total, metrics = 0.0, {}
+            for term in terms:
+                value, extra = term(outputs)
+                total = total + term.weight * value
+                metrics[f"loss/{term.name}"] = value
+                metrics.update(extra)
+            return total, (metrics, updates["batch_stats"])
+
+        (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
+            compute_loss, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
+        new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+        ok = jnp.isfinite(loss) & ~state.failed
+        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
+        metrics.update(loss=loss, lr=learning_rate_of(state.opt_state),
+                       grad_norm=_norm(grads), update_norm=_norm(updates),
+                       param_norm=_norm(params))
+        return new.replace(failed=~ok), metrics
+
+    return jax.jit(step, in_shardings=(replicated, batch), out_shardings=(replicated, replicated),
+                   donate_argnums=0)
+
+
+def learning_rate_of(opt_state) -> jax.Array:
+    """The learning rate inside an `inject_hyperparams` optimizer state (0 if there is none)."""
+    hyper = getattr(opt_state, "hyperparams", None)
+    if hyper is None or "learning_rate" not in hyper:
+        return jnp.zeros([], jnp.float32)
+    return jnp.asarray(hyper["learning_rate"], jnp.float32)
