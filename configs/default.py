@@ -28,6 +28,15 @@ def get_config(arg=None):
     c.data.num_workers = 8                    # decoding threads
     c.data.prefetch = 2                       # batches decoded ahead
     c.data.cache_decoded = False              # decode train + val images once (RUN/decoded/)
+    # Evaluation resizing, as the reference: full decode, float pixels, bilinear resize in
+    # float (no uint8 rounding). torchvision 0.8.1 (its published numbers) resizes tensors
+    # without antialias; >= 0.17 with. "pil": Pillow's antialiased uint8 resize instead.
+    c.data.eval_resize = "float"              # float | pil
+    c.data.resize_antialias = False           # float resize: antialias (torchvision >= 0.17)
+    c.data.jpeg_draft = False                 # decode large JPEGs at 1/2, 1/4, 1/8 (faster,
+    #                                           other pixels: a speed option, see README)
+    c.data.train_query_crop = True            # centre-crop training queries outside the
+    #                                           aspect range [3/4, 4/3] before resizing (ref.)
     c.data.soft_positives_dist = 25.0         # metres: ground truth, never a negative
     c.data.hard_positives_dist = 10.0         # metres: training positives
 
@@ -67,7 +76,8 @@ def get_config(arg=None):
     c.train.optimizer = "adam"                # adam | adamw | sgd | asgd
     c.train.optimizer_args = {}               # e.g. sgd: momentum; asgd: lambd, alpha, t0
     c.train.lr = 1e-5
-    c.train.weight_decay = 0.0                # adam/sgd/asgd: coupled (torch); adamw: decoupled
+    c.train.weight_decay = None               # None = torch's default: adam/sgd/asgd 0 (coupled),
+    #                                           adamw 1e-2 (decoupled); the reference's SGD: 1e-3
     c.train.eval_with_averaged_weights = False  # asgd: validate/test with the averaged copy
     c.train.scheduler = "none"                # none | plateau | cosine, stepped per epoch
     c.train.scheduler_args = {}               # plateau: factor, patience, threshold, ...;
@@ -87,6 +97,7 @@ def get_config(arg=None):
     c.test.multiscale_renormalize = False     # L2 re-normalise the combined descriptor
     c.test.pca_dim = 0                        # >0: PCA (no whitening) to this size
     c.test.pca_dataset = ""                   # folder of images to fit PCA on
+    c.test.pca_native_size = True             # describe them at their own size (reference)
     c.test.index = "flat"                     # flat (exact L2) | ivfpq
     c.test.ivfpq_nlist = 1024
     c.test.ivfpq_m = 64
@@ -96,6 +107,8 @@ def get_config(arg=None):
     c.test.pictures_only_wrong = False
     c.test.pictures_topk = 5                  # predictions drawn per query
     c.test.majority_weight = 0.01             # maj_voting: distance bonus per agreeing crop
+    c.test.central_crop_resize = "nearest"    # central_crop scaling: nearest, size floored
+    #                                           (reference) | bilinear
     c.test.domains = ["day", "sunset", "night"]  # per-domain recalls from the file-name note
     c.test.pca_max_images = 16384             # images / descriptors PCA is fitted on
     c.test.ivfpq_nprobe = 16

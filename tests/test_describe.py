@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from conftest import write_image
 
+from vgjax.data.ops import resize
+
 from configs.default import get_config
 from vgjax import describe
 from vgjax.data.pipeline import load_image
@@ -112,7 +114,8 @@ def test_describe_cli_matches_python_api(tmp_path, small_model, capsys):
     paths = (tmp_path / "out" / "desc_paths.txt").read_text().splitlines()
     assert paths == sorted(paths) and len(paths) == 5 and desc.dtype == np.float32
     assert [os.path.relpath(p, folder) for p in paths] == sorted(names)
-    images = np.stack([load_image(p, (32, 48)) for p in paths])
+    # the evaluation path of the reference: full decode, float bilinear resize
+    images = np.stack([resize(load_image(p), (32, 48)) for p in paths])
     expected = make_describe_fn(build_network(cfg))(variables, images)
     np.testing.assert_allclose(desc, np.asarray(expected), rtol=1e-5, atol=1e-6)
     # --resize overrides the stored size
@@ -120,7 +123,7 @@ def test_describe_cli_matches_python_api(tmp_path, small_model, capsys):
                           "--out", str(tmp_path / "small.npy"), "--resize", "33", "47"]) == 0
     sub = (tmp_path / "small_paths.txt").read_text().splitlines()
     assert sub == [p for p in paths if os.sep + "sub" + os.sep in p]
-    images = np.stack([load_image(p, (33, 47)) for p in sub])
+    images = np.stack([resize(load_image(p), (33, 47)) for p in sub])
     expected = make_describe_fn(build_network(cfg))(variables, images)
     np.testing.assert_allclose(np.load(tmp_path / "small.npy"), np.asarray(expected),
                                rtol=1e-5, atol=1e-6)

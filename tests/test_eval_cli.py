@@ -16,7 +16,8 @@ PROJ = jnp.asarray(np.random.default_rng(0).standard_normal((8 * 8 * 3, 16)), jn
 
 @jax.jit
 def standin(images):
-    x = jax.image.resize(images.astype(jnp.float32) / 255.0, (images.shape[0], 8, 8, 3), "linear")
+    x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
+    x = jax.image.resize(x, (images.shape[0], 8, 8, 3), "linear")
     d = x.reshape(x.shape[0], -1) @ PROJ
     return d / jnp.linalg.norm(d, axis=1, keepdims=True)
 

@@ -17,6 +17,7 @@ from vgjax.data.dataset import load_split
 from vgjax.data.format import make_filename
 from vgjax.eval import evaluate, query_domains
 from vgjax.eval.extract import extract_descriptors
+from vgjax.data.ops import PIL
 from vgjax.eval.methods import TEST_METHODS, ViewPlan, combine_scales
 
 PROJ = jnp.asarray(np.random.default_rng(0).standard_normal((8 * 8 * 3, 16)), jnp.float32)
@@ -24,7 +25,8 @@ PROJ = jnp.asarray(np.random.default_rng(0).standard_normal((8 * 8 * 3, 16)), jn
 
 @jax.jit
 def describe(images):
-    x = images.astype(jnp.float32) / 255.0
+    """uint8 pixels or float in [0, 1] (views resampled in float), like the network."""
+    x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
     x = jax.image.resize(x, (x.shape[0], 8, 8, 3), "linear")
     d = x.reshape(x.shape[0], -1) @ PROJ
     return d / jnp.linalg.norm(d, axis=1, keepdims=True)
@@ -97,7 +99,7 @@ def test_view_shapes_and_crops():
     assert [v.shape for v in ViewPlan("single_query", (size,)).views(img)] == [(16, 26, 3)]
     assert ViewPlan("single_query", (size,)).view_shapes((30, 50)) == ((16, 26),)
     assert [v.shape for v in ViewPlan("central_crop", (size,)).views(img)] == [(16, 24, 3)]
-    five = ViewPlan("five_crops", (size, (8, 12)))
+    five = ViewPlan("five_crops", (size, (8, 12)), resampling=PIL)
     views = five.views(img)
     assert [v.shape[:2] for v in views] == [(16, 16)] * 5 + [(8, 8)] * 5
     assert five.view_shapes() == tuple([(16, 16)] * 5 + [(8, 8)] * 5)
@@ -173,10 +175,12 @@ def test_pca_and_float16_store(random_split, tmp_path):
     assert np.load(tmp_path / "desc" / "toy" / "queries_pca.npy").shape == (5, 4)
     with pytest.raises(ValueError, match="test.pca_dim"):
         evaluate(random_split, describe, *_cfgs(pca_dim=50))
-    # Fitted on a folder of images: here the database folder itself, so the same samples
-    # as fitting on the database descriptors, hence the same projection and ranking.
+    # Fitted on a folder of images: here the database folder itself, resized like the
+    # database, so the same samples as fitting on the database descriptors, hence the same
+    # projection and ranking.
     folder = os.path.dirname(random_split.database.paths[0])
-    r2 = evaluate(random_split, describe, *_cfgs(pca_dim=4, pca_dataset=folder))
+    r2 = evaluate(random_split, describe, *_cfgs(pca_dim=4, pca_dataset=folder,
+                                                 pca_native_size=False))
     r3 = evaluate(random_split, describe, *_cfgs(pca_dim=4))
     assert r2.descriptor_dim == 4
     np.testing.assert_array_equal(r2.topk_indices, r3.topk_indices)

@@ -51,6 +51,12 @@ def test_train_run_folder_and_resume_reproduces(synthetic_root, tmp_path, monkey
         assert (full / name).exists(), name
     losses_full, val_full = _step_losses(full)
     assert len(losses_full) == 2 * 2 * 4 and len(val_full) == 2   # epochs x rounds x steps
+    epochs = [json.loads(l) for l in (full / "metrics.jsonl").read_text().splitlines()
+              if json.loads(l)["type"] == "epoch"]
+    for e in epochs:  # the mean training loss of each epoch, as the reference logs it
+        assert e["train_loss"] == pytest.approx(np.mean([l for s, l in losses_full
+                                                         if (s - 1) // 8 == e["epoch"]]))
+    assert "mean loss" in (full / "train.log").read_text()
     assert all(np.isfinite(l) for _, l in losses_full)
 
     # Interrupt after the first mining round of epoch 1, then resume in a new call.

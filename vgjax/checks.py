@@ -19,6 +19,7 @@ import ml_collections
 
 from vgjax import config as cfglib
 from vgjax.config import ConfigError
+from vgjax.data.ops import CROP_RESIZES, RESAMPLING_MODES
 from vgjax.data.sources import SOURCES
 from vgjax.eval import evaluators
 from vgjax.eval.methods import MULTISCALE, TEST_METHODS
@@ -105,6 +106,8 @@ def check_data(c) -> None:
            "must be > 0 and <= data.soft_positives_dist")
     _check(len(d.test_datasets) > 0, "data.test_datasets", "is empty")
     SOURCES.check(d.source)
+    _check(d.eval_resize in RESAMPLING_MODES, "data.eval_resize",
+           f"unknown value {d.eval_resize!r} (accepted: {', '.join(RESAMPLING_MODES)})")
     _positive_ints(d, "data", ("num_workers", "prefetch"))
 
 
@@ -118,7 +121,8 @@ def check_train(c) -> None:
                                 "queries_per_epoch", "epochs", "patience", "infer_batch_size",
                                 "neg_samples_num"))
     _check(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
-    _check(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    _check(t.weight_decay is None or t.weight_decay >= 0, "train.weight_decay",
+           f"must be >= 0 (or None: the optimizer's default), got {t.weight_decay}")
     _check(t.cache_refresh_rate >= t.queries_per_step, "train.cache_refresh_rate",
            f"({t.cache_refresh_rate}) must be >= train.queries_per_step ({t.queries_per_step})")
     if mining.get_miner(t.mining).samples_candidates:
@@ -146,6 +150,8 @@ def check_test(test, option: str = "test") -> None:
     _check(int(test.batch_size) >= 1, f"{option}.batch_size", "must be >= 1")
     _check(int(test.pca_dim) >= 0, f"{option}.pca_dim", "must be >= 0 (0 = no PCA)")
     _check(int(test.pictures_topk) >= 1, f"{option}.pictures_topk", "must be >= 1")
+    _check(test.central_crop_resize in CROP_RESIZES, f"{option}.central_crop_resize",
+           f"unknown value {test.central_crop_resize!r} (accepted: {', '.join(CROP_RESIZES)})")
 
 
 def check_evals(c) -> None:

@@ -21,8 +21,8 @@ from vgjax.data.pipeline import BatchLoader
 from vgjax.data.sources import ImageReader
 
 
-def _fingerprint(paths: Sequence[str], size: tuple[int, int]) -> str:
-    h = hashlib.sha256(json.dumps([list(size), list(map(str, paths))]).encode())
+def _fingerprint(paths: Sequence[str], size: tuple[int, int], key: str = "") -> str:
+    h = hashlib.sha256(json.dumps([list(size), list(map(str, paths)), key]).encode())
     for p in paths[:: max(1, len(paths) // 64)]:  # a sample of sizes/mtimes catches edits
         try:
             st = os.stat(p)
@@ -35,6 +35,9 @@ def _fingerprint(paths: Sequence[str], size: tuple[int, int]) -> str:
 class DecodedImages:
     """uint8 images of `paths` at `size` = (H, W); `images[idx]` -> (len(idx), H, W, 3).
 
+    `native`: every image already is `size` and is kept as decoded (what evaluation's float
+    resize starts from); `load_fn` must then return the full-size image.
+
     With `cache_dir`, the array lives in `cache_dir/decoded-<H>x<W>-<fingerprint>.npy` and is
     reused by later runs over the same files (a partly written file is never reused: it is
     written under a temporary name and renamed when complete).
@@ -43,7 +46,8 @@ class DecodedImages:
     def __init__(self, paths: Sequence[str], size: tuple[int, int], *,
                  cache_dir: str | os.PathLike | None = None, num_workers: int = 8,
                  batch_size: int = 64, load_fn: Callable[[str], np.ndarray] | None = None,
-                 progress: bool = False):
+                 progress: bool = False, native: bool = False, key: str = ""):
+        self.native = native  # the images are at their own size: they serve size=None reads
         self.paths = list(paths)
         self.size = (int(size[0]), int(size[1]))
         self.index = {p: i for i, p in enumerate(self.paths)}
@@ -54,7 +58,9 @@ class DecodedImages:
             return
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        final = cache_dir / f"decoded-{size[0]}x{size[1]}-{_fingerprint(self.paths, size)}.npy"
+        # `key` tells apart copies of the same files decoded differently (e.g. JPEG draft)
+        fingerprint = _fingerprint(self.paths, size, f"{key};native={native}")
+        final = cache_dir / f"decoded-{size[0]}x{size[1]}-{fingerprint}.npy"
         if not final.exists():
             tmp = final.with_suffix(f".tmp{os.getpid()}.npy")
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
@@ -97,10 +103,11 @@ class DecodedImages:
     def reader(self, fallback):
         """An `ImageReader` serving cached paths at the cached size from memory, anything
         else (and image sizes) through `fallback`, the `ImageReader` of the images' source."""
-        def read(path, size=None):
+        def read(path, size=None, draft=False):
             i = self.index.get(path)
-            if i is not None and size is not None and tuple(size) == self.size:
+            wanted = self.size if size is None and self.native else size
+            if i is not None and wanted is not None and tuple(wanted) == self.size:
                 return np.asarray(self.array[i])
             return fallback(path, size)
 
-        return ImageReader(read, fallback.size)
+        return ImageReader(read, fallback.size, draft=fallback.draft)

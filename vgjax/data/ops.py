@@ -6,7 +6,7 @@ one `Resampling` setting shared by every op:
 
 - `pil`: Pillow's bilinear with antialiasing, on uint8 (rounded). What torchvision's
   `Resize` does to PIL images: the reference's training images.
-- `torch`: `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)` on float
+- `float`: `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)` on float
   pixels, with or without antialias (`antialias`): what the reference's evaluation does to
   its normalised float tensors (torchvision 0.8.1: no antialias; >= 0.17: antialias). Output
   is float32 in [0, 1], never rounded. Normalising is affine per channel and the weights sum
@@ -30,17 +30,18 @@ from PIL import Image
 from vgjax.registry import Registry
 
 IMAGE_OPS = Registry("image op", fixed=("image",))
-RESAMPLING_MODES = ("pil", "torch")
+RESAMPLING_MODES = ("float", "pil")
 CROP_RESIZES = ("nearest", "bilinear")
 
 
 @dataclasses.dataclass(frozen=True)
 class Resampling:
-    """How ops resample: `mode` pil | torch, `antialias` (torch mode), and the central
-    crop's own interpolation `crop_resize` nearest | bilinear."""
-    mode: str = "pil"
-    antialias: bool = True
-    crop_resize: str = "bilinear"
+    """How ops resample: `mode` float | pil, `antialias` (float mode), and the central
+    crop's own interpolation `crop_resize` nearest | bilinear. The defaults are the
+    reference's evaluation path with torchvision 0.8.1, what its published numbers used."""
+    mode: str = "float"
+    antialias: bool = False
+    crop_resize: str = "nearest"
 
     def __post_init__(self):
         if self.mode not in RESAMPLING_MODES:
@@ -50,7 +51,8 @@ class Resampling:
                              f"{CROP_RESIZES}")
 
 
-PIL = Resampling()
+REFERENCE = Resampling()
+PIL = Resampling(mode="pil", antialias=True, crop_resize="bilinear")
 
 
 # Weights of torch's separable resizes ---------------------------------------------------------
@@ -102,7 +104,7 @@ def to_float(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image
 
 
-def _torch_resize(image: np.ndarray, hw: tuple[int, int], antialias: bool) -> np.ndarray:
+def _float_resize(image: np.ndarray, hw: tuple[int, int], antialias: bool) -> np.ndarray:
     x = to_float(image)
     wh = bilinear_weights(x.shape[0], hw[0], antialias)
     ww = bilinear_weights(x.shape[1], hw[1], antialias)
@@ -118,13 +120,14 @@ def _pil_resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 # The ops --------------------------------------------------------------------------------------
 
 @IMAGE_OPS.register("resize")
-def resize(image: np.ndarray, size: Sequence[int], resampling: Resampling = PIL) -> np.ndarray:
+def resize(image: np.ndarray, size: Sequence[int],
+           resampling: Resampling = REFERENCE) -> np.ndarray:
     """To (H, W), aspect ignored (the reference's hard_resize); unchanged if already there."""
     hw = (int(size[0]), int(size[1]))
     if image.shape[:2] == hw:
         return image
-    if resampling.mode == "torch":
-        return _torch_resize(image, hw, resampling.antialias)
+    if resampling.mode == "float":
+        return _float_resize(image, hw, resampling.antialias)
     return _pil_resize(image, hw)
 
 
@@ -138,7 +141,7 @@ def short_side_size(hw: Sequence[int], short: int) -> tuple[int, int]:
 
 @IMAGE_OPS.register("resize_short_side")
 def resize_short_side(image: np.ndarray, short: int,
-                      resampling: Resampling = PIL) -> np.ndarray:
+                      resampling: Resampling = REFERENCE) -> np.ndarray:
     """Short side to `short`, aspect kept (torchvision `resize(img, int)`)."""
     return resize(image, short_side_size(image.shape[:2], int(short)), resampling)
 
@@ -163,21 +166,24 @@ def center_crop(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 @IMAGE_OPS.register("central_crop")
 def central_crop(image: np.ndarray, size: Sequence[int],
-                 resampling: Resampling = PIL) -> np.ndarray:
+                 resampling: Resampling = REFERENCE) -> np.ndarray:
     """The largest central crop of aspect H:W, at (H, W): scale by s = max(H/h, W/w), crop.
 
-    nearest (the reference): `interpolate(scale_factor=s)`, sizes floor(h * s), floor(w * s);
+    nearest (the reference): `interpolate(scale_factor=s)`, sizes floor(h * s), floor(w * s)
+    (never below the target);
     bilinear: resize to max(H, round(h * s)) x max(W, round(w * s)) with `resampling`.
     """
     hw = (int(size[0]), int(size[1]))
     ih, iw = image.shape[:2]
     s = max(hw[0] / ih, hw[1] / iw)
     if resampling.crop_resize == "nearest":
-        oh, ow = math.floor(ih * s), math.floor(iw * s)
+        # where floating point puts floor(h * s) one pixel short of the target (the
+        # reference then fails its own shape assertion), the scaled size is the target
+        oh, ow = max(hw[0], math.floor(ih * s)), max(hw[1], math.floor(iw * s))
         rows = nearest_indices(ih, oh, s)
         cols = nearest_indices(iw, ow, s)
         scaled = image[rows][:, cols]
-        if resampling.mode == "torch":
+        if resampling.mode == "float":
             scaled = to_float(scaled)
     else:
         scaled = resize(image, (max(hw[0], round(ih * s)), max(hw[1], round(iw * s))),
@@ -186,7 +192,8 @@ def central_crop(image: np.ndarray, size: Sequence[int],
 
 
 @IMAGE_OPS.register("five_crops")
-def five_crops(image: np.ndarray, short: int, resampling: Resampling = PIL) -> list[np.ndarray]:
+def five_crops(image: np.ndarray, short: int,
+               resampling: Resampling = REFERENCE) -> list[np.ndarray]:
     """Short side to S, then the S x S crops top-left, top-right, bottom-left, bottom-right
     and centre (torchvision `five_crop`)."""
     s = int(short)
@@ -194,6 +201,28 @@ def five_crops(image: np.ndarray, short: int, resampling: Resampling = PIL) -> l
     rh, rw = r.shape[:2]
     return [crop(r, 0, 0, s, s), crop(r, 0, rw - s, s, s), crop(r, rh - s, 0, s, s),
             crop(r, rh - s, rw - s, s, s), center_crop(r, (s, s))]
+
+
+@IMAGE_OPS.register("ratio_crop")
+def ratio_crop(image: np.ndarray, low: float = 3 / 4, high: float = 4 / 3) -> np.ndarray:
+    """The central crop of aspect ratio (W / H) clamped to [low, high]; in-range images are
+    unchanged. What the reference's RandomResizedCrop(scale=(1, 1)) does to a training
+    query: no crop of full area fits another ratio, so torchvision falls back to this
+    central crop (its offsets floor-divided)."""
+    h, w = image.shape[:2]
+    ratio = w / h
+    if ratio < low:
+        ch, cw = round(w / low), w
+    elif ratio > high:
+        ch, cw = h, round(h * high)
+    else:
+        return image
+    return crop(image, (h - ch) // 2, (w - cw) // 2, ch, cw)
+
+
+def train_query(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """A training query as the reference loads it: `ratio_crop`, then Pillow's resize."""
+    return resize(ratio_crop(image), size, PIL)
 
 
 @IMAGE_OPS.register("scale")

@@ -23,18 +23,38 @@ SOURCES = Registry("data.source", fixed=("data_cfg", "dataset", "split"))
 @dataclasses.dataclass(frozen=True)
 class ImageReader:
     """`reader(path, size)` -> uint8 (H, W, 3); `reader.loader(size)` for `BatchLoader`;
-    `reader.size(path)` -> (H, W) without decoding the pixels."""
+    `reader.size(path)` -> (H, W) without decoding the pixels. With `draft`, JPEGs read at
+    a size at most half theirs are decoded at reduced scale (`data.jpeg_draft`)."""
     read: Callable[..., np.ndarray]
     size: Callable[[str], tuple[int, int]]
+    draft: bool = False
 
     def __call__(self, path: str, size: tuple[int, int] | None = None) -> np.ndarray:
+        if self.draft and size is not None:
+            return self.read(path, size, draft=True)
         return self.read(path, size)
 
+    def with_draft(self, draft: bool) -> "ImageReader":
+        return dataclasses.replace(self, draft=bool(draft))
+
     def loader(self, size: tuple[int, int] | None) -> Callable[[str], np.ndarray]:
-        return functools.partial(self.read, size=size)
+        return functools.partial(self, size=size)
 
 
 FOLDER_READER = ImageReader(load_image, image_size)
+
+
+def with_view(reader: ImageReader, paths, view: Callable) -> ImageReader:
+    """A reader that decodes `paths` at full size and returns `view(image, size)` for them
+    (e.g. the training queries' centre crop); every other path reads as with `reader`."""
+    special = frozenset(paths)
+
+    def read(path, size=None, draft=False):
+        if path in special and size is not None:
+            return view(reader(path), size)
+        return reader(path, size)
+
+    return ImageReader(read, reader.size)
 
 
 def _folder_location(data_cfg, name_or_path) -> str:
@@ -67,4 +87,5 @@ def _open_tfds(data_cfg, dataset, split: str) -> tuple[Split, ImageReader]:
 def open_split(data_cfg, dataset: str | os.PathLike, split: str) -> tuple[Split, ImageReader]:
     """The `Split` of `dataset` (name or folder) and the reader for its image paths, from
     the source `data.source` names."""
-    return SOURCES.get(data_cfg.source)(data_cfg, dataset, split)
+    split_, reader = SOURCES.get(data_cfg.source)(data_cfg, dataset, split)
+    return split_, reader.with_draft(data_cfg.get("jpeg_draft", False))

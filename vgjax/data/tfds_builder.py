@@ -245,8 +245,11 @@ class TfdsImages:
     def encoded(self, path: str) -> bytes:
         return bytes(self.record(path)["image"])
 
-    def __call__(self, path: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    def __call__(self, path: str, size: tuple[int, int] | None = None,
+                 draft: bool = False) -> np.ndarray:
         """RGB uint8 (H, W, 3) of `path`, resized to `size` = (H, W) if given."""
+        if draft:
+            return decode_image_bytes(self.encoded(path), size, name=path, draft=True)
         return decode_image_bytes(self.encoded(path), size, name=path)
 
     def loader(self, size: tuple[int, int] | None) -> Callable[[str], np.ndarray]:

@@ -68,12 +68,11 @@ def query_domains(paths, domains=("day", "sunset", "night")) -> np.ndarray:
     return np.array(out, dtype=str)
 
 
-def resampling(data_cfg, test_cfg) -> tuple[Resampling, bool]:
-    """(how evaluation resamples images, whether JPEGs may be decoded at reduced size)."""
-    return (Resampling(mode=data_cfg.get("eval_resize", "pil"),
-                       antialias=bool(data_cfg.get("resize_antialias", True)),
-                       crop_resize=test_cfg.get("central_crop_resize", "bilinear")),
-            bool(data_cfg.get("jpeg_draft", True)))
+def resampling(data_cfg, test_cfg) -> Resampling:
+    """How evaluation resamples images (`data.eval_resize`, `data.resize_antialias`,
+    `test.central_crop_resize`)."""
+    return Resampling(mode=data_cfg.eval_resize, antialias=bool(data_cfg.resize_antialias),
+                      crop_resize=test_cfg.central_crop_resize)
 
 
 def fit_pca(test_cfg, data_cfg, describe, database_store: DescriptorStore | None = None,
@@ -93,10 +92,9 @@ def fit_pca(test_cfg, data_cfg, describe, database_store: DescriptorStore | None
         if len(paths) > max_images:
             rng = np.random.default_rng(seed)
             paths = [paths[i] for i in np.sort(rng.choice(len(paths), max_images, replace=False))]
-        resample, draft = resampling(data_cfg, test_cfg)
-        plan = ViewPlan.for_database(test_cfg, tuple(data_cfg.resize), resampling=resample,
-                                     draft=draft)
-        if test_cfg.get("pca_native_size", False):
+        plan = ViewPlan.for_database(test_cfg, tuple(data_cfg.resize),
+                                     resampling=resampling(data_cfg, test_cfg))
+        if test_cfg.pca_native_size:
             plan = dataclasses.replace(plan, method="native", sizes=plan.sizes[:1])
         store, _ = extract_descriptors(
             paths, describe, plan, batch_size=int(test_cfg.batch_size),
@@ -151,9 +149,9 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
     loader_kw = {"batch_size": int(test_cfg.batch_size),
                  "num_workers": int(data_cfg.num_workers), "prefetch": int(data_cfg.prefetch)}
     read = reader or FOLDER_READER
-    resample, draft = resampling(data_cfg, test_cfg)
-    db_plan = ViewPlan.for_database(test_cfg, model_size, read, resample, draft)
-    q_plan = ViewPlan.for_queries(test_cfg, model_size, read, resample, draft)
+    resample = resampling(data_cfg, test_cfg)
+    db_plan = ViewPlan.for_database(test_cfg, model_size, read, resample)
+    q_plan = ViewPlan.for_queries(test_cfg, model_size, read, resample)
     try:
         db_store, db_stats = extract_descriptors(
             split.database.paths, describe, db_plan, make_store=make_store_for("database"),

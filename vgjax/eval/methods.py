@@ -170,8 +170,7 @@ class ViewPlan:
     renormalize: bool = False         # L2 re-normalise the multi-scale combination
     read: ImageReader = dataclasses.field(default=FOLDER_READER, compare=False)
     """How paths become pixels (and image sizes): a folder's files or a TFDS copy's records."""
-    resampling: Resampling = Resampling()
-    draft: bool = True                # single-scale hard_resize: decode JPEGs at reduced size
+    resampling: Resampling = Resampling()  # default: the reference's float resize
 
     def __post_init__(self):
         TEST_METHODS.get(self.method)
@@ -185,22 +184,22 @@ class ViewPlan:
 
     @classmethod
     def for_queries(cls, test_cfg, model_size, read=FOLDER_READER,
-                    resampling: Resampling = Resampling(), draft: bool = True) -> ViewPlan:
+                    resampling: Resampling = Resampling()) -> ViewPlan:
         return cls(method=test_cfg.method, sizes=scale_sizes(test_cfg.scales, model_size),
                    combine=test_cfg.multiscale_method,
                    renormalize=bool(test_cfg.multiscale_renormalize), read=read,
-                   resampling=resampling, draft=draft)
+                   resampling=resampling)
 
     @classmethod
     def for_database(cls, test_cfg, model_size, read=FOLDER_READER,
-                     resampling: Resampling = Resampling(), draft: bool = True) -> ViewPlan:
+                     resampling: Resampling = Resampling()) -> ViewPlan:
         """Database images are always hard-resized; scaled only if `multiscale_database`."""
         scales = test_cfg.scales if test_cfg.multiscale_database else [1.0]
         return cls(method="hard_resize", sizes=scale_sizes(scales, model_size),
                    combine=test_cfg.multiscale_method,
                    renormalize=bool(test_cfg.multiscale_renormalize and
                                     test_cfg.multiscale_database), read=read,
-                   resampling=resampling, draft=draft)
+                   resampling=resampling)
 
     @property
     def crops(self) -> int:
@@ -222,9 +221,9 @@ class ViewPlan:
 
     def load_views(self, path: str) -> list[np.ndarray]:
         """Decodes `path` once and returns its views (scale-major), (h, w, 3) each."""
-        if (self.draft and self.impl.one_resize and len(self.sizes) == 1
-                and self.resampling.mode == "pil"):
-            return [self.read(path, self.sizes[0])]  # fast path: JPEG draft decoding
+        if self.impl.one_resize and len(self.sizes) == 1 and self.resampling.mode == "pil":
+            # the reader resizes (with JPEG draft decoding where data.jpeg_draft allows it)
+            return [self.read(path, self.sizes[0])]
         return self.views(self.read(path))
 
     def views(self, img: np.ndarray) -> list[np.ndarray]:

@@ -38,6 +38,24 @@ def normalize(images):
     return (images - IMAGENET_MEAN) / IMAGENET_STD
 
 
+class TorchLinear(nn.Module):
+    """`nn.Dense` initialised as torch's `nn.Linear`: weight and bias uniform in
+    +-1/sqrt(fan_in) (kernel (fan_in, features), bias (features,))."""
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        bound = 1.0 / np.sqrt(x.shape[-1])
+
+        def uniform(key, shape, dtype=jnp.float32):
+            return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+        kernel = self.param("kernel", uniform, (x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", uniform, (self.features,), jnp.float32)
+        return jnp.dot(x.astype(jnp.float32), kernel,
+                       precision=jax.lax.Precision.HIGHEST) + bias
+
+
 class VGNetwork(nn.Module):
     """Pixels (N, H, W, 3) (uint8, or float in [0, 1]), NHWC -> descriptors (N, D) float32."""
     backbone_arch: str = "resnet18conv4"
@@ -57,7 +75,7 @@ class VGNetwork(nn.Module):
                                self.num_frozen, self.freeze_frozen_bn_stats, DTYPES[self.dtype])
         self.aggregation = AGGREGATIONS.get(self.aggregation_kind).module(self)
         if self.fc_output_dim > 0:
-            self.fc = nn.Dense(self.fc_output_dim, dtype=jnp.float32, param_dtype=jnp.float32)
+            self.fc = TorchLinear(self.fc_output_dim)
 
     def features(self, images, train: bool = False):
         """Backbone local features (N, h, w, C) in the compute dtype."""

@@ -22,7 +22,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vgjax.checks import validate_training
 from vgjax.data.cache import DecodedImages
-from vgjax.data.sources import open_split
+from vgjax.data.ops import train_query
+from vgjax.data.sources import open_split, with_view
 from vgjax.eval import evaluators
 from vgjax.eval.extract import Describer
 from vgjax.eval.report import format_table
@@ -58,18 +59,32 @@ def train_and_evaluate(config, workdir) -> dict:
 
 
 def _decode_once(config, run: Path, train, reader, epoch_evals):
-    """`data.cache_decoded`: the train images and every-epoch evaluation images, decoded
-    once into RUN/decoded/ (every round and validation re-read them)."""
+    """`data.cache_decoded`: the train images (at the model size, as training reads them)
+    and every-epoch evaluation images (at the model size for `data.eval_resize=pil`, at
+    their own size for the float resize when they all share one), decoded once into
+    RUN/decoded/: every round and validation re-read them."""
     size = tuple(config.data.resize)
-    opened = [e.open(d) for e in epoch_evals for d in e.datasets]
-    paths = np.concatenate([train.database.paths, train.queries.paths]
-                           + [p for split, _ in opened
-                              for p in (split.database.paths, split.queries.paths)])
-    decoded = DecodedImages(paths, size, cache_dir=run / "decoded",
-                            num_workers=int(config.data.num_workers),
-                            load_fn=reader.loader(size), progress=True)
-    for e in epoch_evals:
-        e.wrap_readers(decoded.reader)
+    kw = dict(cache_dir=run / "decoded", num_workers=int(config.data.num_workers),
+              progress=True, key=f"draft={reader.draft}")
+    train_paths = np.concatenate([train.database.paths, train.queries.paths])
+    eval_paths = np.concatenate([p for e in epoch_evals for d in e.datasets
+                                 for p in (e.open(d)[0].database.paths, e.open(d)[0].queries.paths)])
+    if config.data.eval_resize == "pil":
+        decoded = DecodedImages(np.concatenate([train_paths, eval_paths]), size,
+                                load_fn=reader.loader(size), **kw)
+        for e in epoch_evals:
+            e.wrap_readers(decoded.reader)
+        return decoded.reader(reader)
+    decoded = DecodedImages(train_paths, size, load_fn=reader.loader(size), **kw)
+    native = {tuple(reader.size(p)) for p in eval_paths}
+    if len(native) == 1:
+        eval_decoded = DecodedImages(eval_paths, native.pop(), load_fn=reader.loader(None),
+                                     native=True, **kw)
+        for e in epoch_evals:
+            e.wrap_readers(eval_decoded.reader)
+    else:
+        log.info("data.cache_decoded: the evaluation images have %d different sizes; they "
+                 "are read from their files every epoch", len(native))
     return decoded.reader(reader)
 
 
@@ -121,6 +136,8 @@ def _train_and_evaluate(config, run: Path) -> dict:
     if multihost.is_primary():
         run_dir.write_config(run, config)
     train, reader = open_split(config.data, config.data.train_dataset, "train")
+    if config.data.train_query_crop:  # the reference's RandomResizedCrop(scale=(1, 1))
+        reader = with_view(reader, train.queries.paths, train_query)
     evals = evaluators.build_all(config)
     epoch_evals = [e for e in evals.values() if "epoch" in e.when]
     if config.data.cache_decoded:

@@ -80,7 +80,7 @@ def adam(learning_rate, weight_decay: float = 0.0, b1: float = 0.9, b2: float = 
 
 
 @OPTIMIZERS.register("adamw")
-def adamw(learning_rate, weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
+def adamw(learning_rate, weight_decay: float = 1e-2, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8):
     """torch AdamW: decoupled weight decay (param -= lr * wd * param)."""
     return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
@@ -106,13 +106,16 @@ def keeps_averaged_weights(train_cfg) -> bool:
 
 def make_optimizer(train_cfg, trainable=None) -> optax.GradientTransformation:
     """The optimizer of config section `train` (`optimizer`, `optimizer_args`, `lr`,
-    `weight_decay`); `trainable` is a bool tree like the params (False = frozen: zero
+    `weight_decay`: None = the optimizer's torch default, Adam / SGD / ASGD 0, AdamW 1e-2);
+    `trainable` is a bool tree like the params (False = frozen: zero
     update, no optimizer state)."""
     spec = OPTIMIZERS.check(train_cfg.optimizer, optimizer_kwargs(train_cfg))
 
+    wd = train_cfg.get("weight_decay")
+    decay = {} if wd is None else {"weight_decay": float(wd)}  # None: the torch default
+
     def build(learning_rate):
-        tx = OPTIMIZERS.build(spec, learning_rate=learning_rate,
-                              weight_decay=float(train_cfg.weight_decay))
+        tx = OPTIMIZERS.build(spec, learning_rate=learning_rate, **decay)
         if trainable is None:
             return tx
         labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
