@@ -1,0 +1,561 @@
+"""Training-query augmentations with torchvision's formulas, run inside the jitted train step.
+
+The reference augments every training query on the host with torchvision (`ColorJitter`,
+`RandomPerspective`, `RandomResizedCrop`, `RandomRotation`) and flips whole batches with
+`RandomHorizontalFlip`; the paper's Table IV sweeps a fixed brightness factor. Here the same
+operations run on the device, inside the train step, on the batch the host already decoded:
+the host pipeline stays a plain decoder, and the step passes a key derived from the seed and
+the step number, so the same key gives the same augmented batch and a resumed run draws what
+the uninterrupted one did.
+
+    augment = make_query_augment(["colour_jitter(brightness=0.2, hue=0.1)", "rotation(5)",
+                                  "hflip"], group_size=2 + negatives_per_query)
+    images = augment(images, key)   # (B * (2 + N), H, W, 3) uint8 -> float32 in [0, 1]
+
+Rows `g * (2 + N)` of the batch are the queries; only they are augmented, each with its own
+key, by the ops in the order given. Positives and negatives come out as `images / 255`,
+bit for bit, except under `hflip` with `per_query=False` (the reference's flip), which flips
+every row of the batch together.
+
+Each registered op takes ONE image (H, W, 3) float32 in [0, 1] and a key and returns the
+same shape in [0, 1]; the builder vmaps it over the queries. The formulas are torchvision's
+tensor path (`transforms/_functional_tensor.py`), not dm-pix's or TF's: brightness is a
+product (TF adds), contrast blends with the mean of the grayscale image (TF: per-channel
+means), grayscale is 0.2989 R + 0.587 G + 0.114 B, hue rotates in torchvision's HSV.
+
+Argument checks happen in Python, when a spec is parsed (`check_specs`), before any work:
+a bad value is a ConfigError naming `train.query_augment`.
+
+Where this differs from the reference: the reference runs these transforms on PIL images at
+their original resolution (uint8 after every op, PIL's enhancers and resamplers) before
+resizing to the model size; here they run on the already model-sized float image (no
+rounding between ops), so `resized_crop` crops the model-sized query and upsamples the crop.
+Random numbers come from `jax.random`, not torch's generator: the distributions are
+torchvision's, the draws are not. Arithmetic is float32 throughout, so where torchvision
+solves the perspective system in float64, or sits exactly on a rounding tie (nearest
+rotation, crop sides), results can differ in the last bits.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from vgjax.config import ConfigError
+from vgjax.registry import Registry, Spec
+
+AUGMENTATIONS = Registry("train.query_augment", fixed=("image", "key"))
+
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)   # torchvision's rgb_to_grayscale
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)     # RandomResizedCrop's default aspect-ratio range
+CROP_ATTEMPTS = 10                       # RandomResizedCrop.get_params's attempts
+# uint8 -> float32 k / 255, correctly rounded: under jit XLA turns `x / 255.0` into
+# `x * (1 / 255)`, which is off by one ulp for about half the values
+UINT8_TO_FLOAT = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+# Argument checks (Python, at parse time) -------------------------------------------------------
+
+def _number(name: str, value, low: float | None = None, high: float | None = None,
+            high_open: bool = False) -> float:
+    """`value` as a float, or ValueError if it is not a finite number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    v = float(value)
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    if high is not None and (v >= high if high_open else v > high):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+    return v
+
+
+def _probability(p) -> float:
+    return _number("p", p, 0.0, 1.0)
+
+
+def _register(name: str, check: Callable, whole_batch: Callable | None = None):
+    """Registers an op with `check(**spec arguments)`, which raises ValueError (TypeError)
+    on a bad value (called by `check_specs`), and `whole_batch(**spec arguments) -> bool`: whether the
+    op acts on every row of the batch at once rather than per query."""
+    def add(fn):
+        fn.check_args = check
+        fn.whole_batch = whole_batch or (lambda **kwargs: False)
+        return AUGMENTATIONS.register(name)(fn)
+    return add
+
+
+def _maybe(key, p: float, changed, unchanged):
+    """`changed` with probability p (torchvision: `torch.rand(1) < p`), else `unchanged`."""
+    if p >= 1.0:
+        return changed
+    if p <= 0.0:
+        return unchanged
+    return jnp.where(jax.random.uniform(key) < p, changed, unchanged)
+
+
+# Colour: torchvision's adjust_* on float images ------------------------------------------------
+
+def blend(image1, image2, ratio):
+    """clamp(ratio * image1 + (1 - ratio) * image2, 0, 1) (torchvision `_blend`, float)."""
+    return jnp.clip(ratio * image1 + (1.0 - ratio) * image2, 0.0, 1.0)
+
+
+def rgb_to_grayscale(image):
+    """(..., 3) -> (...,): 0.2989 R + 0.587 G + 0.114 B."""
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    return GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b
+
+
+def adjust_brightness(image, factor):
+    """(H, W, 3) -> clamp(image * factor, 0, 1)."""
+    return blend(image, jnp.zeros_like(image), factor)
+
+
+def adjust_contrast(image, factor):
+    """(H, W, 3): blend with the mean of the grayscale image (one scalar for all channels)."""
+    mean = jnp.mean(rgb_to_grayscale(image))
+    return blend(image, mean, factor)
+
+
+def adjust_saturation(image, factor):
+    """(H, W, 3): blend with the grayscale image."""
+    return blend(image, rgb_to_grayscale(image)[..., None], factor)
+
+
+def rgb_to_hsv(image):
+    """(..., 3) RGB in [0, 1] -> (..., 3) HSV, all in [0, 1] (torchvision `_rgb2hsv`)."""
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    maxc = jnp.max(image, axis=-1)
+    minc = jnp.min(image, axis=-1)
+    eqc = maxc == minc
+    cr = maxc - minc
+    ones = jnp.ones_like(maxc)
+    s = cr / jnp.where(eqc, ones, maxc)
+    cr_divisor = jnp.where(eqc, ones, cr)
+    rc = (maxc - r) / cr_divisor
+    gc = (maxc - g) / cr_divisor
+    bc = (maxc - b) / cr_divisor
+    hr = (maxc == r) * (bc - gc)
+    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+    h = jnp.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    return jnp.stack([h, s, maxc], axis=-1)
+
+
+def hsv_to_rgb(hsv):
+    """(..., 3) HSV -> (..., 3) RGB (torchvision `_hsv2rgb`)."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    i = jnp.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = jnp.mod(i.astype(jnp.int32), 6)
+    p = jnp.clip(v * (1.0 - s), 0.0, 1.0)
+    q = jnp.clip(v * (1.0 - s * f), 0.0, 1.0)
+    t = jnp.clip(v * (1.0 - s * (1.0 - f)), 0.0, 1.0)
+    sectors = [i == k for k in range(6)]
+    r = jnp.select(sectors, [v, q, p, p, t, v])
+    g = jnp.select(sectors, [t, v, v, q, p, p])
+    b = jnp.select(sectors, [p, p, t, v, v, q])
+    return jnp.stack([r, g, b], axis=-1)
+
+
+def adjust_hue(image, factor):
+    """(H, W, 3): hue h -> (h + factor) mod 1 in HSV; factor in [-0.5, 0.5]."""
+    hsv = rgb_to_hsv(image)
+    h = jnp.mod(hsv[..., 0] + factor, 1.0)
+    return hsv_to_rgb(jnp.concatenate([h[..., None], hsv[..., 1:]], axis=-1))
+
+
+def _brightness_args(factor=None, low=None, high=None, p=1.0):
+    if factor is not None and (low is not None or high is not None):
+        raise ValueError("give either a fixed factor (brightness(0.3)) or a range "
+                         "(brightness(low=0.5, high=1.5)), not both")
+    if factor is not None:
+        f = _number("factor", factor, 0.0)
+        return f, f, _probability(p)
+    if low is None or high is None:
+        raise ValueError("give a fixed factor (brightness(0.3)) or both low and high "
+                         "(brightness(low=0.5, high=1.5))")
+    lo, hi = _number("low", low, 0.0), _number("high", high, 0.0)
+    if lo > hi:
+        raise ValueError(f"low must be <= high, got low={low!r}, high={high!r}")
+    return lo, hi, _probability(p)
+
+
+@_register("brightness", _brightness_args)
+def brightness(image, key, factor=None, low=None, high=None, p=1.0):
+    """clamp(image * f, 0, 1) with probability p: f fixed (`factor`; < 1 darkens, > 1
+    brightens; the paper's Table IV: 0.05 .. 0.5) or uniform in [low, high)."""
+    lo, hi, p = _brightness_args(factor, low, high, p)
+    k_factor, k_apply = jax.random.split(key)
+    f = lo if lo == hi else jax.random.uniform(k_factor, (), jnp.float32, lo, hi)
+    return _maybe(k_apply, p, adjust_brightness(image, f), image)
+
+
+def _jitter_range(name, value, center=1.0, bound=(0.0, math.inf), clip_first_on_zero=True):
+    """torchvision ColorJitter._check_input: a strength s -> [center - s, center + s] (the
+    low end clipped at 0 for the factors), or an explicit [low, high]; None = skip."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a number or [low, high], got {value!r}")
+        lo, hi = (_number(name, v) for v in value)
+    else:
+        s = _number(name, value, 0.0)
+        lo, hi = center - s, center + s
+        if clip_first_on_zero:
+            lo = max(lo, 0.0)
+    if not bound[0] <= lo <= hi <= bound[1]:
+        raise ValueError(f"{name} range must lie in [{bound[0]}, {bound[1]}] with low <= "
+                         f"high, got [{lo}, {hi}] from {value!r}")
+    return None if lo == hi == center else (lo, hi)
+
+
+def colour_jitter_ranges(brightness=0, contrast=0, saturation=0, hue=0):
+    """The four (low, high) factor ranges of ColorJitter (None: the op is skipped)."""
+    return (_jitter_range("brightness", brightness),
+            _jitter_range("contrast", contrast),
+            _jitter_range("saturation", saturation),
+            _jitter_range("hue", hue, center=0.0, bound=(-0.5, 0.5), clip_first_on_zero=False))
+
+
+_JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+_JITTER_NEUTRAL = (1.0, 1.0, 1.0, 0.0)
+
+
+def colour_jitter_params(key, ranges):
+    """ColorJitter.get_params: (order (4,) int32, a random permutation of the ops 0
+    brightness, 1 contrast, 2 saturation, 3 hue; factors (4,) float32, each uniform in its
+    range, the neutral value where the range is None)."""
+    k_order, *k_factors = jax.random.split(key, 5)
+    factors = [jnp.float32(n) if r is None else
+               jax.random.uniform(k, (), jnp.float32, r[0], r[1])
+               for k, r, n in zip(k_factors, ranges, _JITTER_NEUTRAL)]
+    return jax.random.permutation(k_order, 4).astype(jnp.int32), jnp.stack(factors)
+
+
+def apply_colour_jitter(image, order, factors, active: Sequence[bool]):
+    """(H, W, 3): op `order[t]` with `factors[order[t]]` for t = 0..3; ops not `active`
+    (static) are skipped."""
+    active = [i for i in range(4) if active[i]]
+    if not active:
+        return image
+    if len(active) == 1:
+        return _JITTER_OPS[active[0]](image, factors[active[0]])
+    # branch 0 = skip; op i -> its branch if active
+    branches = [lambda img: img] + [
+        (lambda img, i=i: _JITTER_OPS[i](img, factors[i])) for i in active]
+    branch_of = jnp.asarray([active.index(i) + 1 if i in active else 0 for i in range(4)])
+
+    def body(step, img):
+        return lax.switch(branch_of[order[step]], branches, img)
+
+    return lax.fori_loop(0, 4, body, image)
+
+
+@_register("colour_jitter", colour_jitter_ranges)
+def colour_jitter(image, key, brightness=0, contrast=0, saturation=0, hue=0):
+    """torchvision ColorJitter: brightness/contrast/saturation factors uniform in
+    [max(0, 1 - s), 1 + s], hue uniform in [-h, h] (h <= 0.5), or explicit [low, high]
+    ranges; the ops with a non-trivial range applied in a random order (a permutation per
+    image, as torchvision's `randperm(4)` per call)."""
+    ranges = colour_jitter_ranges(brightness, contrast, saturation, hue)
+    order, factors = colour_jitter_params(key, ranges)
+    return apply_colour_jitter(image, order, factors, [r is not None for r in ranges])
+
+
+# Sampling -------------------------------------------------------------------------------------
+
+def _index(coord, size: int):
+    """Float pixel index -> int32, with NaN/inf and far-out values kept safely out of range."""
+    coord = jnp.clip(jnp.nan_to_num(coord, nan=-2.0), -2.0, size + 1.0)
+    return coord.astype(jnp.int32)
+
+
+def sample_bilinear(image, x, y):
+    """`image` (H, W, C) at float pixel coordinates x (column), y (row) of shape S, pixel
+    centres at integers: torch `grid_sample(bilinear, padding_mode="zeros")` after
+    unnormalising. Returns (values (*S, C), coverage (*S,): the weight that fell inside)."""
+    height, width = image.shape[:2]
+    x0f, y0f = jnp.floor(x), jnp.floor(y)
+    x0, y0 = _index(x0f, width), _index(y0f, height)
+    x1, y1 = x0 + 1, y0 + 1
+    wx = (x0f + 1.0 - x, x - x0f)         # weights of x0, x1
+    wy = (y0f + 1.0 - y, y - y0f)
+    values = jnp.zeros(x.shape + image.shape[2:], image.dtype)
+    coverage = jnp.zeros(x.shape, image.dtype)
+    for yy, wyy in ((y0, wy[0]), (y1, wy[1])):
+        for xx, wxx in ((x0, wx[0]), (x1, wx[1])):
+            inside = (xx >= 0) & (xx < width) & (yy >= 0) & (yy < height)
+            w = jnp.where(inside, wyy * wxx, 0.0)
+            pixels = image[jnp.clip(yy, 0, height - 1), jnp.clip(xx, 0, width - 1)]
+            values = values + w[..., None] * pixels
+            coverage = coverage + w
+    return values, coverage
+
+
+def sample_nearest(image, x, y):
+    """`image` (H, W, C) at the nearest pixel (round half to even, as torch's nearbyint) of
+    float coordinates x, y; 0 outside."""
+    height, width = image.shape[:2]
+    xi, yi = _index(jnp.round(x), width), _index(jnp.round(y), height)
+    inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+    pixels = image[jnp.clip(yi, 0, height - 1), jnp.clip(xi, 0, width - 1)]
+    return jnp.where(inside[..., None], pixels, 0.0)
+
+
+# Perspective ----------------------------------------------------------------------------------
+
+def perspective_params(key, height: int, width: int, distortion_scale: float):
+    """RandomPerspective.get_params: (startpoints, endpoints), each (4, 2) int32 (x, y) of
+    the corners top-left, top-right, bottom-right, bottom-left; each end corner moves
+    inwards by up to int(distortion_scale * half size) pixels."""
+    dx = int(distortion_scale * (width // 2))
+    dy = int(distortion_scale * (height // 2))
+    lo = jnp.asarray([[0, 0], [width - dx - 1, 0], [width - dx - 1, height - dy - 1],
+                      [0, height - dy - 1]], jnp.int32)
+    hi = jnp.asarray([[dx + 1, dy + 1], [width, dy + 1], [width, height],
+                      [dx + 1, height]], jnp.int32)
+    end = jax.random.randint(key, (4, 2), lo, hi)
+    start = jnp.asarray([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]],
+                        jnp.int32)
+    return start, end
+
+
+def perspective_coeffs(startpoints, endpoints):
+    """(8,) float32 (a, b, c, d, e, f, g, h) of the map from output (end) points to input
+    (start) points, (x, y) -> ((a x + b y + c) / (g x + h y + 1), (d x + e y + f) / (...)):
+    the 8x8 system of torchvision's `_get_perspective_coeffs`, solved in coordinates scaled
+    to ~[0, 1] (float32 is then well conditioned) and scaled back."""
+    start = jnp.asarray(startpoints, jnp.float32)
+    end = jnp.asarray(endpoints, jnp.float32)
+    scale = 1.0 / jnp.maximum(1.0, jnp.max(jnp.abs(jnp.concatenate([start, end]))))
+    s, e = start * scale, end * scale
+    x, y, u, v = e[:, 0], e[:, 1], s[:, 0], s[:, 1]
+    one, zero = jnp.ones_like(x), jnp.zeros_like(x)
+    rows_u = jnp.stack([x, y, one, zero, zero, zero, -u * x, -u * y], axis=1)
+    rows_v = jnp.stack([zero, zero, zero, x, y, one, -v * x, -v * y], axis=1)
+    a = jnp.stack([rows_u, rows_v], axis=1).reshape(8, 8)
+    b = jnp.stack([u, v], axis=1).reshape(8)
+    c = jnp.linalg.solve(a, b)
+    unscale = jnp.stack([1.0, 1.0, 1.0 / scale, 1.0, 1.0, 1.0 / scale, scale, scale])
+    return c * unscale
+
+
+def warp_perspective(image, coeffs):
+    """(H, W, 3) under torchvision's tensor `perspective` with fill 0: output pixel (i, j)
+    samples the input bilinearly at coeffs(j + 0.5, i + 0.5) - 0.5, and is multiplied by
+    the fraction of that sample inside the image (torchvision's fill mask)."""
+    height, width = image.shape[:2]
+    a, b, c, d, e, f, g, h = (coeffs[k] for k in range(8))
+    x = jnp.arange(width, dtype=jnp.float32)[None, :] + 0.5
+    y = jnp.arange(height, dtype=jnp.float32)[:, None] + 0.5
+    den = g * x + h * y + 1.0
+    u = (a * x + b * y + c) / den - 0.5
+    v = (d * x + e * y + f) / den - 0.5
+    values, coverage = sample_bilinear(image, u, v)
+    return values * coverage[..., None]
+
+
+def _perspective_args(distortion_scale=0.5, p=0.5):
+    return _number("distortion_scale", distortion_scale, 0.0, 1.0), _probability(p)
+
+
+@_register("perspective", _perspective_args)
+def perspective(image, key, distortion_scale=0.5, p=0.5):
+    """torchvision RandomPerspective(distortion_scale, p): random inward corner moves,
+    bilinear, fill 0."""
+    distortion_scale, p = _perspective_args(distortion_scale, p)
+    k_points, k_apply = jax.random.split(key)
+    start, end = perspective_params(k_points, image.shape[0], image.shape[1], distortion_scale)
+    warped = warp_perspective(image, perspective_coeffs(start, end))
+    return _maybe(k_apply, p, warped, image)
+
+
+# Random resized crop --------------------------------------------------------------------------
+
+def resized_crop_params(key, height: int, width: int, scale: tuple[float, float],
+                        ratio: tuple[float, float] = CROP_RATIO):
+    """RandomResizedCrop.get_params: (top, left, h, w) int32 scalars. Ten candidates (area
+    fraction uniform in `scale`, aspect log-uniform in `ratio`, sides rounded half to even);
+    the first that fits is placed uniformly; if none fits, the central crop of the aspect
+    clipped to `ratio` (the whole image when its aspect is inside `ratio`)."""
+    k_area, k_ratio, k_top, k_left = jax.random.split(key, 4)
+    area = float(height * width)
+    target = area * jax.random.uniform(k_area, (CROP_ATTEMPTS,), jnp.float32, scale[0], scale[1])
+    aspect = jnp.exp(jax.random.uniform(k_ratio, (CROP_ATTEMPTS,), jnp.float32,
+                                        math.log(ratio[0]), math.log(ratio[1])))
+    w = jnp.round(jnp.sqrt(target * aspect)).astype(jnp.int32)
+    h = jnp.round(jnp.sqrt(target / aspect)).astype(jnp.int32)
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = jnp.argmax(fits)
+    # the fallback, static: the image's aspect clipped to `ratio`, centred
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fw, fh = round(height * max(ratio)), height
+    else:
+        fw, fh = width, height
+    found = jnp.any(fits)
+    h_sel = jnp.where(found, h[first], fh)
+    w_sel = jnp.where(found, w[first], fw)
+    top = jnp.where(found, jax.random.randint(k_top, (), 0, height - h_sel + 1),
+                    (height - fh) // 2)
+    left = jnp.where(found, jax.random.randint(k_left, (), 0, width - w_sel + 1),
+                     (width - fw) // 2)
+    return top, left, h_sel, w_sel
+
+
+def _resize_taps(out_size: int, start, size):
+    """Source rows (or columns) and weight of torch's bilinear resize (align_corners=False)
+    of `size` pixels from `start` to `out_size`: (index0, index1, weight of index1)."""
+    size = jnp.asarray(size, jnp.int32)
+    step = size.astype(jnp.float32) / out_size
+    src = jnp.maximum((jnp.arange(out_size, dtype=jnp.float32) + 0.5) * step - 0.5, 0.0)
+    i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), size - 1)
+    i1 = jnp.minimum(i0 + 1, size - 1)
+    return start + i0, start + i1, src - i0.astype(jnp.float32)
+
+
+def crop_resize(image, top, left, h, w):
+    """The crop image[top:top + h, left:left + w] (traced ints) bilinearly resized back to
+    the image's (H, W): torch `interpolate(bilinear, align_corners=False)`; the crop is
+    never larger than the image, so antialiasing (torchvision's default) changes nothing."""
+    height, width = image.shape[:2]
+    r0, r1, wr = _resize_taps(height, top, h)
+    c0, c1, wc = _resize_taps(width, left, w)
+    rows = (image[r0] * (1.0 - wr)[:, None, None] + image[r1] * wr[:, None, None])
+    return rows[:, c0] * (1.0 - wc)[None, :, None] + rows[:, c1] * wc[None, :, None]
+
+
+def _resized_crop_args(r):
+    return _number("r", r, 0.0, 1.0, high_open=True)
+
+
+@_register("resized_crop", _resized_crop_args)
+def resized_crop(image, key, r):
+    """torchvision RandomResizedCrop(size=(H, W), scale=(1 - r, 1), ratio=(3/4, 4/3)) on the
+    model-sized query, bilinear."""
+    r = _resized_crop_args(r)
+    top, left, h, w = resized_crop_params(key, image.shape[0], image.shape[1], (1.0 - r, 1.0))
+    return crop_resize(image, top, left, h, w)
+
+
+# Rotation -------------------------------------------------------------------------------------
+
+def rotate(image, angle):
+    """(H, W, 3) rotated by `angle` degrees counter-clockwise about the image centre, same
+    size, nearest, fill 0 (torchvision `rotate` on tensors: output pixel (i, j), centred at
+    (x, y) = (j - W/2 + 0.5, i - H/2 + 0.5), takes the input at (x cos a - y sin a,
+    x sin a + y cos a))."""
+    height, width = image.shape[:2]
+    t = jnp.deg2rad(jnp.asarray(angle, jnp.float32))
+    cos, sin = jnp.cos(t), jnp.sin(t)
+    x = jnp.arange(width, dtype=jnp.float32)[None, :] - width * 0.5 + 0.5
+    y = jnp.arange(height, dtype=jnp.float32)[:, None] - height * 0.5 + 0.5
+    src_x = cos * x - sin * y + width * 0.5 - 0.5
+    src_y = sin * x + cos * y + height * 0.5 - 0.5
+    return sample_nearest(image, src_x, src_y)
+
+
+def _rotation_args(degrees):
+    if isinstance(degrees, (list, tuple)):
+        if len(degrees) != 2:
+            raise ValueError(f"degrees must be a number or [low, high], got {degrees!r}")
+        lo, hi = (_number("degrees", d) for d in degrees)
+        if lo > hi:
+            raise ValueError(f"degrees [low, high] needs low <= high, got {degrees!r}")
+        return lo, hi
+    d = _number("degrees", degrees, 0.0)
+    return -d, d
+
+
+@_register("rotation", _rotation_args)
+def rotation(image, key, degrees):
+    """torchvision RandomRotation(degrees): angle uniform in [-degrees, degrees] (or in
+    [low, high] for a pair), counter-clockwise, nearest, no expand, fill 0."""
+    lo, hi = _rotation_args(degrees)
+    angle = lo if lo == hi else jax.random.uniform(key, (), jnp.float32, lo, hi)
+    return rotate(image, angle)
+
+
+# Horizontal flip ------------------------------------------------------------------------------
+
+def _hflip_args(p=0.5, per_query=False):
+    if not isinstance(per_query, bool):
+        raise TypeError(f"per_query must be True or False, got {per_query!r}")
+    return _probability(p), per_query
+
+
+@_register("hflip", _hflip_args, whole_batch=lambda p=0.5, per_query=False: not per_query)
+def hflip(image, key, p=0.5, per_query=False):
+    """Mirror left-right with probability p. `image` is (..., H, W, 3): one query
+    (`per_query=True`, each query its own draw) or, with `per_query=False` (the reference's
+    `RandomHorizontalFlip()(images)` on the whole batch), every row together, one draw."""
+    p, _ = _hflip_args(p, per_query)
+    return _maybe(key, p, jnp.flip(image, axis=-2), image)
+
+
+# Specs and the builder ------------------------------------------------------------------------
+
+def check_specs(specs: Sequence[str] | str) -> list[Spec]:
+    """Parses and validates every spec without running anything: unknown ops and arguments
+    (the registry's errors) and bad values (each op's checks) are ConfigErrors naming
+    `train.query_augment`. Returns the parsed specs (arguments as keywords)."""
+    if isinstance(specs, str):
+        specs = [specs]
+    if not isinstance(specs, Sequence):
+        raise ConfigError(f"{AUGMENTATIONS.option}: expected a list of specs such as "
+                          f"['brightness(0.3)'], got {specs!r}")
+    parsed = []
+    for text in specs:
+        spec = AUGMENTATIONS.check(text)
+        try:
+            AUGMENTATIONS.get(spec.name).check_args(**spec.kwargs)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{AUGMENTATIONS.option}: {spec}: {e}") from None
+        parsed.append(spec)
+    return parsed
+
+
+def make_query_augment(specs: Sequence[str] | str, group_size: int) -> Callable | None:
+    """`augment(images (B * group_size, H, W, 3) uint8 or float32 in [0, 1], key) -> float32
+    images in [0, 1]`, same shape: rows `g * group_size` (the queries) transformed by the ops
+    in the order given (op k with key `fold_in(key, k)`, split into one key per query);
+    every other row is `images / 255` (uint8) unchanged, except where a whole-batch op
+    (`hflip` with per_query=False) acts on all rows. None for an empty list. Specs are
+    checked here (ConfigError before any work); the function is jit-friendly."""
+    parsed = check_specs(specs)
+    if not parsed:
+        return None
+    group_size = int(group_size)
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    ops = [(AUGMENTATIONS.get(s.name), dict(s.kwargs)) for s in parsed]
+
+    def augment(images, key):
+        n = images.shape[0]
+        if n % group_size:
+            raise ValueError(f"{AUGMENTATIONS.option}: a batch of {n} rows is not whole "
+                             f"groups of {group_size} (query, positive, negatives)")
+        if images.dtype == jnp.uint8:
+            x = jnp.take(jnp.asarray(UINT8_TO_FLOAT), images.astype(jnp.int32))
+        else:
+            x = images.astype(jnp.float32)
+        x = x.reshape(n // group_size, group_size, *images.shape[1:])
+        for index, (fn, kwargs) in enumerate(ops):
+            k = jax.random.fold_in(key, index)
+            if fn.whole_batch(**kwargs):
+                x = fn(image=x, key=k, **kwargs)
+                continue
+            keys = jax.random.split(k, x.shape[0])
+            one = lambda image, kk, fn=fn, kwargs=kwargs: fn(image=image, key=kk, **kwargs)
+            x = x.at[:, 0].set(jax.vmap(one)(x[:, 0], keys))
+        return x.reshape(images.shape)
+
+    return augment
