@@ -42,6 +42,14 @@ class Split:
     soft_positives: list[np.ndarray]   # per query, database indices within soft radius
     hard_positives: list[np.ndarray] | None  # per query within hard radius (train only)
     dropped_queries: np.ndarray        # paths of training queries dropped (no hard positive)
+    where: str = ""                    # the split's folder (or copy), named in messages
+    soft_dist: float = 25.0            # radius (m) of soft_positives
+    hard_dist: float = 10.0            # radius (m) of hard_positives
+
+    @property
+    def name(self) -> str:
+        """How messages name the split: its folder, else dataset/split."""
+        return self.where or f"{self.dataset}/{self.split}"
 
     def summary(self) -> str:
         return (f"{self.dataset}/{self.split}: {len(self.database)} database images, "
@@ -107,7 +115,8 @@ def load_split(dataset_dir: str | os.PathLike, split: str,
     """Reads `<dataset>/images/<split>/{database,queries}` and computes positives.
 
     For the train split, queries without a hard positive are dropped (and logged); for
-    val/test, every query is kept and one without soft positives counts as a miss.
+    val/test, every query is kept and one without soft positives counts as a miss (logged;
+    a warning if no query has one, see `check_evaluable`).
     """
     folder = split_folder(dataset_dir, split)
     return split_from_indexes(dataset_name(dataset_dir), split, load_index(folder / "database"),
@@ -119,7 +128,9 @@ def split_from_indexes(dataset: str, split: str, database: Index, queries: Index
                        soft_dist: float, hard_dist: float, where: str) -> Split:
     """Positives of `queries` in `database`; drops training queries without hard positive.
 
-    `where` names the source (folder or copy) in errors.
+    `where` names the source (folder or copy) in errors. Raises DatasetFormatError if no
+    training query has a hard positive; for val/test, logs how many queries have no soft
+    positive (they count as misses) and warns if none has one.
     """
     hard = None
     dropped = np.array([], dtype=str)
@@ -128,13 +139,37 @@ def split_from_indexes(dataset: str, split: str, database: Index, queries: Index
         keep = np.array([len(h) > 0 for h in hard], bool)
         if not keep.all():
             dropped = queries.paths[~keep]
-            log.info("%s/%s: dropped %d of %d training queries without a database image "
-                     "within %.0f m", dataset, split, (~keep).sum(), len(keep), hard_dist)
+            log.info("%s: dropped %d of %d training queries without a database image "
+                     "within %g m", where, (~keep).sum(), len(keep), hard_dist)
             queries = Index(paths=queries.paths[keep], utm=queries.utm[keep])
             hard = [h for h, k in zip(hard, keep) if k]
         if len(queries) == 0:
             raise fmt.DatasetFormatError(
-                f"{where}: no training query has a database image within {hard_dist} m")
+                f"{where}: no training query has a database image within {hard_dist:g} m "
+                f"(data.hard_positives_dist); check the UTM coordinates in the file names")
     soft = positives_within(database.utm, queries.utm, soft_dist)
+    if split != "train":
+        missing = sum(len(s) == 0 for s in soft)
+        if missing == len(soft):
+            log.warning("%s: no query has a database image within %g m "
+                        "(data.soft_positives_dist): every query counts as a miss, "
+                        "its recalls are 0", where, soft_dist)
+        elif missing:
+            log.info("%s: %d of %d queries have no database image within %g m; they count "
+                     "as misses", where, missing, len(soft), soft_dist)
     return Split(dataset=dataset, split=split, database=database, queries=queries,
-                 soft_positives=soft, hard_positives=hard, dropped_queries=dropped)
+                 soft_positives=soft, hard_positives=hard, dropped_queries=dropped,
+                 where=where, soft_dist=float(soft_dist), hard_dist=float(hard_dist))
+
+
+def check_evaluable(split: Split, purpose: str) -> None:
+    """Raises DatasetFormatError naming the split if none of its queries has a database
+    image within the soft-positive radius, so that every recall on it is 0.
+
+    `purpose` completes "... : <purpose> would be meaningless", e.g.
+    `check_evaluable(val, "early stopping on it")` for the validation split of training.
+    """
+    if not any(len(s) for s in split.soft_positives):
+        raise fmt.DatasetFormatError(
+            f"{split.name}: no query has a database image within {split.soft_dist:g} m: "
+            f"{purpose} would be meaningless")

@@ -1,14 +1,18 @@
 """`python -m vgjax.data.inspect ROOT/NAME [--verify-images]`: check and summarise a dataset.
 
-Per split: database/query counts, image sizes seen, queries without soft/hard positives,
-UTM extent. Exits non-zero with a message naming the path and the reason when the folder
-does not follow the standard format.
+Per split: database/query counts, image sizes seen, source image modes and how decoding
+converts them to 8-bit RGB (e.g. 16-bit grayscale -> value >> 8), EXIF orientations (not
+applied, like the reference), queries without soft/hard positives, UTM extent. Exits
+non-zero with a message naming the path and the reason when the folder does not follow the
+standard format, or an image is unreadable or in a mode that decoding refuses (see
+`vgjax.data.pipeline.load_image`).
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import concurrent.futures as cf
+import dataclasses
 import json
 import os
 import sys
@@ -18,28 +22,50 @@ import numpy as np
 
 from vgjax.data import format as fmt
 from vgjax.data.dataset import Index, images_folder, load_index, present_splits
-from vgjax.data.pipeline import ImageError, load_image, image_size
+from vgjax.data.pipeline import (CONVERSIONS, ImageError, UnsupportedImageError, image_info,
+                                 load_image)
 from vgjax.data.positives import positives_within
 
 
-def _sizes(paths: np.ndarray, workers: int, verify: bool) -> tuple[collections.Counter, list[str]]:
-    """Counter of (H, W) over images (header only unless verify) and the unreadable ones."""
-    sizes: collections.Counter = collections.Counter()
-    bad: list[str] = []
+@dataclasses.dataclass
+class _Scan:
+    sizes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    kinds: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    orientations: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    unreadable: list = dataclasses.field(default_factory=list)
+    unsupported: list = dataclasses.field(default_factory=list)
+
+
+def _scan(paths: np.ndarray, workers: int, verify: bool, into: _Scan) -> _Scan:
+    """Counts (H, W), source kinds and EXIF orientations over images (header only unless
+    verify) and collects the unreadable and the unsupported ones."""
 
     def read(p: str):
         try:
-            return image_size(p) if not verify else load_image(p).shape[:2]
+            info = image_info(p)
+            return info, (load_image(p).shape[:2] if verify else (info.height, info.width))
         except ImageError as e:
-            return str(e)
+            return e
 
     with cf.ThreadPoolExecutor(workers) as pool:
         for result in pool.map(read, paths, chunksize=64):
-            if isinstance(result, str):
-                bad.append(result)
+            if isinstance(result, UnsupportedImageError):
+                into.unsupported.append(str(result))
+            elif isinstance(result, ImageError):
+                into.unreadable.append(str(result))
             else:
-                sizes[tuple(int(v) for v in result)] += 1
-    return sizes, bad
+                info, hw = result
+                into.sizes[tuple(int(v) for v in hw)] += 1
+                into.kinds[info.kind] += 1
+                if 2 <= info.exif_orientation <= 8:
+                    into.orientations[info.exif_orientation] += 1
+    return into
+
+
+def _listing(what: str, items: list[str]) -> str:
+    shown = "\n  ".join(items[:10])
+    more = f"\n  ... and {len(items) - 10} more" if len(items) > 10 else ""
+    return f"{len(items)} {what}:\n  {shown}{more}"
 
 
 def inspect_split(split_dir: Path, verify_images: bool, soft_dist: float, hard_dist: float,
@@ -52,16 +78,23 @@ def inspect_split(split_dir: Path, verify_images: bool, soft_dist: float, hard_d
     indexes: dict[str, Index] = {role: load_index(split_dir / role) for role in fmt.ROLES}
     db, q = indexes["database"], indexes["queries"]
     summary: dict = {"database": len(db), "queries": len(q)}
-    unreadable: list[str] = []
+    scan = _Scan()
     for role, index in indexes.items():
-        sizes, bad = _sizes(index.paths, workers, verify_images)
-        summary[f"{role}_image_sizes"] = {f"{h}x{w}": n for (h, w), n in sizes.most_common()}
-        unreadable += bad
-    if unreadable:
-        shown = "\n  ".join(unreadable[:10])
-        more = f"\n  ... and {len(unreadable) - 10} more" if len(unreadable) > 10 else ""
-        raise ImageError(f"{split_dir}: {len(unreadable)} unreadable or truncated image(s):\n"
-                         f"  {shown}{more}")
+        scan.sizes = collections.Counter()
+        _scan(index.paths, workers, verify_images, scan)
+        summary[f"{role}_image_sizes"] = {f"{h}x{w}": n
+                                          for (h, w), n in scan.sizes.most_common()}
+    problems = []
+    if scan.unreadable:
+        problems.append(_listing("unreadable or truncated image(s)", scan.unreadable))
+    if scan.unsupported:
+        problems.append(_listing("image(s) in an unsupported mode", scan.unsupported))
+    if problems:
+        raise ImageError(f"{split_dir}: " + "\n".join(problems))
+    summary["source_modes"] = dict(scan.kinds.most_common())
+    summary["conversions"] = {kind: CONVERSIONS[kind] for kind in summary["source_modes"]
+                              if CONVERSIONS[kind] is not None}
+    summary["exif_orientations"] = {str(k): n for k, n in sorted(scan.orientations.items())}
     soft = positives_within(db.utm, q.utm, soft_dist)
     hard = positives_within(db.utm, q.utm, hard_dist)
     summary["queries_without_soft_positives"] = int(sum(len(s) == 0 for s in soft))
@@ -94,6 +127,18 @@ def format_report(name: str, report: dict) -> str:
         for role in fmt.ROLES:
             sizes = ", ".join(f"{k} ({v})" for k, v in s[f"{role}_image_sizes"].items())
             lines.append(f"         {role} sizes: {sizes}")
+        modes = ", ".join(f"{k} ({v})" for k, v in s.get("source_modes", {}).items())
+        lines.append(f"         source modes: {modes}")
+        for kind, conversion in s.get("conversions", {}).items():
+            n = s["source_modes"][kind]
+            lines.append(f"         {n} {'image is' if n == 1 else 'images are'} {kind}: "
+                         f"{conversion}")
+        if s.get("exif_orientations"):
+            n = sum(s["exif_orientations"].values())
+            tags = ", ".join(f"{k}: {v}" for k, v in s["exif_orientations"].items())
+            lines.append(f"         {n} {'image carries' if n == 1 else 'images carry'} an "
+                         f"EXIF orientation other than upright ({tags}): read as stored, "
+                         f"unrotated, like the reference")
         lines.append(f"         UTM east {east[0]:.1f}..{east[1]:.1f} "
                      f"({east[1] - east[0]:.0f} m), north {north[0]:.1f}..{north[1]:.1f} "
                      f"({north[1] - north[0]:.0f} m)")
@@ -108,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="dataset folder ROOT/NAME")
     parser.add_argument("--verify-images", action="store_true",
-                        help="decode every image fully (finds truncated/corrupt files)")
+                        help="decode every image fully (finds truncated/corrupt files and "
+                             "out-of-range float images)")
     parser.add_argument("--soft-dist", type=float, default=25.0)
     parser.add_argument("--hard-dist", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=8)
