@@ -82,6 +82,17 @@ def get_config(arg=None):
     c.train.scheduler = "none"                # none | plateau | cosine, stepped per epoch
     c.train.scheduler_args = {}               # plateau: factor, patience, threshold, ...;
     #                                           cosine: t_max (epochs), eta_min
+    c.train.query_augment = []                # training queries only, in order, e.g.
+    #   ["brightness(0.1)"], ["colour_jitter(brightness=0.4, contrast=0.4)", "hflip(0.5)"]
+    #   (README "Query augmentations"; torchvision semantics, on the device)
+    c.train.da = ml_collections.ConfigDict()  # unsupervised domain adaptation (README)
+    c.train.da.enabled = False
+    c.train.da.target_dir = ""                # folder of unlabeled target-domain images
+    c.train.da.weight = 1.0                   # weight of the domain loss term
+    c.train.da.grl_lambda = 1.0               # gradient reversal strength (its maximum)
+    c.train.da.schedule = "constant"          # constant | ganin: 2/(1+exp(-10p))-1
+    c.train.da.ramp_epochs = 5                # ganin: p = 1 after this many epochs
+    c.train.da.classifier = "mlp"             # mlp(hidden=256, layers=2) | conv(channels=128)
     c.train.infer_batch_size = 32             # images per batch when computing caches
     c.train.num_devices = 0                   # data-parallel devices (0 = all)
 

@@ -19,6 +19,7 @@ import ml_collections
 
 from vgjax import config as cfglib
 from vgjax.config import ConfigError
+from vgjax.data.format import list_images
 from vgjax.data.ops import CROP_RESIZES, RESAMPLING_MODES
 from vgjax.data.sources import SOURCES
 from vgjax.eval import evaluators
@@ -28,7 +29,10 @@ from vgjax.models.aggregation import uses_kmeans_init
 from vgjax.models.network import validate_model_config
 from vgjax.models.resnet import parse_backbone
 from vgjax.train.losses import LOSS_TERMS
+from vgjax.models.domain import DOMAIN_CLASSIFIERS
 from vgjax.train import mining
+from vgjax.train.adaptation import LAMBDA_SCHEDULES
+from vgjax.train.augment import check_specs
 from vgjax.train.mining import MINERS
 from vgjax.train.optim import OPTIMIZERS, keeps_averaged_weights, optimizer_kwargs
 from vgjax.train.schedules import SCHEDULERS, scheduler_kwargs
@@ -134,6 +138,18 @@ def check_train(c) -> None:
                f"needs an optimizer that averages the weights, train.optimizer=asgd "
                f"(got {t.optimizer!r})")
     _check(int(t.num_devices) >= 0, "train.num_devices", "must be >= 0 (0 = all)")
+    check_specs(list(t.query_augment))
+    da = t.da
+    if da.enabled:
+        _check(bool(da.target_dir), "train.da.target_dir",
+               "is empty: name a folder of unlabeled target-domain images")
+        DOMAIN_CLASSIFIERS.build(da.classifier)
+        LAMBDA_SCHEDULES.check(da.schedule)
+        _check(float(da.weight) >= 0, "train.da.weight", f"must be >= 0, got {da.weight}")
+        _check(float(da.grl_lambda) >= 0, "train.da.grl_lambda",
+               f"must be >= 0, got {da.grl_lambda}")
+        _check(int(da.ramp_epochs) >= 1, "train.da.ramp_epochs",
+               f"must be >= 1, got {da.ramp_epochs}")
 
 
 def check_test(test, option: str = "test") -> None:
@@ -176,6 +192,12 @@ CHECKS = (check_data, check_model, check_train, check_evals)
 def validate_training(config) -> None:
     """Checks that only matter when training starts (before any data is read)."""
     evaluators.parse_metric(config, config.train.best_metric)
+    da = config.train.da
+    if da.enabled:
+        folder = Path(da.target_dir)
+        _check(folder.is_dir(), "train.da.target_dir", f"{folder} is not a folder")
+        _check(bool(list_images(folder)), "train.da.target_dir",
+               f"{folder} holds no .jpg/.jpeg/.png images")
     init = config.model.get("netvlad_init")
     if uses_kmeans_init(config.model):
         h, w = (int(s) for s in config.data.resize)

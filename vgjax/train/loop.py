@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vgjax.checks import validate_training
-from vgjax.data.cache import DecodedImages
+from vgjax.data.dataset import check_evaluable
 from vgjax.data.ops import train_query
 from vgjax.data.sources import open_split, with_view
 from vgjax.eval import evaluators
@@ -30,6 +30,9 @@ from vgjax.eval.report import format_table
 from vgjax.models.io import load_model
 from vgjax.models.network import abstract_variables, build_network, make_describe_fn, trainable_mask
 from vgjax.train import checkpoint, mining, multihost, optim, run_dir
+from vgjax.train.adaptation import DOMAIN, DomainAdaptation, network_variables
+from vgjax.train.augment import make_query_augment
+from vgjax.train.images import decode_once, target_images
 from vgjax.train.init import initial_variables
 from vgjax.train.losses import make_term
 from vgjax.train.rounds import RoundContext, run_round
@@ -58,36 +61,6 @@ def train_and_evaluate(config, workdir) -> dict:
             handler.close()
 
 
-def _decode_once(config, run: Path, train, reader, epoch_evals):
-    """`data.cache_decoded`: the train images (at the model size, as training reads them)
-    and every-epoch evaluation images (at the model size for `data.eval_resize=pil`, at
-    their own size for the float resize when they all share one), decoded once into
-    RUN/decoded/: every round and validation re-read them."""
-    size = tuple(config.data.resize)
-    kw = dict(cache_dir=run / "decoded", num_workers=int(config.data.num_workers),
-              progress=True, key=f"draft={reader.draft}")
-    train_paths = np.concatenate([train.database.paths, train.queries.paths])
-    eval_paths = np.concatenate([p for e in epoch_evals for d in e.datasets
-                                 for p in (e.open(d)[0].database.paths, e.open(d)[0].queries.paths)])
-    if config.data.eval_resize == "pil":
-        decoded = DecodedImages(np.concatenate([train_paths, eval_paths]), size,
-                                load_fn=reader.loader(size), **kw)
-        for e in epoch_evals:
-            e.wrap_readers(decoded.reader)
-        return decoded.reader(reader)
-    decoded = DecodedImages(train_paths, size, load_fn=reader.loader(size), **kw)
-    native = {tuple(reader.size(p)) for p in eval_paths}
-    if len(native) == 1:
-        eval_decoded = DecodedImages(eval_paths, native.pop(), load_fn=reader.loader(None),
-                                     native=True, **kw)
-        for e in epoch_evals:
-            e.wrap_readers(eval_decoded.reader)
-    else:
-        log.info("data.cache_decoded: the evaluation images have %d different sizes; they "
-                 "are read from their files every epoch", len(native))
-    return decoded.reader(reader)
-
-
 def _check_devices(t, mesh) -> None:
     n_dev = mesh.devices.size
     for field in ("queries_per_step", "infer_batch_size"):
@@ -102,25 +75,49 @@ def _check_devices(t, mesh) -> None:
                  jax.local_device_count(), n_dev, rows.start, rows.stop, step_images)
 
 
-def _initial_state(config, run: Path, net, train, reader, mesh, negative_cache):
-    """(state, progress, negative cache, tx): resumed from `last` if there is one."""
+def _domain_params(domain, net, model_cfg, size, seed: int):
+    """Initial parameters of the domain classifier for the backbone's feature shape."""
+    feats = jax.eval_shape(
+        lambda v, x: net.apply(v, x, method=type(net).features),
+        abstract_variables(model_cfg), jax.ShapeDtypeStruct((1, *size, 3), np.uint8))
+    return domain.init(jax.random.fold_in(jax.random.key(seed), 1), feats.shape)
+
+
+def _initial_state(config, run: Path, net, train, reader, mesh, negative_cache, domain):
+    """(state, progress, negative cache, tx): resumed from the newest usable checkpoint
+    if there is one."""
     t = config.train
+    size = tuple(config.data.resize)
     replicated = NamedSharding(mesh, P())
-    found = checkpoint.find(run, "last")
-    if found is None:
-        variables = multihost.from_process_zero(initial_variables(config, net, train, reader))
-        tx = optim.make_optimizer(t, trainable_mask(variables["params"], config.model))
-        # host copies: device_put places those on every process of a multi-process mesh
-        state = jax.device_put(jax.tree.map(np.asarray, TrainState.create(variables, tx)),
-                               replicated)
-        return state, Progress(), negative_cache, tx
+
+    def with_domain(variables, domain_params):
+        if domain is None:
+            return variables
+        return {"params": {**variables["params"], DOMAIN: domain_params},
+                "batch_stats": variables["batch_stats"]}
+
     abstract = abstract_variables(config.model)
+    domain_abstract = (jax.eval_shape(lambda: _domain_params(domain, net, config.model,
+                                                             size, 0))
+                       if domain is not None else None)
+    abstract = with_domain(abstract, domain_abstract)
     tx = optim.make_optimizer(t, trainable_mask(abstract["params"], config.model))
     target = jax.eval_shape(lambda v: TrainState.create(v, tx), abstract)
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), target)
-    state, progress, cache = checkpoint.restore(
-        found, target, None if negative_cache is None else negative_cache.shape)
+    restored = checkpoint.restore_latest(
+        run, target, None if negative_cache is None else negative_cache.shape)
+    if restored is None:
+        variables = initial_variables(config, net, train, reader)
+        if domain is not None:
+            variables = with_domain(variables, _domain_params(domain, net, config.model, size,
+                                                              int(config.seed)))
+        variables = multihost.from_process_zero(variables)
+        # host copies: device_put places those on every process of a multi-process mesh
+        state = jax.device_put(jax.tree.map(np.asarray, TrainState.create(variables, tx)),
+                               replicated)
+        return state, Progress(), negative_cache, tx
+    state, progress, cache, found, _ = restored
     if negative_cache is not None:
         negative_cache = cache.copy()
     log.info("Resuming from %s: epoch %d, %d mining rounds of it done, step %d, best %s %.2f",
@@ -140,26 +137,36 @@ def _train_and_evaluate(config, run: Path) -> dict:
         reader = with_view(reader, train.queries.paths, train_query)
     evals = evaluators.build_all(config)
     epoch_evals = [e for e in evals.values() if "epoch" in e.when]
+    for e in epoch_evals:  # early stopping on a split without positives is meaningless
+        for d in e.datasets:
+            check_evaluable(e.open(d)[0], f"evals.{e.name}")
     if config.data.cache_decoded:
-        reader = _decode_once(config, run, train, reader, epoch_evals)
+        reader = decode_once(config, run, train, reader, epoch_evals)
     log.info("%s; %s", train.summary(), "; ".join(
         e.open(d)[0].summary() for e in epoch_evals for d in e.datasets))
+    target = target_images(config, run) if t.da.enabled else None
     mesh = make_mesh(int(t.num_devices))
     _check_devices(t, mesh)
     net = build_network(config.model)
     negative_cache = (np.full((len(train.queries), int(t.negatives_per_query)), -1, np.int32)
                       if mining.get_miner(t.mining).remembers_negatives else None)
+    domain = (DomainAdaptation.from_config(t.da, _steps_per_epoch(t)) if target is not None
+              else None)
     state, progress, negative_cache, tx = _initial_state(config, run, net, train, reader, mesh,
-                                                         negative_cache)
+                                                         negative_cache, domain)
     if progress.finished:
         log.info("Training already finished; evaluating the best model")
     terms = [make_term(t.loss, dict(t.loss_args))]
+    if domain is not None:
+        terms.append(make_term("domain", weight=float(t.da.weight)))
     describe = make_describe_fn(net)
+    augment = make_query_augment(list(t.query_augment), 2 + int(t.negatives_per_query))
     ctx = RoundContext(
         train=train, reader=reader, tables=mining.MiningTables.from_split(train),
         mining=t.mining, describe=describe,
         train_step=make_train_step(net, tx, terms, int(t.negatives_per_query), mesh,
-                                   seed=int(config.seed)),
+                                   augment=augment, seed=int(config.seed), domain=domain),
+        target=target,
         mesh=mesh, metrics=run_dir.MetricsWriter(run / "metrics.jsonl",
                                                  enabled=multihost.is_primary()),
         size=tuple(config.data.resize), seed=int(config.seed),
@@ -173,17 +180,23 @@ def _train_and_evaluate(config, run: Path) -> dict:
     return _final(config, run, evals, describe)
 
 
+def _steps_per_epoch(t) -> int:
+    rounds = math.ceil(int(t.queries_per_epoch) / int(t.cache_refresh_rate))
+    return rounds * (int(t.cache_refresh_rate) // int(t.queries_per_step))
+
+
 def _eval_variables(config, state: TrainState):
-    """The variables evaluations use (ASGD's averaged copy when asked), one local copy."""
+    """The network's variables evaluations use (ASGD's averaged copy when asked; no domain
+    classifier), one local copy."""
     variables = state.variables
     if config.train.eval_with_averaged_weights:
         variables = {"params": optim.averaged_params(state.params, state.opt_state),
                      "batch_stats": state.batch_stats}
-    return jax.tree.map(lambda x: x.addressable_data(0), variables)
+    return jax.tree.map(lambda x: x.addressable_data(0), network_variables(variables))
 
 
 def _save(config, run, name: str, state, progress, negative_cache):
-    variables = _eval_variables(config, state) if config.train.eval_with_averaged_weights else None
+    variables = _eval_variables(config, state)
     checkpoint.save(run, name, state, progress, config.model, negative_cache,
                     seed=int(config.seed), model_variables=variables,
                     image_size=tuple(config.data.resize))
@@ -269,6 +282,9 @@ def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progre
         _save(config, run, "last", state, progress, negative_cache)
         if multihost.is_primary():
             run_dir.plot_lr(run / "metrics.jsonl", run / "lr.png")
+            if config.train.da.enabled:
+                run_dir.plot_steps(run / "metrics.jsonl", run / "domain.png",
+                                   ("loss/domain", "domain_acc", "grl_lambda"))
 
 
 def _final(config, run: Path, evals, describe) -> dict:

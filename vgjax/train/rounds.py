@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
+from vgjax.data.cache import DecodedImages
 from vgjax.data.dataset import Split
 from vgjax.data.pipeline import BatchLoader
 from vgjax.data.sources import ImageReader
@@ -42,6 +43,7 @@ class RoundContext:
     train_step: Callable         # jitted (state, images) -> (state, metrics)
     mesh: Mesh
     metrics: MetricsWriter
+    target: DecodedImages | None  # domain adaptation: unlabeled target images
     size: tuple[int, int]        # model input (H, W)
     seed: int
     queries_per_step: int
@@ -124,6 +126,27 @@ def mine_round(ctx: RoundContext, state: TrainState, progress: Progress, queries
                                   "cache_s": t1 - t0, "mining_s": time.perf_counter() - t1}
 
 
+def target_batches(ctx: RoundContext, progress: Progress, steps: int):
+    """Domain adaptation: `queries_per_step` target images for each step of the round, as
+    many as source queries whatever the sizes of the two sets: the target set is cycled
+    through in a random order drawn from (seed, epoch, round), so a resumed run draws the
+    same. None without a target set."""
+    if ctx.target is None:
+        return None
+    b, n = ctx.queries_per_step, len(ctx.target)
+    rng = np.random.default_rng([ctx.seed, progress.epoch, progress.round, 2])
+    order = np.concatenate([rng.permutation(n) for _ in range(-(-steps * b // n))])
+    rows = multihost.process_rows(ctx.batch_sharding, b)
+
+    def batches():
+        for s in range(steps):
+            ids = order[s * b:(s + 1) * b][rows]
+            yield jax.make_array_from_process_local_data(
+                ctx.batch_sharding, ctx.target[ids], (b, *ctx.size, 3))
+
+    return batches()
+
+
 def run_round(ctx: RoundContext, state: TrainState, progress: Progress, queries: np.ndarray,
               negative_cache: np.ndarray | None) -> RoundResult:
     """One mining round then its train steps (`negative_cache` is updated in place)."""
@@ -150,11 +173,15 @@ def run_round(ctx: RoundContext, state: TrainState, progress: Progress, queries:
         ctx.metrics.measure(base_step + i + 1, epoch=epoch, round=rnd, **values)
         return math.isfinite(values["loss"])
 
+    targets = target_batches(ctx, progress, steps)
     for i, (images, _) in enumerate(tqdm(loader, desc=f"epoch {epoch} round {rnd}",
                                          leave=False, disable=not multihost.is_primary())):
         images = jax.make_array_from_process_local_data(
             ctx.batch_sharding, images, (step_images, *images.shape[1:]))
-        state, metrics = ctx.train_step(state, images)
+        if targets is None:
+            state, metrics = ctx.train_step(state, images)
+        else:
+            state, metrics = ctx.train_step(state, images, next(targets))
         if pending is not None and not record(*pending):
             return RoundResult(state, base_step + pending[0], losses)
         pending = (i, metrics)

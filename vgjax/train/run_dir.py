@@ -74,25 +74,30 @@ def truncate_metrics(path: Path, step: int, epoch: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def plot_lr(metrics_path: Path, out: Path) -> None:
-    """Learning rate per train step -> `lr.png`."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    steps, lrs = [], []
-    for r in read_metrics(metrics_path):
-        if r.get("type") == "step":
-            steps.append(r["step"])
-            lrs.append(float(r["lr"]))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, lrs)
-    ax.set_xlabel("train step")
-    ax.set_ylabel("learning rate")
-    ax.set_yscale("log" if lrs and min(lrs) > 0 else "linear")
-    ax.grid(alpha=0.3)
+def plot_steps(metrics_path: Path, out: Path, keys, log_scale: bool = False) -> None:
+    """Step records' `keys` against the train step, one panel each -> a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    records = [r for r in read_metrics(metrics_path) if r.get("type") == "step"]
+    fig = Figure(figsize=(6, 2.4 * len(keys)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
+    for ax, key in zip(axes, keys):
+        points = [(r["step"], float(r[key])) for r in records if key in r]
+        steps, values = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(steps, values)
+        ax.set_ylabel(key)
+        if log_scale and values and min(values) > 0:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("train step")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
+
+
+def plot_lr(metrics_path: Path, out: Path) -> None:
+    """Learning rate per train step -> `lr.png`."""
+    plot_steps(metrics_path, out, ("lr",), log_scale=True)
 
 
 def setup_logging(run: Path) -> logging.Handler | None:

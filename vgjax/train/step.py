@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vgjax.train.adaptation import DOMAIN, DomainAdaptation
 from vgjax.train.losses import LossTerm, StepOutputs
 from vgjax.train.state import TrainState
 
@@ -50,35 +51,61 @@ def _norm(tree) -> jax.Array:
     return jnp.sqrt(sum(leaves)) if leaves else jnp.zeros([], jnp.float32)
 
 
+def ops_float(images):
+    """uint8 pixels -> float32 in [0, 1] (exact); float images unchanged."""
+    return images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
+
+
 def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int, mesh: Mesh,
-                    augment: Callable | None = None, seed: int = 0):
-    """Jitted `(state, images (B * (2 + N), H, W, 3) uint8) -> (state, metrics)`.
+                    augment: Callable | None = None, seed: int = 0,
+                    domain: DomainAdaptation | None = None):
+    """Jitted `(state, images (B * (2 + N), H, W, 3) uint8) -> (state, metrics)`; with
+    `domain`, `(state, images, target (T, H, W, 3)) -> (state, metrics)`.
 
     Images are sharded over the mesh's 'data' axis (whole query groups per device), the
     state is replicated; XLA inserts the gradient all-reduce. `augment(images, key) ->
     images`, if given, runs first (e.g. query-only augmentations), with a key derived from
-    the step number, so a resumed run draws what the uninterrupted one did.
+    `seed` and the step number, so a resumed run draws what the uninterrupted one did.
+    `domain`: the domain classifier sees the queries' backbone features (source) and the
+    target images'; the target images go through the network in the same forward pass as
+    the training batch, so both domains are normalised with the same batch statistics (a
+    separate pass would normalise the night images by their own statistics and hide most
+    of what tells the domains apart).
     """
     replicated = NamedSharding(mesh, P())
     batch = NamedSharding(mesh, P("data"))
     terms = tuple(terms)
     if not terms:
         raise ValueError("the train step needs at least one loss term")
+    group = 2 + negatives_per_query
 
-    def step(state: TrainState, images):
+    def step(state: TrainState, images, target=None):
         if augment is not None:
             images = augment(images, jax.random.fold_in(jax.random.key(seed), state.step))
 
         def compute_loss(params):
-            desc, updates = net.apply({"params": params, "batch_stats": state.batch_stats},
-                                      images, train=True, mutable=["batch_stats"])
-            outputs = StepOutputs(desc, negatives_per_query)
+            net_params = {k: v for k, v in params.items() if k != DOMAIN}
+            variables = {"params": net_params, "batch_stats": state.batch_stats}
+            extra = {}
+            if domain is None:
+                desc, updates = net.apply(variables, images, train=True,
+                                          mutable=["batch_stats"])
+            else:  # one forward pass: both domains share the batch statistics
+                n = images.shape[0]
+                both = jnp.concatenate([ops_float(images), ops_float(target)], axis=0)
+                (desc, features), updates = net.apply(variables, both, train=True,
+                                                      return_features=True,
+                                                      mutable=["batch_stats"])
+                desc = desc[:n]
+                extra = domain.outputs(params[DOMAIN], features[:n:group], features[n:],
+                                       state.step)
+            outputs = StepOutputs(desc, negatives_per_query, extra)
             total, metrics = 0.0, {}
             for term in terms:
-                value, extra = term(outputs)
+                value, term_metrics = term(outputs)
                 total = total + term.weight * value
                 metrics[f"loss/{term.name}"] = value
-                metrics.update(extra)
+                metrics.update(term_metrics)
             return total, (metrics, updates["batch_stats"])
 
         (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
@@ -94,8 +121,11 @@ def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int
                        param_norm=_norm(params))
         return new.replace(failed=~ok), metrics
 
-    return jax.jit(step, in_shardings=(replicated, batch), out_shardings=(replicated, replicated),
-                   donate_argnums=0)
+    if domain is not None:
+        return jax.jit(step, in_shardings=(replicated, batch, batch),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
+    return jax.jit(lambda state, images: step(state, images), in_shardings=(replicated, batch),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
 
 
 def learning_rate_of(opt_state) -> jax.Array:
