@@ -10,7 +10,8 @@ Any config shrinks the same way with `--config configs/<x>.py:smoke`.
 from configs import default
 
 
-def get_config():
+def get_config(arg=None):
+    """`arg` is accepted for the `:smoke` convention; this config is the smoke run."""
     c = default.get_config("smoke")
     c.train.lr = 1e-3
     return c

@@ -106,3 +106,14 @@ def test_evaluator_entries_are_checked():
                           ("nope/R@5", "expected <evaluator>/R@N")]:
         with pytest.raises(ConfigError, match=match):
             validate_training(load_config(default, [f"train.best_metric={metric}"]))
+
+
+def test_plateau_that_cannot_fire_before_early_stopping_is_warned(caplog):
+    default = REPO / "configs" / "default.py"
+    with caplog.at_level("WARNING"):
+        load_config(default, ["train.scheduler=plateau"])          # torch's patience 10
+    assert "the rate never drops" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_config(default, ["train.scheduler=plateau", "train.scheduler_args.patience=1"])
+    assert "never drops" not in caplog.text

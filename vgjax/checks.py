@@ -21,7 +21,9 @@ from vgjax import config as cfglib
 from vgjax.config import ConfigError
 from vgjax.data.format import list_images
 from vgjax.data.ops import CROP_RESIZES, RESAMPLING_MODES
-from vgjax.data.sources import SOURCES
+from vgjax.data.dataset import split_folder
+from vgjax.data.format import DatasetFormatError
+from vgjax.data.sources import SOURCES, folder_location
 from vgjax.eval import evaluators
 from vgjax.eval.methods import MULTISCALE, TEST_METHODS
 from vgjax.eval.search import INDEXES
@@ -35,7 +37,7 @@ from vgjax.train.adaptation import LAMBDA_SCHEDULES
 from vgjax.train.augment import check_specs
 from vgjax.train.mining import MINERS
 from vgjax.train.optim import OPTIMIZERS, keeps_averaged_weights, optimizer_kwargs
-from vgjax.train.schedules import SCHEDULERS, scheduler_kwargs
+from vgjax.train.schedules import SCHEDULERS, plateau_patience, scheduler_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,13 @@ def check_train(c) -> None:
                f"(got {t.optimizer!r})")
     _check(int(t.num_devices) >= 0, "train.num_devices", "must be >= 0 (0 = all)")
     check_specs(list(t.query_augment))
+    patience = plateau_patience(t)
+    if patience is not None and patience + 1 >= int(t.patience):
+        log.warning("train.scheduler_args.patience=%d: ReduceLROnPlateau lowers the rate after "
+                    "%d epochs without improvement, but early stopping (train.patience=%d) "
+                    "ends the run after %d: the rate never drops; use a plateau patience of "
+                    "at most %d", patience, patience + 1, int(t.patience), int(t.patience),
+                    int(t.patience) - 2)
     da = t.da
     if da.enabled:
         _check(bool(da.target_dir), "train.da.target_dir",
@@ -192,6 +201,17 @@ CHECKS = (check_data, check_model, check_train, check_evals)
 def validate_training(config) -> None:
     """Checks that only matter when training starts (before any data is read)."""
     evaluators.parse_metric(config, config.train.best_metric)
+    if config.data.source == "folder":  # every split the run reads, before any work
+        needed = [("data.train_dataset", config.data.train_dataset, "train")]
+        for name in config.evals.keys():
+            e = evaluators.build(config, name)
+            option = "data.test_datasets" if e.split == "test" else f"evals.{name}.datasets"
+            needed += [(option, d, e.split) for d in e.datasets]
+        for option, dataset, split in needed:
+            try:
+                split_folder(folder_location(config.data, dataset), split)
+            except DatasetFormatError as e:
+                raise ConfigError(f"{option}: {dataset!r}: {e}") from None
     da = config.train.da
     if da.enabled:
         folder = Path(da.target_dir)

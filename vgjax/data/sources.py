@@ -57,7 +57,8 @@ def with_view(reader: ImageReader, paths, view: Callable) -> ImageReader:
     return ImageReader(read, reader.size)
 
 
-def _folder_location(data_cfg, name_or_path) -> str:
+def folder_location(data_cfg, name_or_path) -> str:
+    """Where a dataset given by name (under `data.root`) or path lives, for data.source=folder."""
     p = Path(name_or_path)
     under_root = Path(data_cfg.root) / p
     if p.is_absolute() or len(p.parts) > 1 or (p.is_dir() and not under_root.is_dir()):
@@ -67,7 +68,7 @@ def _folder_location(data_cfg, name_or_path) -> str:
 
 @SOURCES.register("folder")
 def _open_folder(data_cfg, dataset, split: str) -> tuple[Split, ImageReader]:
-    location = _folder_location(data_cfg, dataset)
+    location = folder_location(data_cfg, dataset)
     return (load_split(location, split, data_cfg.soft_positives_dist,
                        data_cfg.hard_positives_dist), FOLDER_READER)
 

@@ -1,0 +1,207 @@
+"""Rerun a table of the paper (or any grid of runs) on a dataset root, with repetitions.
+
+    python scripts/run_suite.py --suite configs/suites/table1_baselines.py \\
+        --datasets-root data --repeats 2 --out results/table1 [--smoke] [--only ROW ...]
+
+Every cell x repetition k trains in OUT/runs/<cell>-rep<k>/ (seed k) with
+`python -m vgjax.train`; suites with eval rows (Table III) re-evaluate each trained model
+with `python -m vgjax.eval` into OUT/runs/<row>-rep<k>/. Finished runs (results.json) are
+skipped and killed ones resume from their checkpoint, so rerunning the same command
+continues. A cell whose config is refused or whose run fails is recorded as failed with
+its error (OUT/runs/<run>/error.txt) and the others go on. Then OUT/<suite>.md / .csv /
+.json hold the table (mean ± std over the repetitions) and OUT/<suite>_*.png the plots.
+
+`--smoke` runs every cell on the tiny synthetic city (generated into OUT/synthetic-tiny
+unless --datasets-root is given) with the config's `:smoke` variant: a whole suite in
+minutes on a CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vgjax.checks import load_config  # noqa: E402
+from vgjax.config import ConfigError  # noqa: E402
+from vgjax.suite import (Suite, aggregate, override_args, read_run, run_name,  # noqa: E402
+                         write_plots, write_tables)
+
+
+def load_suite(path: Path, arg: str | None = None) -> Suite:
+    """`configs/suites/x.py` or `configs/suites/x.py:arg` -> its `get_suite(arg)`."""
+    text = str(path)
+    if ":" in text and text.rsplit(":", 1)[0].endswith(".py"):
+        text, arg = text.rsplit(":", 1)
+        path = Path(text)
+    if not path.is_file():
+        raise ConfigError(f"--suite {path}: no such file")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    spec = importlib.util.spec_from_file_location(f"_vgjax_suite_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_suite"):
+        raise ConfigError(f"--suite {path}: no get_suite() function")
+    return Suite.from_dict(module.get_suite(arg))
+
+
+def _with_root(overrides: dict, root: Path) -> dict:
+    """String values may name the datasets root as `{root}`."""
+    return {k: v.replace("{root}", str(root.resolve())) if isinstance(v, str) else v
+            for k, v in overrides.items()}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _machine() -> str:
+    """e.g. 'Intel(R) Xeon(R) ... (x86_64), 2 CPU cores, cpu'."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import jax
+    return f"{model}, {os.cpu_count()} CPU cores, JAX on {jax.default_backend()}"
+
+
+def _run(cmd: list[str], folder: Path) -> str | None:
+    """Runs `cmd` with its output in folder/run.log; the error text if it failed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "error.txt").unlink(missing_ok=True)
+    with open(folder / "run.log", "a") as log:
+        log.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        log.write(proc.stderr)
+    if proc.returncode == 0:
+        return None
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    message = (errors or lines or [f"exit status {proc.returncode}"])[-1]
+    (folder / "error.txt").write_text(message + "\n")
+    return message
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/run_suite.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", required=True, type=Path)
+    p.add_argument("--datasets-root", type=Path, default=None,
+                   help="folder holding <dataset>/images/...; with --smoke default: the tiny city")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--smoke", action="store_true", help="tiny city, short schedule")
+    p.add_argument("--only", nargs="+", default=None, metavar="ROW",
+                   help="only these cells (names as in the table)")
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats {args.repeats}: must be >= 1")
+    try:
+        suite = load_suite(args.suite)
+    except ConfigError as e:
+        p.error(str(e))
+    out = args.out
+    root = args.datasets_root
+    if root is None:
+        if not args.smoke:
+            p.error("--datasets-root is required (without --smoke)")
+        root = out / "synthetic-tiny"
+        if not (root / "pitts30k" / "images").is_dir():
+            subprocess.run([sys.executable, "-m", "vgjax.synthetic", "--out", str(root),
+                            "--preset", "tiny"], check=True, stdout=subprocess.DEVNULL)
+    if not root.is_dir():
+        p.error(f"--datasets-root {root}: not a folder")
+    names = [c["name"] for c in suite.cells]
+    if args.only:
+        unknown = [n for n in args.only if n not in names]
+        if unknown:
+            p.error(f"--only: unknown cell(s) {unknown} (cells: {', '.join(names)})")
+    config = f"{REPO / suite.config}:smoke" if args.smoke else str(REPO / suite.config)
+    runs = out / "runs"
+    common = {"data.root": str(root.resolve()), **suite.overrides}
+    start = time.perf_counter()
+    py = sys.executable
+    for c in suite.cells:
+        if args.only and c["name"] not in args.only:
+            continue
+        for k in range(args.repeats):
+            folder = runs / run_name(c["name"], k)
+            overrides = override_args({**common, **_with_root(c["overrides"], root),
+                                       "seed": k})
+            state = read_run(folder)["status"]
+            if state == "done":
+                print(f"[done]    {folder.name}", flush=True)
+            else:
+                try:  # a refused config fails the cell now, not after the others
+                    load_config(config, overrides)
+                    error = None
+                except ConfigError as e:
+                    error = f"error: {e}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / "error.txt").write_text(error + "\n")
+                if error is None:
+                    t0 = time.perf_counter()
+                    print(f"[train]   {folder.name} ...", flush=True)
+                    error = _run([py, "-m", "vgjax.train", "--config", config, "--workdir",
+                                  str(folder), *overrides], folder)
+                    print(f"          {'failed: ' + error if error else 'done'} "
+                          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                else:
+                    print(f"[failed]  {folder.name}: {error}", flush=True)
+            for e in suite.evals:
+                eval_folder = runs / run_name(e["name"] if len(suite.cells) == 1
+                                              else f"{c['name']}-{e['name']}", k)
+                if read_run(eval_folder)["status"] == "done":
+                    continue
+                if read_run(folder)["status"] != "done":
+                    eval_folder.mkdir(parents=True, exist_ok=True)
+                    (eval_folder / "error.txt").write_text(
+                        f"error: the model of {folder.name} did not finish\n")
+                    continue
+                print(f"[eval]    {eval_folder.name} ...", flush=True)
+                err = _run([py, "-m", "vgjax.eval", "--checkpoint", str(folder),
+                            "--config", config, "--out", str(eval_folder),
+                            "--datasets", *[str(root / d) for d in suite.datasets],
+                            *override_args({**{f: v for f, v in common.items()
+                                               if f.split(".")[0] in ("data", "test")},
+                                            **e["overrides"]})], eval_folder)
+                if err:
+                    print(f"          failed: {err}", flush=True)
+    rows = aggregate(suite, runs, args.repeats)
+    meta = {"command": "python " + " ".join(shlex.quote(a) for a in
+                                            ["scripts/run_suite.py", *(argv or sys.argv[1:])]),
+            "machine": _machine(), "date": datetime.date.today().isoformat(),
+            "commit": _commit(), "datasets_root": str(root),
+            "note": "synthetic city, tiny preset (--smoke)" if args.smoke else "",
+            "seconds": round(time.perf_counter() - start, 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(suite, rows, out, args.repeats, meta)
+    plots = write_plots(suite, rows, runs, out)
+    print((out / f"{suite.name}.md").read_text())
+    print("wrote", out / f"{suite.name}.md", out / f"{suite.name}.csv",
+          out / f"{suite.name}.json", *plots)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The suite runner end to end on the tiny city: one trained cell, a cell whose config is
+refused and one whose dataset is missing; resuming skips what finished."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vgjax.suite import cell, override_args, product, zipped
+
+REPO = Path(__file__).resolve().parent.parent
+
+SUITE = '''
+from vgjax.suite import cell
+
+def get_suite(arg=None):
+    return dict(name="mini", title="A two-cell suite", config="configs/smoke.py",
+                overrides={"train.queries_per_epoch": 16, "train.epochs": 1,
+                           "data.test_datasets": ["pitts30k"],
+                           "test.save_predictions": False},
+                cells=[cell("ok", {"setting": "smoke"}),
+                       cell("bad-option", {"setting": "bad option"},
+                            **{"train.optimizer": "rmsprop"}),
+                       cell("no-dataset", {"setting": "missing dataset"},
+                            **{"data.test_datasets": ["nowhere"]})],
+                datasets=["pitts30k"], recalls=["R@1", "R@5"], plots=["val"])
+'''
+
+
+def test_sweeps():
+    rows = product(("train.optimizer", ["adam", "sgd"]), ("train.lr", [1e-3, 1e-5]))
+    assert [r["name"] for r in rows] == ["adam-0.001", "adam-1e-05", "sgd-0.001", "sgd-1e-05"]
+    assert rows[1]["overrides"] == {"train.optimizer": "adam", "train.lr": 1e-5}
+    assert rows[1]["label"] == {"optimizer": "adam", "lr": "1e-05"}
+    assert len(zipped(("a.b", [1, 2]), ("a.c", ["x", "y"]))) == 2
+    with pytest.raises(ValueError):
+        zipped(("a.b", [1, 2]), ("a.c", ["x"]))
+    assert override_args({"train.scheduler_args": {"patience": 0}, "x.y": [0.5, 1.0],
+                          "z.w": True}) == ["--config.train.scheduler_args.patience=0",
+                                            "--config.x.y=[0.5, 1.0]", "--config.z.w=true"]
+    assert cell("a", b=1)["overrides"] == {"b": 1}
+
+
+def test_reduced_suite_end_to_end_and_resume(tmp_path):
+    from vgjax.synthetic import generate
+    root = tmp_path / "city"
+    generate(root, "tiny", seed=0, workers=2, datasets=("pitts30k",))
+    suite = tmp_path / "mini.py"
+    suite.write_text(SUITE)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(REPO / "scripts" / "run_suite.py"), "--suite", str(suite),
+           "--datasets-root", str(root), "--repeats", "1", "--out", str(out), "--smoke"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert first.returncode == 0, first.stderr[-3000:]
+    table = (out / "mini.md").read_text().splitlines()
+    header = next(l for l in table if l.startswith("| setting"))
+    assert header == "| setting | pitts30k/R@1 | pitts30k/R@5 |"
+    rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]]
+            for l in table if l.startswith("| ") and not l.startswith("| setting")}
+    assert set(rows) == {"smoke", "bad option", "missing dataset"}
+    assert all(float(v) >= 0 for v in rows["smoke"])
+    assert rows["bad option"] == ["failed", "failed"] == rows["missing dataset"]
+    assert "train.optimizer" in (out / "runs" / "bad-option-rep0" / "error.txt").read_text()
+    assert "nowhere" in (out / "runs" / "no-dataset-rep0" / "error.txt").read_text()
+    data = json.loads((out / "mini.json").read_text())
+    ok = next(r for r in data["rows"] if r["name"] == "ok")
+    assert ok["runs"][0]["status"] == "done" and data["meta"]["commit"]
+    assert (out / "mini.csv").exists() and (out / "mini_val.png").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert again.returncode == 0
+    assert "[done]    ok-rep0" in again.stdout and "[train]   ok-rep0" not in again.stdout
+
+
+@pytest.mark.parametrize("variant", ["paper", "city"])
+def test_every_shipped_suite_cell_validates(variant):
+    """Each cell of each table's suite is a config the checks accept (no run)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from run_suite import load_suite
+    from vgjax.checks import load_config
+    for path in sorted((REPO / "configs" / "suites").glob("table*.py")):
+        suite = load_suite(Path(f"{path}:{variant}"))
+        for c in suite.cells:
+            overrides = {**suite.overrides, **c["overrides"]}
+            overrides = {k: v.replace("{root}", "/data") if isinstance(v, str) else v
+                         for k, v in overrides.items()}
+            load_config(REPO / suite.config, override_args(overrides))
+        for e in suite.evals:
+            load_config(REPO / suite.config, override_args(e["overrides"]))

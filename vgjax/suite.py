@@ -1,0 +1,304 @@
+"""Experiment suites: a grid of runs (cells x repetitions) described by a suite file, run
+resumably, averaged into a table shaped like the paper's, with plots.
+
+A suite file (`configs/suites/<table>.py`) has `get_suite(arg=None)` returning a dict:
+
+    name      "table2_optimizers"
+    title     "Table II: optimizers, learning rates, weight decay and schedulers"
+    config    the base config file, e.g. "configs/resnet18_netvlad.py"
+    overrides {field: value} for every cell
+    cells     [{"name": .., "label": {column: text}, "overrides": {field: value}}, ...]
+              (build them with `product` / `zipped` / `cell`, big_vision's get_hyper style)
+    evals     optional: [{"name": .., "label": .., "overrides": {test field: value}}, ...]
+              -> every cell is trained once per repetition and each eval row re-evaluates
+              its best model (no retraining per row; the paper's Table III)
+    datasets  test datasets = table columns; recalls: recall columns, e.g. ["R@1", "R@5"]
+    plots     any of "val", "lr", "brightness", "multiscale"
+
+Each run lives in `OUT/runs/<cell>-rep<k>/` (seed k); one that has `results.json` is done
+and skipped, one that was killed resumes from its checkpoint. A run that fails is recorded
+with its error and the table shows it as missing, never as a number.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vgjax.config import ConfigError
+
+
+# Sweeps -------------------------------------------------------------------------------------
+
+def cell(name: str, label: Mapping[str, str] | None = None, **overrides) -> dict:
+    """One row: `cell("adam-1e-5", {"optimizer": "Adam"}, **{"train.lr": 1e-5})`."""
+    return {"name": name, "label": dict(label or {"setting": name}), "overrides": overrides}
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def product(*axes: tuple[str, Sequence], labels: Mapping[str, str] | None = None) -> list[dict]:
+    """Every combination of the axes `(field, values)`; names and labels from the values."""
+    labels = dict(labels or {})
+    out = []
+    for values in itertools.product(*(vals for _, vals in axes)):
+        overrides = {field: v for (field, _), v in zip(axes, values)}
+        out.append({"name": "-".join(_fmt(v) for v in values).replace(" ", ""),
+                    "label": {labels.get(f, f.split(".")[-1]): _fmt(v)
+                              for f, v in overrides.items()},
+                    "overrides": overrides})
+    return out
+
+
+def zipped(*axes: tuple[str, Sequence], labels: Mapping[str, str] | None = None) -> list[dict]:
+    """Axes `(field, values)` of equal length taken together, row by row."""
+    lengths = {len(vals) for _, vals in axes}
+    if len(lengths) != 1:
+        raise ValueError(f"zipped axes have different lengths: {sorted(lengths)}")
+    labels = dict(labels or {})
+    out = []
+    for values in zip(*(vals for _, vals in axes)):
+        overrides = {field: v for (field, _), v in zip(axes, values)}
+        out.append({"name": "-".join(_fmt(v) for v in values).replace(" ", ""),
+                    "label": {labels.get(f, f.split(".")[-1]): _fmt(v)
+                              for f, v in overrides.items()},
+                    "overrides": overrides})
+    return out
+
+
+# Suites -------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Suite:
+    name: str
+    title: str
+    config: str
+    cells: list[dict]
+    datasets: list[str]
+    recalls: list[str]
+    overrides: dict = dataclasses.field(default_factory=dict)
+    evals: list[dict] = dataclasses.field(default_factory=list)
+    plots: list[str] = dataclasses.field(default_factory=list)
+    notes: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Suite:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"suite: unknown field {unknown[0]!r} (accepted: "
+                              f"{', '.join(sorted(names))})")
+        suite = cls(**{k: v for k, v in d.items()})
+        seen = set()
+        for c in suite.cells + suite.evals:
+            if not c["name"] or "/" in c["name"] or c["name"] in seen:
+                raise ConfigError(f"suite {suite.name}: cell names must be unique, non-empty "
+                                  f"and without '/': {c['name']!r}")
+            seen.add(c["name"])
+        return suite
+
+    def rows(self) -> list[dict]:
+        """The table's rows: the cells, or the eval rows of each cell."""
+        if not self.evals:
+            return [dict(c, cell=c["name"]) for c in self.cells]
+        rows = []
+        for c in self.cells:
+            for e in self.evals:
+                label = {**c["label"], **e["label"]} if len(self.cells) > 1 else e["label"]
+                rows.append({"name": e["name"] if len(self.cells) == 1 else
+                             f"{c['name']}-{e['name']}", "label": label, "cell": c["name"],
+                             "eval": e})
+        return rows
+
+
+def run_name(cell_name: str, rep: int) -> str:
+    return f"{cell_name}-rep{rep}"
+
+
+def override_args(overrides: Mapping) -> list[str]:
+    """{field: value} -> ['--config.field=value', ...] as `vgjax.config` parses them (a dict
+    value sets each of its keys: {"train.scheduler_args": {"patience": 0}})."""
+    out = []
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            out += override_args({f"{key}.{k}": v for k, v in value.items()})
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            text = json.dumps(list(value))
+        else:
+            text = str(value)
+        out.append(f"--config.{key}={text}")
+    return out
+
+
+# Results ------------------------------------------------------------------------------------
+
+def read_run(folder: Path) -> dict:
+    """{'status': done | failed | missing, 'results': .., 'error': ..} of one run folder."""
+    results, error = folder / "results.json", folder / "error.txt"
+    if results.exists():
+        return {"status": "done", "results": json.loads(results.read_text())}
+    if error.exists():
+        return {"status": "failed", "error": error.read_text().strip()}
+    return {"status": "missing"}
+
+
+def aggregate(suite: Suite, runs_dir: Path, repeats: int) -> list[dict]:
+    """Per row: mean and std over the repetitions of each dataset x recall (None where no
+    repetition finished), and each run's status."""
+    out = []
+    for row in suite.rows():
+        runs = [read_run(runs_dir / run_name(row["name"], k)) for k in range(repeats)]
+        cells = {}
+        for ds in suite.datasets:
+            for rc in suite.recalls:
+                values = [r["results"][ds][rc] for r in runs
+                          if r["status"] == "done" and ds in r["results"]
+                          and r["results"][ds].get(rc) is not None]
+                cells[f"{ds}/{rc}"] = ({"mean": float(np.mean(values)),
+                                        "std": float(np.std(values)), "n": len(values)}
+                                       if values else None)
+        out.append({"name": row["name"], "label": row["label"], "values": cells,
+                    "runs": runs})
+    return out
+
+
+def _cell_text(v, repeats: int) -> str:
+    if v is None:
+        return "failed" if repeats else "-"
+    text = f"{v['mean']:.1f}"
+    if v["n"] > 1:
+        text += f" ± {v['std']:.1f}"
+    if v["n"] < repeats:
+        text += f" ({v['n']}/{repeats})"
+    return text
+
+
+def write_tables(suite: Suite, rows: list[dict], out: Path, repeats: int,
+                 meta: Mapping) -> None:
+    """OUT/<name>.md, .csv and .json."""
+    labels = list(dict.fromkeys(k for r in rows for k in r["label"]))
+    cols = [f"{ds}/{rc}" for ds in suite.datasets for rc in suite.recalls]
+    status = lambda r: ("failed" if any(x["status"] == "failed" for x in r["runs"])
+                        else "-")
+    md = [f"# {suite.title}", "", f"Mean ± std over {repeats} repetition(s); "
+          f"{meta.get('note', '')}".rstrip(), ""]
+    md.append("| " + " | ".join(labels + cols) + " |")
+    md.append("|" + "---|" * (len(labels) + len(cols)))
+    for r in rows:
+        vals = [_cell_text(r["values"][c], repeats) if r["values"][c] else status(r)
+                for c in cols]
+        md.append("| " + " | ".join([r["label"].get(k, "") for k in labels] + vals) + " |")
+    failed = [(r["name"], x.get("error", "")) for r in rows for x in r["runs"]
+              if x["status"] == "failed"]
+    if failed:
+        md += ["", "Failed runs:"] + [f"- `{n}`: {e.splitlines()[-1] if e else ''}"
+                                      for n, e in failed]
+    if suite.notes:
+        md += ["", suite.notes]
+    md += ["", f"Produced by `{meta.get('command', '')}` on {meta.get('machine', '')}, "
+           f"{meta.get('date', '')}, commit {meta.get('commit', '')}."]
+    (out / f"{suite.name}.md").write_text("\n".join(md) + "\n")
+    with open(out / f"{suite.name}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(labels + [f"{c} mean" for c in cols] + [f"{c} std" for c in cols])
+        for r in rows:
+            v = [r["values"][c] for c in cols]
+            w.writerow([r["label"].get(k, "") for k in labels]
+                       + [("" if x is None else round(x["mean"], 3)) for x in v]
+                       + [("" if x is None else round(x["std"], 3)) for x in v])
+    (out / f"{suite.name}.json").write_text(json.dumps(
+        {"suite": dataclasses.asdict(suite), "meta": dict(meta), "rows": rows},
+        indent=1, default=str) + "\n")
+
+
+def epoch_records(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if r.get("type") == "epoch":
+            out.append(r)
+    return out
+
+
+def write_plots(suite: Suite, rows: list[dict], runs_dir: Path, out: Path) -> list[Path]:
+    """The plots the suite asks for, as PNGs in OUT/."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def figure(w=7, h=4):
+        fig = Figure(figsize=(w, h))
+        FigureCanvasAgg(fig)
+        return fig, fig.subplots()
+
+    def label(row):
+        return ", ".join(v for v in row["label"].values())
+
+    written = []
+    trained = [c["name"] for c in suite.cells]
+    for kind in suite.plots:
+        fig, ax = figure()
+        if kind in ("val", "lr"):
+            for name in trained:
+                recs = epoch_records(runs_dir / run_name(name, 0))
+                key = "val/R@5"
+                ys = [r["metrics"].get(key) if kind == "val" else r["lr"] for r in recs
+                      if kind == "lr" or key in r.get("metrics", {})]
+                if ys:
+                    ax.plot(range(len(ys)), ys, marker="o", markersize=3,
+                            label=label(next(c for c in suite.cells if c["name"] == name)))
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("validation R@5 (%)" if kind == "val" else "learning rate")
+            if kind == "lr":
+                ax.set_yscale("log")
+                ax.set_title("Learning rate per epoch (Fig. 3)")
+        elif kind == "brightness":
+            pts = [(float(r["label"].get("brightness", "nan")), r["values"]) for r in rows]
+            pts = [(x, v) for x, v in pts if not math.isnan(x)]
+            for col in (c for c in rows[0]["values"] if rows):
+                xs = [x for x, v in sorted(pts) if v[col]]
+                ys = [v[col]["mean"] for x, v in sorted(pts) if v[col]]
+                if xs:
+                    ax.plot(xs, ys, marker="o", label=col)
+            ax.set_xlabel("brightness factor of the training queries")
+            ax.set_ylabel("recall (%)")
+        elif kind == "multiscale":
+            cols = list(rows[0]["values"]) if rows else []
+            width = 0.8 / max(1, len(rows))
+            for i, r in enumerate(rows):
+                ys = [r["values"][c]["mean"] if r["values"][c] else 0 for c in cols]
+                ax.bar(np.arange(len(cols)) + i * width, ys, width, label=label(r))
+            ax.set_xticks(np.arange(len(cols)) + 0.4 - width / 2)
+            ax.set_xticklabels(cols, rotation=45, ha="right", fontsize=7)
+            ax.set_ylabel("recall (%)")
+        else:
+            raise ConfigError(f"suite {suite.name}: unknown plot {kind!r} "
+                              "(accepted: val, lr, brightness, multiscale)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        path = out / f"{suite.name}_{kind}.png"
+        fig.savefig(path, dpi=90)
+        written.append(path)
+    return written
