@@ -18,7 +18,7 @@ def get_config(arg=None):
     c.seed = 0
 
     # Data ----------------------------------------------------------------------------------
-    c.data = ml_collections.ConfigDict()
+    c.data = ml_collections.ConfigDict(type_safe=False)  # cache_decoded takes true/false too
     c.data.root = "data"                      # <root>/<name>/images/{train,val,test}/...
     c.data.train_dataset = "pitts30k"         # train + val splits come from this dataset
     c.data.test_datasets = ["pitts30k"]       # test split of each is evaluated at the end
@@ -27,7 +27,9 @@ def get_config(arg=None):
     c.data.resize = (480, 640)                # (H, W) model input size
     c.data.num_workers = 8                    # decoding threads
     c.data.prefetch = 2                       # batches decoded ahead
-    c.data.cache_decoded = False              # decode train + val images once (RUN/decoded/)
+    c.data.cache_decoded = "none"             # decode train + val images once: none | host
+    #   (RUN/decoded/, memory-mapped) | device (train images on the accelerator, gathered
+    #   in the step); true = host, false = none
     # Evaluation resizing, as the reference: full decode, float pixels, bilinear resize in
     # float (no uint8 rounding). torchvision 0.8.1 (its published numbers) resizes tensors
     # without antialias; >= 0.17 with. "pil": Pillow's antialiased uint8 resize instead.

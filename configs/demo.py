@@ -17,7 +17,7 @@ def get_config():
     c.data.test_datasets = ["pitts30k", "sf-xs", "tokyo-xs", "tokyo-night"]
     c.data.resize = (96, 128)
     c.data.num_workers = 4
-    c.data.cache_decoded = True               # 3400 train + val images at 96x128: ~125 MB
+    c.data.cache_decoded = "host"             # 3400 train + val images at 96x128: ~125 MB
     c.model.resnet_width = 32
     c.model.trainable_from = "conv1"
     c.model.netvlad_clusters = 16

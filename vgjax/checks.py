@@ -35,6 +35,7 @@ from vgjax.models.domain import DOMAIN_CLASSIFIERS
 from vgjax.train import mining
 from vgjax.train.adaptation import LAMBDA_SCHEDULES
 from vgjax.train.augment import check_specs
+from vgjax.train.images import CACHE_MODES
 from vgjax.train.mining import MINERS
 from vgjax.train.optim import OPTIMIZERS, keeps_averaged_weights, optimizer_kwargs
 from vgjax.train.schedules import SCHEDULERS, plateau_patience, scheduler_kwargs
@@ -90,6 +91,18 @@ ALIASES = {old: _moved(new) for old, new in _RENAMES.items()}
 ALIASES["train.validate_initial"] = _validate_initial
 
 
+def _cache_mode(config, value):
+    """data.cache_decoded: true / false keep their meaning (host / none)."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    cfglib.set_path(config, "data.cache_decoded",
+                    {True: "host", False: "none"}.get(value, value)
+                    if isinstance(value, bool) else value)
+
+
+ALIASES["data.cache_decoded"] = _cache_mode
+
+
 # Checks --------------------------------------------------------------------------------------
 
 def _check(cond: bool, option: str, message: str) -> None:
@@ -112,6 +125,9 @@ def check_data(c) -> None:
            "must be > 0 and <= data.soft_positives_dist")
     _check(len(d.test_datasets) > 0, "data.test_datasets", "is empty")
     SOURCES.check(d.source)
+    _check(d.cache_decoded in CACHE_MODES, "data.cache_decoded",
+           f"unknown value {d.cache_decoded!r} (accepted: {', '.join(CACHE_MODES)}, true = "
+           "host, false = none)")
     _check(d.eval_resize in RESAMPLING_MODES, "data.eval_resize",
            f"unknown value {d.eval_resize!r} (accepted: {', '.join(RESAMPLING_MODES)})")
     _positive_ints(d, "data", ("num_workers", "prefetch"))

@@ -140,13 +140,18 @@ def _train_and_evaluate(config, run: Path) -> dict:
     for e in epoch_evals:  # early stopping on a split without positives is meaningless
         for d in e.datasets:
             check_evaluable(e.open(d)[0], f"evals.{e.name}")
-    if config.data.cache_decoded:
-        reader = decode_once(config, run, train, reader, epoch_evals)
+    mesh = make_mesh(int(t.num_devices))
+    _check_devices(t, mesh)
+    pool = None
+    if config.data.cache_decoded != "none":
+        reader, decoded = decode_once(config, run, train, reader, epoch_evals)
+        if config.data.cache_decoded == "device":  # replicated: every device gathers locally
+            pool = jax.device_put(np.asarray(decoded.array), NamedSharding(mesh, P()))
+            log.info("data.cache_decoded=device: %d training images (%.2f GB) on %d device(s)",
+                     len(decoded), pool.nbytes / 2**30, mesh.devices.size)
     log.info("%s; %s", train.summary(), "; ".join(
         e.open(d)[0].summary() for e in epoch_evals for d in e.datasets))
     target = target_images(config, run) if t.da.enabled else None
-    mesh = make_mesh(int(t.num_devices))
-    _check_devices(t, mesh)
     net = build_network(config.model)
     negative_cache = (np.full((len(train.queries), int(t.negatives_per_query)), -1, np.int32)
                       if mining.get_miner(t.mining).remembers_negatives else None)
@@ -165,8 +170,10 @@ def _train_and_evaluate(config, run: Path) -> dict:
         train=train, reader=reader, tables=mining.MiningTables.from_split(train),
         mining=t.mining, describe=describe,
         train_step=make_train_step(net, tx, terms, int(t.negatives_per_query), mesh,
-                                   augment=augment, seed=int(config.seed), domain=domain),
-        target=target,
+                                   augment=augment, seed=int(config.seed), domain=domain,
+                                   gather=pool is not None),
+        target=target, pool=pool,
+        describe_rows=jax.jit(lambda v, images, rows: describe(v, images[rows])),
         mesh=mesh, metrics=run_dir.MetricsWriter(run / "metrics.jsonl",
                                                  enabled=multihost.is_primary()),
         size=tuple(config.data.resize), seed=int(config.seed),

@@ -52,10 +52,19 @@ class RoundContext:
     infer_batch_size: int
     num_workers: int
     prefetch: int
+    # data.cache_decoded=device: the training images on the device, rows = the database,
+    # then the queries; the train step and the cache descriptors gather from it
+    pool: jax.Array | None = None
+    describe_rows: Callable | None = None  # jitted (variables, pool, rows) -> descriptors
 
     @property
     def batch_sharding(self) -> NamedSharding:
         return NamedSharding(self.mesh, P("data"))
+
+    def paths_of(self, rows: np.ndarray) -> np.ndarray:
+        """Training image rows (database index, or database size + query index) -> paths."""
+        paths = np.concatenate([self.train.database.paths, self.train.queries.paths])
+        return paths[np.asarray(rows)]
 
     def loader(self, paths, batch_size: int, rows: slice) -> BatchLoader:
         """Batches of this process's `rows` of every global batch of `paths`."""
@@ -84,20 +93,30 @@ def _stack_rows(batches, valid, rows: int):
     return jnp.pad(out, ((0, rows - out.shape[0]), (0, 0)))
 
 
-def device_descriptors(ctx: RoundContext, variables, paths, num_rows: int | None = None,
-                       desc: str | None = None):
-    """Descriptors (num_rows, D) of images (default len(paths) rows; rows past the images
-    are zeros), kept on the device: batches split over the mesh (each process loads only
-    its rows of every batch), the result whole on every device."""
+def device_descriptors(ctx: RoundContext, variables, rows: np.ndarray,
+                       num_rows: int | None = None, desc: str | None = None):
+    """Descriptors (num_rows, D) of training images `rows` (database index, or database
+    size + query index; default len(rows) rows, rows past the images are zeros), kept on
+    the device: batches split over the mesh (each process loads only its rows of every
+    batch; with a device pool, gathered there), the result whole on every device."""
     sharding, batch = ctx.batch_sharding, ctx.infer_batch_size
     outs = []
-    loader = ctx.loader(paths, batch, multihost.process_rows(sharding, batch))
-    for images, _ in tqdm(loader, desc=desc, leave=False,
-                          disable=desc is None or not multihost.is_primary()):
-        images = jax.make_array_from_process_local_data(sharding, images,
-                                                        (batch, *images.shape[1:]))
-        outs.append(ctx.describe(variables, images))
-    out = _stack_rows(tuple(outs), len(paths), len(paths) if num_rows is None else num_rows)
+    local = multihost.process_rows(sharding, batch)
+    if ctx.pool is not None:
+        padded = multihost.local_batch_paths(np.asarray(rows, np.int32), batch, local)
+        width = local.stop - local.start
+        for start in range(0, len(padded), width):
+            ids = jax.make_array_from_process_local_data(sharding, padded[start:start + width],
+                                                         (batch,))
+            outs.append(ctx.describe_rows(variables, ctx.pool, ids))
+    else:
+        loader = ctx.loader(ctx.paths_of(rows), batch, local)
+        for images, _ in tqdm(loader, desc=desc, leave=False, total=len(loader),
+                              disable=desc is None or not multihost.is_primary()):
+            images = jax.make_array_from_process_local_data(sharding, images,
+                                                            (batch, *images.shape[1:]))
+            outs.append(ctx.describe(variables, images))
+    out = _stack_rows(tuple(outs), len(rows), len(rows) if num_rows is None else num_rows)
     return multihost.replicate(out, ctx.mesh)
 
 
@@ -109,10 +128,10 @@ def mine_round(ctx: RoundContext, state: TrainState, progress: Progress, queries
     plan = mining.plan_round(ctx.mining, ctx.tables, queries, round_rng(ctx.seed, epoch, rnd),
                              ctx.neg_samples_num)
     variables = state.variables
-    q_desc = device_descriptors(ctx, variables, ctx.train.queries.paths[queries],
+    n_db = len(ctx.train.database)
+    q_desc = device_descriptors(ctx, variables, n_db + np.asarray(queries),
                                 desc="cache: queries")
-    c_desc = device_descriptors(ctx, variables,
-                                ctx.train.database.paths[plan.cache_db_ids[:plan.num_cache]],
+    c_desc = device_descriptors(ctx, variables, plan.cache_db_ids[:plan.num_cache],
                                 num_rows=len(plan.cache_db_ids), desc="cache: database")
     jax.block_until_ready((q_desc, c_desc))  # so that the log splits cache and mining time
     t1 = time.perf_counter()
@@ -155,14 +174,18 @@ def run_round(ctx: RoundContext, state: TrainState, progress: Progress, queries:
     t2 = time.perf_counter()
     b = ctx.queries_per_step
     steps = len(queries) // b
-    db_paths = ctx.train.database.paths
-    groups = np.concatenate([ctx.train.queries.paths[queries][:, None],
-                             db_paths[positives][:, None], db_paths[negatives]],
-                            axis=1)[:steps * b]      # (Q, 2 + N)
+    n_db = len(ctx.train.database)
+    groups = np.concatenate([n_db + np.asarray(queries)[:, None], positives[:, None],
+                             negatives], axis=1)[:steps * b].astype(np.int32)  # (Q, 2 + N)
     step_images = b * groups.shape[1]
     # this process's rows of every step's batch: whole groups, as b is a multiple of the devices
     rows = multihost.process_rows(ctx.batch_sharding, step_images)
-    loader = ctx.loader(groups.reshape(-1), step_images, rows)
+    if ctx.pool is not None:
+        local = multihost.local_batch_paths(groups.reshape(-1), step_images, rows)
+        width = rows.stop - rows.start
+        loader = ((local[i * width:(i + 1) * width], width) for i in range(steps))
+    else:
+        loader = ctx.loader(ctx.paths_of(groups.reshape(-1)), step_images, rows)
     losses: list[float] = []
     pending = None
     base_step = int(jax.device_get(state.step))
@@ -174,14 +197,14 @@ def run_round(ctx: RoundContext, state: TrainState, progress: Progress, queries:
         return math.isfinite(values["loss"])
 
     targets = target_batches(ctx, progress, steps)
-    for i, (images, _) in enumerate(tqdm(loader, desc=f"epoch {epoch} round {rnd}",
+    for i, (images, _) in enumerate(tqdm(loader, desc=f"epoch {epoch} round {rnd}", total=steps,
                                          leave=False, disable=not multihost.is_primary())):
         images = jax.make_array_from_process_local_data(
             ctx.batch_sharding, images, (step_images, *images.shape[1:]))
-        if targets is None:
-            state, metrics = ctx.train_step(state, images)
-        else:
-            state, metrics = ctx.train_step(state, images, next(targets))
+        inputs = (images,) if ctx.pool is None else (images, ctx.pool)  # rows into the pool
+        if targets is not None:
+            inputs += (next(targets),)
+        state, metrics = ctx.train_step(state, *inputs)
         if pending is not None and not record(*pending):
             return RoundResult(state, base_step + pending[0], losses)
         pending = (i, metrics)
