@@ -117,3 +117,27 @@ def test_plateau_that_cannot_fire_before_early_stopping_is_warned(caplog):
     with caplog.at_level("WARNING"):
         load_config(default, ["train.scheduler=plateau", "train.scheduler_args.patience=1"])
     assert "never drops" not in caplog.text
+
+
+def test_training_options_checked_before_any_work(tmp_path, caplog):
+    """Datasets that do not exist, a PCA larger than the descriptor or its images, and
+    sizes that leave queries untrained are all caught by validate_training / load_config."""
+    from conftest import write_dataset
+    root = tmp_path / "data"
+    write_dataset(root, name="pitts30k")
+    smoke = REPO / "configs" / "smoke.py"
+    base = [f"data.root={root}", "data.test_datasets=[pitts30k]"]
+    validate_training(load_config(smoke, base))
+    with pytest.raises(ConfigError, match=r"data.test_datasets: 'tokyo': dataset folder .* "
+                                          r"does not exist"):
+        validate_training(load_config(smoke, base + ["data.test_datasets=[pitts30k,tokyo]"]))
+    with pytest.raises(ConfigError, match=r"test.pca_dim: \(9999\) exceeds the model's "
+                                          r"descriptor size 256"):
+        validate_training(load_config(smoke, base + ["test.pca_dim=9999"]))
+    folder = root / "pitts30k" / "images" / "test" / "database"
+    with pytest.raises(ConfigError, match=r"test.pca_dim: \(64\) must be below the 12 images"):
+        validate_training(load_config(smoke, base + ["test.pca_dim=64",
+                                                     f"test.pca_dataset={folder}"]))
+    with caplog.at_level("WARNING"):
+        load_config(smoke, base + ["train.cache_refresh_rate=9"])
+    assert "4 of the 32 queries of every epoch are mined but not trained on" in caplog.text

@@ -28,7 +28,7 @@ from vgjax.eval import evaluators
 from vgjax.eval.methods import MULTISCALE, TEST_METHODS
 from vgjax.eval.search import INDEXES
 from vgjax.models.aggregation import uses_kmeans_init
-from vgjax.models.network import validate_model_config
+from vgjax.models.network import descriptor_dim, validate_model_config
 from vgjax.models.resnet import parse_backbone
 from vgjax.train.losses import LOSS_TERMS
 from vgjax.models.domain import DOMAIN_CLASSIFIERS
@@ -157,6 +157,12 @@ def check_train(c) -> None:
                f"(got {t.optimizer!r})")
     _check(int(t.num_devices) >= 0, "train.num_devices", "must be >= 0 (0 = all)")
     check_specs(list(t.query_augment))
+    b, rq, qpe = int(t.queries_per_step), int(t.cache_refresh_rate), int(t.queries_per_epoch)
+    dropped = (qpe // rq) * (rq % b) + (qpe % rq) % b
+    if dropped:
+        log.warning("train.cache_refresh_rate=%d / train.queries_per_epoch=%d are not "
+                    "multiples of train.queries_per_step=%d: %d of the %d queries of every "
+                    "epoch are mined but not trained on", rq, qpe, b, dropped, qpe)
     patience = plateau_patience(t)
     if patience is not None and patience + 1 >= int(t.patience):
         log.warning("train.scheduler_args.patience=%d: ReduceLROnPlateau lowers the rate after "
@@ -214,9 +220,32 @@ def check_model(c) -> None:
 CHECKS = (check_data, check_model, check_train, check_evals)
 
 
+def check_pca(settings, descriptor_size: int, option: str = "test") -> None:
+    """`pca_dim` must fit the descriptor and the images PCA is fitted on."""
+    dim = int(settings.pca_dim)
+    if dim <= 0:
+        return
+    _check(dim <= descriptor_size, f"{option}.pca_dim",
+           f"({dim}) exceeds the model's descriptor size {descriptor_size}")
+    _check(dim < int(settings.pca_max_images), f"{option}.pca_dim",
+           f"({dim}) must be below {option}.pca_max_images ({settings.pca_max_images}), the "
+           "number of descriptors it is fitted on")
+    if settings.pca_dataset:
+        folder = Path(settings.pca_dataset)
+        _check(folder.is_dir(), f"{option}.pca_dataset", f"{folder} is not a folder")
+        n = len(list_images(folder))
+        _check(dim < n, f"{option}.pca_dim",
+               f"({dim}) must be below the {n} images of {option}.pca_dataset={folder}")
+
+
 def validate_training(config) -> None:
     """Checks that only matter when training starts (before any data is read)."""
     evaluators.parse_metric(config, config.train.best_metric)
+    for name in config.evals.keys():
+        settings = evaluators.entry_settings(config, name)
+        if int(settings.pca_dim) > 0:
+            check_pca(settings, descriptor_dim(config.model),
+                      f"evals.{name}" if name != "test" else "test")
     if config.data.source == "folder":  # every split the run reads, before any work
         needed = [("data.train_dataset", config.data.train_dataset, "train")]
         for name in config.evals.keys():

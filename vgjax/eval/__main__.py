@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from vgjax import quiet_library_logs
-from vgjax.checks import DEFAULT_CONFIG, load_config
+from vgjax.checks import DEFAULT_CONFIG, check_pca, load_config
 from vgjax.config import ConfigError, split_argv
 from vgjax.data import dataset as ds
 from vgjax.data.format import DatasetFormatError
@@ -92,9 +92,8 @@ def run(argv: list[str]) -> dict:
                                                                      model_overrides)
     except ValueError as e:  # a bad model override or an unreadable model dir
         raise UsageError(str(e)) from None
-    if int(cfg.test.pca_dim) > 0 and int(cfg.test.pca_dim) > descriptor_dim(model_cfg):
-        raise UsageError(f"test.pca_dim={cfg.test.pca_dim} exceeds the model's descriptor size "
-                         f"{descriptor_dim(model_cfg)}")
+    if int(cfg.test.pca_dim) > 0:
+        check_pca(cfg.test, descriptor_dim(model_cfg))
     if "data.resize" not in overridden:
         cfg.data.resize = image_size  # the size the model was trained for
     log.info("model input size (H, W) = %s", tuple(cfg.data.resize))
@@ -127,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(sys.argv[1:] if argv is None else argv)
     except (UsageError, ConfigError, DatasetFormatError, ImageError, ValueError,
-            FileNotFoundError) as e:  # ValueError: options only evaluate() can check
+            OSError) as e:  # ValueError: options only evaluate() can check
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written for the datasets not finished",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -17,11 +17,13 @@ from vgjax.config import ConfigError, split_argv
 from vgjax.data.format import DatasetFormatError
 from vgjax.data.pipeline import ImageError
 from vgjax.models.io import ModelDirError
+from vgjax.train.interrupt import TrainingInterrupted, raise_on_sigterm
 from vgjax.train.loop import train_and_evaluate
 from vgjax.train.step import NonFiniteLossError
 
 
 def main(argv=None) -> int:
+    raise_on_sigterm()
     overrides, rest = split_argv(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m vgjax.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,9 +53,12 @@ def main(argv=None) -> int:
         jax.distributed.initialize(**explicit)
     try:
         results = train_and_evaluate(config, args.workdir)
+    except TrainingInterrupted as e:
+        print(e, file=sys.stderr)
+        return e.exit_code
     except (DatasetFormatError, ImageError, ModelDirError, NonFiniteLossError, ConfigError,
-            ValueError, FileNotFoundError) as e:  # ValueError: e.g. a checkpoint of another run
-        print(f"error: {e}", file=sys.stderr)
+            ValueError, OSError) as e:  # ValueError: e.g. a checkpoint of another run;
+        print(f"error: {e}", file=sys.stderr)  # OSError: a full disk, a read-only folder
         return 2
     for name, recalls in results.items():
         print(name, " ".join(f"{k}: {v:.1f}" for k, v in recalls.items()))

@@ -34,6 +34,7 @@ from vgjax.train.adaptation import DOMAIN, DomainAdaptation, network_variables
 from vgjax.train.augment import make_query_augment
 from vgjax.train.images import decode_once, target_images
 from vgjax.train.init import initial_variables
+from vgjax.train.interrupt import interrupted
 from vgjax.train.losses import make_term
 from vgjax.train.rounds import RoundContext, run_round
 from vgjax.train.schedules import make_scheduler
@@ -51,10 +52,12 @@ def train_and_evaluate(config, workdir) -> dict:
     for the `test` entry, {'<entry>/<dataset>': recalls} for the others."""
     validate_training(config)
     run = Path(workdir)
-    run.mkdir(parents=True, exist_ok=True)
+    run_dir.check_writable(run)
     handler = run_dir.setup_logging(run)
     try:
         return _train_and_evaluate(config, run)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: `last` already holds the last round
+        raise interrupted(run, e) from None
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
@@ -108,6 +111,8 @@ def _initial_state(config, run: Path, net, train, reader, mesh, negative_cache, 
     restored = checkpoint.restore_latest(
         run, target, None if negative_cache is None else negative_cache.shape)
     if restored is None:
+        if multihost.is_primary():  # records of an earlier attempt that never saved a round
+            (run / "metrics.jsonl").unlink(missing_ok=True)
         variables = initial_variables(config, net, train, reader)
         if domain is not None:
             variables = with_domain(variables, _domain_params(domain, net, config.model, size,

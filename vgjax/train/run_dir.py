@@ -100,6 +100,20 @@ def plot_lr(metrics_path: Path, out: Path) -> None:
     plot_steps(metrics_path, out, ("lr",), log_scale=True)
 
 
+def check_writable(run: Path) -> None:
+    """Creates the run folder and proves it writable before any work; a one-line error
+    naming the path otherwise (a file in the way, no permission, a full disk)."""
+    if run.exists() and not run.is_dir():
+        raise OSError(f"--workdir {run}: is a file, not a folder")
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        probe = run / ".write-test"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"--workdir {run}: cannot write there ({e.strerror or e})") from None
+
+
 def setup_logging(run: Path) -> logging.Handler | None:
     """`train.log` (written by process 0 only) and a console handler if none is set."""
     root = logging.getLogger()
