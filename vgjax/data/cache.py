@@ -68,7 +68,7 @@ class DecodedImages:
             out.flush()
             del out
             os.replace(tmp, final)
-        self.array = np.load(final, mmap_mode="r")
+        self.array = np.load(final, mmap_mode="r", allow_pickle=False)
         if self.array.shape != shape:
             raise ValueError(f"{final}: cached shape {self.array.shape} != expected {shape}; "
                              "delete the file")

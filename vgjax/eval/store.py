@@ -39,7 +39,7 @@ class DescriptorStore:
     @classmethod
     def open(cls, path: str | os.PathLike) -> DescriptorStore:
         """An existing 2-D float32/float16 .npy file, read through positional I/O."""
-        mm = np.load(path, mmap_mode="r")
+        mm = np.load(path, mmap_mode="r", allow_pickle=False)
         if mm.ndim != 2 or mm.dtype not in (np.float32, np.float16):
             raise ValueError(f"{path}: expected a 2-D float32/float16 array, got "
                              f"{mm.dtype} {mm.shape}")
