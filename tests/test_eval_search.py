@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from vgjax.eval import search as search_mod
 from vgjax.eval.extract import DescriptorStore
 from vgjax.eval.methods import merge_crop_rankings, voting_bonus
 from vgjax.eval.search import (
@@ -70,11 +71,11 @@ def test_chunked_disk_search_equals_single_block(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "db.npy"), db)  # a normal .npy file
 
 
-def test_jax_backend_matches_faiss():
+def test_jax_blocks_backend_matches_faiss():
     db, q, *_ = _random_problem(2, nq=20, nb=100, d=16)
     d1, i1 = exact_search(_store(db), q, 5, backend="faiss-cpu")
     # 30-row blocks: padded last blocks on both sides, results merged across blocks.
-    d2, i2 = exact_search(_store(db), q, 5, backend="jax", chunk_bytes=30 * 16 * 4)
+    d2, i2 = exact_search(_store(db), q, 5, backend="jax-blocks", chunk_bytes=30 * 16 * 4)
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(d1, d2, rtol=1e-4, atol=1e-4)
 
@@ -164,3 +165,180 @@ def test_recalls_from_predictions_roundtrip(tmp_path):
         compute_recalls(idx, q_utm, db_utm, (1, 5, 10, 20), 25.0)
     with pytest.raises(ValueError, match="R@50"):
         recalls_from_predictions(tmp_path / "p.npz", (1, 50))
+
+
+# The device search (backend "jax"): whole database on the device, queries in chunks --------
+
+def _assert_same_knn(ref_d, ref_i, d, i, db, q):
+    """Equal to faiss: distances within 1e-5 relative, indices equal except where two
+    database rows are at the same distance (a float tie)."""
+    assert d.shape == ref_d.shape and i.shape == ref_i.shape
+    assert i.dtype == np.int64 and d.dtype == np.float32
+    np.testing.assert_array_equal(np.isinf(d), np.isinf(ref_d))
+    np.testing.assert_array_equal(i < 0, ref_i < 0)
+    finite = np.isfinite(ref_d)
+    scale = float(np.abs(ref_d[finite]).max())
+    np.testing.assert_allclose(d[finite], ref_d[finite], rtol=1e-5, atol=1e-5 * scale)
+    exact = ((q[:, None].astype(np.float64) - db[None].astype(np.float64)) ** 2).sum(-1)
+    rows, ranks = np.nonzero((i != ref_i) & (ref_i >= 0))
+    for r, c in zip(rows, ranks):
+        a, b = exact[r, i[r, c]], exact[r, ref_i[r, c]]
+        assert abs(a - b) <= 1e-5 * max(abs(b), 1e-12), (r, c, a, b)
+    return len(rows)
+
+
+@pytest.mark.parametrize("nq, nb, d, k, chunk_rows", [
+    (60, 300, 24, 20, None),     # one query chunk
+    (61, 300, 24, 20, 7),        # query chunks of 7 (last one padded), database read in blocks
+    (5, 6, 8, 10, None),         # k larger than the database: -1 / inf padding
+    (33, 257, 16, 257, 4),       # k = database size, database just past a 256-row pad
+])
+def test_device_search_equals_faiss(nq, nb, d, k, chunk_rows):
+    rng = np.random.default_rng(nq * nb)
+    db = rng.standard_normal((nb, d)).astype(np.float32)
+    q = rng.standard_normal((nq, d)).astype(np.float32)
+    ref_d, ref_i = exact_search(_store(db), q, k, backend="faiss-cpu")
+    kwargs = {}
+    if chunk_rows:  # chunk_rows query rows per chunk (the distances of a chunk dominate)
+        padded = search_mod._padded_rows(nb)
+        kwargs["chunk_bytes"] = chunk_rows * (padded + d) * 4
+        assert search_mod.query_chunk_rows(nb, d, nq, kwargs["chunk_bytes"]) == chunk_rows
+    got_d, got_i = exact_search(_store(db), q, k, backend="jax", **kwargs)
+    assert _assert_same_knn(ref_d, ref_i, got_d, got_i, db, q) == 0  # random data: no ties
+    if k > nb:
+        assert (got_i[:, nb:] == -1).all() and np.isinf(got_d[:, nb:]).all()
+
+
+def test_device_search_ties_and_disk_store(tmp_path):
+    """Duplicated database rows (exact ties) and a database streamed from disk."""
+    rng = np.random.default_rng(9)
+    base = rng.standard_normal((40, 12)).astype(np.float32)
+    db = np.concatenate([base, base[:15], base[5:10]])  # 60 rows, 20 duplicates
+    q = np.concatenate([base[:6] + 0.01, rng.standard_normal((20, 12)).astype(np.float32)])
+    ref_d, ref_i = exact_search(_store(db), q, 8, backend="faiss-cpu")
+    disk = _store(db, tmp_path / "db.npy")
+    got_d, got_i = exact_search(disk, _store(q, tmp_path / "q.npy"), 8, backend="jax",
+                                chunk_bytes=9 * 12 * 4)   # database read 9 rows at a time
+    _assert_same_knn(ref_d, ref_i, got_d, got_i, db, q)
+    for r in range(5):  # a query beside base row r: its two copies first, in either order
+        assert set(got_i[r, :2].tolist()) == {r, 40 + r}
+    assert set(got_i[5, :3].tolist()) == {5, 45, 55}
+
+
+def test_backend_choice(monkeypatch, caplog):
+    import jax
+    import logging
+    assert search_mod.choose_backend(1000, 64, 10)[0] == "faiss-cpu"   # CPU, faiss installed
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")         # an accelerator ...
+    need = search_mod.device_search_bytes(1000, 64, 10)
+    monkeypatch.setattr(search_mod, "device_free_bytes", lambda device=None: (4 * need, None))
+    backend, why = search_mod.choose_backend(1000, 64, 10)
+    assert backend == "jax" and "MB" in why                            # ... where it fits
+    monkeypatch.setattr(search_mod, "device_free_bytes", lambda device=None: (need, None))
+    backend, why = search_mod.choose_backend(1000, 64, 10)
+    assert backend == "jax-blocks" and ">" in why                      # no room, no faiss-gpu
+    monkeypatch.setattr(search_mod, "_faiss_gpus", lambda faiss: 1)
+    assert search_mod.choose_backend(1000, 64, 10)[0] == "faiss-gpu"
+    monkeypatch.setattr(search_mod, "device_free_bytes",
+                        lambda device=None: (8 * need, need // 2))     # fragmented
+    assert search_mod.choose_backend(1000, 64, 10)[0] == "faiss-gpu"
+    monkeypatch.setattr(search_mod, "device_free_bytes", lambda device=None: (None, None))
+    assert search_mod.choose_backend(1000, 64, 10)[0] == "jax"         # small, no stats
+    assert search_mod.choose_backend(10 ** 6, 4096, 10)[0] == "faiss-gpu"
+    monkeypatch.undo()
+    db, q, *_ = _random_problem(5, nq=8, nb=50, d=8)
+    with caplog.at_level(logging.INFO, logger="vgjax.eval.search"):
+        exact_search(_store(db), q, 5)
+    lines = [r.getMessage() for r in caplog.records if "exact search" in r.getMessage()]
+    assert len(lines) == 1 and "backend faiss-cpu" in lines[0] and "50 x 8" in lines[0]
+    with pytest.raises(ValueError, match="unknown search backend"):
+        exact_search(_store(db), q, 5, backend="gpu")
+
+
+def test_search_distances_use_highest_precision():
+    """float32 distances on every device: the search matmuls ask for HIGHEST (no TF32)."""
+    _, _, knn = search_mod._device_fns()
+    x = np.ones((256, 4), np.float32)
+    text = knn.lower(np.ones((3, 4), np.float32), x, x.sum(1), 256, k=2).as_text()
+    assert "HIGHEST" in text
+    text = search_mod._jax_knn_fn().lower(np.ones((3, 4), np.float32), x, 256, k=2).as_text()
+    assert "HIGHEST" in text
+
+
+# Matmul precision of the descriptors the search compares ----------------------------------
+
+def _tf32(a):
+    """float32 -> TF32 (10 mantissa bits, round to nearest even), as float32."""
+    bits = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0xFFF + ((bits >> 13) & 1)) & ~np.uint64(0x1FFF)
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def _netvlad_f64(x, kernel, centroids, round_conv=None, round_einsum=None):
+    """NetVLAD in float64; `round_*` round the operands of that matmul first (TF32)."""
+    keep = lambda a: a  # noqa: E731
+    r1, r2 = round_conv or keep, round_einsum or keep
+    n, d = x.shape[0], x.shape[-1]
+    x = x.reshape(n, -1, d).astype(np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    logits = np.einsum("nid,dk->nik", r1(x).astype(np.float64), r1(kernel).astype(np.float64))
+    a = np.exp(logits - logits.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    vlad = (np.einsum("nik,nid->nkd", r2(a).astype(np.float64), r2(x).astype(np.float64))
+            - a.sum(1)[:, :, None] * centroids.astype(np.float64))
+    vlad /= np.maximum(np.linalg.norm(vlad, axis=-1, keepdims=True), 1e-12)
+    vlad = vlad.reshape(n, -1)
+    return vlad / np.linalg.norm(vlad, axis=-1, keepdims=True)
+
+
+def _rel(a, b):
+    return float(np.max(np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)))
+
+
+def test_netvlad_precision_tf32_simulation():
+    """A k-means-initialised NetVLAD-64 on 30x40x256 local features (conv4 of a 480x640
+    image): TF32-rounded matmul inputs (what XLA's default precision does on A100/H100
+    GPUs) move descriptors by more than the 1e-4 parity target; "highest" on the CPU is
+    the float64 result to < 1e-5."""
+    import jax
+
+    from vgjax.models.aggregation import NetVLAD
+    from vgjax.models.netvlad_init import netvlad_params_from_descriptors
+
+    rng = np.random.default_rng(0)
+    n, h, w, d, k = 3, 30, 40, 256, 64
+    words = np.maximum(rng.standard_normal((k, d)), 0)   # ReLU features around visual words
+    x = np.maximum(words[rng.integers(0, k, (n, h, w))]
+                   + 0.5 * rng.standard_normal((n, h, w, d)), 0).astype(np.float32)
+    flat = x.reshape(-1, d) / np.linalg.norm(x.reshape(-1, d), axis=1, keepdims=True)
+    centroids, kernel, _ = netvlad_params_from_descriptors(flat, k, iterations=20)
+    variables = {"params": {"centroids": centroids, "conv": {"kernel": kernel}}}
+    exact = _netvlad_f64(x, kernel[0, 0], centroids)
+    got = np.asarray(jax.jit(NetVLAD(k, precision="highest").apply)(variables, x))
+    assert _rel(got, exact) < 1e-5
+    errors = {name: _rel(_netvlad_f64(x, kernel[0, 0], centroids, **rounding), exact)
+              for name, rounding in [("einsum", {"round_einsum": _tf32}),
+                                     ("conv", {"round_conv": _tf32}),
+                                     ("both", {"round_einsum": _tf32, "round_conv": _tf32})]}
+    print("relative descriptor error with TF32 matmul inputs:",
+          ", ".join(f"{k} {v:.2e}" for k, v in errors.items()),
+          f"; highest on the CPU {_rel(got, exact):.2e}")
+    assert errors["einsum"] > 1e-4 and errors["both"] > 1e-4
+    assert errors["conv"] > 1e-5   # smaller, also above what "highest" leaves
+
+
+def test_netvlad_precision_field():
+    import jax
+
+    from vgjax.models.aggregation import NetVLAD
+
+    x = np.ones((1, 2, 2, 4), np.float32)
+    variables = NetVLAD(3).init(jax.random.key(0), x)
+    for name in ("highest", "high", "default"):
+        text = jax.jit(NetVLAD(3, precision=name).apply).lower(variables, x).as_text()
+        upper = name.upper()
+        assert f"precision = [{upper}, {upper}]" in text                     # the einsum
+        assert f"#stablehlo<precision {upper}>, #stablehlo<precision {upper}>" in text or (
+            name == "default" and "precision_config" not in text)           # the 1x1 conv
+    with pytest.raises(ValueError, match="model.matmul_precision"):
+        NetVLAD(3, precision="tf32").apply(variables, x)

@@ -107,3 +107,103 @@ def test_too_few_candidates_is_a_clear_error():
     cache = np.zeros((len(plan.cache_db_ids), 4), np.float32)
     with pytest.raises(ValueError, match="neg_samples_num"):
         mining.mine("partial", None, plan, np.zeros((5, 4), np.float32), cache, 10, 0, 30)
+
+
+# Whole-database miners in chunks: same result whatever the chunk size ---------------------
+
+def _full_problem(seed, n_db=203, n_q=20, d=8, n_neg=5):
+    rng = np.random.default_rng(seed)
+    tables = _tables(rng, n_db=n_db, n_q=n_q)
+    plan = mining.plan_round("full", tables, np.arange(n_q), rng, 0)
+    db = rng.normal(size=(n_db, d)).astype(np.float32)
+    query = rng.normal(size=(n_q, d)).astype(np.float32)
+    prev = rng.integers(0, n_db, (n_q, n_neg)).astype(np.int32)
+    prev[::2] = -1   # half the queries have no previous round
+    return tables, plan, db, query, prev
+
+
+@pytest.mark.parametrize("rows", [1, 17, 202])  # 17, 202: a last chunk read overlapping
+def test_full_mining_in_chunks_equals_one_chunk(rows):
+    import jax
+    tables, plan, db, query, prev = _full_problem(5)
+    n_q = len(query)
+    key = jax.random.key(3)
+    whole = mining.mine("full", key, plan, query, db, 5, 40, tables.database_size, prev)
+    chunk_bytes = rows * n_q * mining.PAIR_BYTES
+    assert mining.chunk_rows(n_q, tables.database_size, chunk_bytes) == rows
+    chunked = mining.mine("full", key, plan, query, db, 5, 40, tables.database_size, prev,
+                          chunk_bytes=chunk_bytes)
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[1], whole[1])
+    # the raw device outputs too (candidate counts included)
+    a = mining.mine_full(key, query, db, plan.positive_rows, plan.soft_rows, prev,
+                         num_candidates=40, num_negatives=5)
+    b = mining.mine_full(key, query, db, plan.positive_rows, plan.soft_rows, prev,
+                         num_candidates=40, num_negatives=5, chunk_bytes=chunk_bytes)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("rows", [1, 13])
+def test_random_mining_in_chunks_equals_one_chunk(rows):
+    import jax
+    rng = np.random.default_rng(6)
+    tables = _tables(rng, n_db=60, n_q=10)
+    plan = mining.plan_round("random", tables, np.arange(10), rng, 0)
+    db = rng.normal(size=(60, 4)).astype(np.float32)
+    cache = np.zeros((len(plan.cache_db_ids), 4), np.float32)
+    cache[:plan.num_cache] = db[plan.cache_db_ids[:plan.num_cache]]
+    query = rng.normal(size=(10, 4)).astype(np.float32)
+    key = jax.random.key(4)
+    a = mining.mine_random(key, query, cache, plan.cache_db_ids, plan.positive_rows,
+                           plan.soft_rows, database_size=60, num_negatives=6)
+    b = mining.mine_random(key, query, cache, plan.cache_db_ids, plan.positive_rows,
+                           plan.soft_rows, database_size=60, num_negatives=6,
+                           chunk_bytes=rows * 10 * mining.PAIR_BYTES)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_chunked_full_mining_matches_bruteforce():
+    """The chunked path on its own against NumPy: the candidates are the draw of
+    `random_rows` plus the previous negatives, minus soft positives; the N nearest win."""
+    import jax
+    tables, plan, db, query, prev = _full_problem(7, n_db=150, n_q=12)
+    key = jax.random.key(8)
+    pos, neg = mining.mine("full", key, plan, query, db, 5, 30, 150, prev,
+                           chunk_bytes=11 * 12 * mining.PAIR_BYTES)
+    soft_mask = np.asarray(mining.rows_to_mask(plan.soft_rows, 150))
+    drawn = np.asarray(mining.random_rows(key, ~soft_mask, 30))
+    dist = _sq(query, db)
+    for i in range(12):
+        assert pos[i] == _ref_positive(dist[i], tables.hard[i])
+        cand = np.union1d(drawn[i], prev[i][prev[i] >= 0])
+        cand = cand[~soft_mask[i, cand]]
+        expected = cand[np.argsort(dist[i, cand], kind="stable")[:5]]
+        np.testing.assert_array_equal(neg[i], expected)
+
+
+def test_uniform_block_is_jax_uniform():
+    """The chunk-invariant random scores are jax.random.uniform's, block by block, also
+    past 2**32 flat indices."""
+    import jax
+    import jax.numpy as jnp
+    key = jax.random.key(11)
+    full = np.asarray(jax.random.uniform(key, (37, 101)))
+    block = mining.uniform_block(key, jnp.arange(5, 20), jnp.arange(40, 77), 101)
+    np.testing.assert_array_equal(np.asarray(block), full[5:20, 40:77])
+    legacy = mining.uniform_block(jax.random.PRNGKey(11), jnp.arange(37), jnp.arange(101), 101)
+    np.testing.assert_array_equal(np.asarray(legacy), full)
+    rows, cols, m = np.array([0, 70_000, 99_999]), np.array([0, 5, 99_999]), 100_000
+    hi, lo = mining._flat_index_words(jnp.asarray(rows), jnp.asarray(cols), m)
+    flat = rows[:, None].astype(np.uint64) * m + cols[None].astype(np.uint64)
+    got = np.asarray(hi).astype(np.uint64) << np.uint64(32) | np.asarray(lo).astype(np.uint64)
+    np.testing.assert_array_equal(got, flat)
+
+
+def test_mining_distances_use_highest_precision():
+    """float32 distances on every device: the matmul asks for HIGHEST (no TF32)."""
+    import jax
+    text = str(jax.make_jaxpr(mining.pairwise_sq_dists)(np.ones((3, 4), np.float32),
+                                                        np.ones((5, 4), np.float32)))
+    assert "precision=(Precision.HIGHEST, Precision.HIGHEST)" in text, text

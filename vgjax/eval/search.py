@@ -1,16 +1,27 @@
 """k-nearest-neighbour search of query descriptors in database descriptors, recalls, PCA.
 
-Exact search (the default) is faiss's exhaustive L2 (the computation behind IndexFlatL2),
-run block by block: database chunks read from the store, queries in chunks, a running
-top-k merged per query. Memory stays at one database chunk plus one query chunk whatever
-the database size; with a single chunk this is exactly a flat index search. faiss on the GPU
-is used when present; without faiss an equivalent JAX matmul search runs on the default
-device. `ivfpq` builds a compressed faiss IndexIVFPQ (approximate) for very large databases.
+Exact search (`test.index=flat`, the default) has four backends, chosen once per search by
+`choose_backend` and logged with the reason:
+
+- `jax`: when JAX's default device is an accelerator and the database (plus the working
+  memory of one query chunk) fits in its free memory with headroom, the database is put on
+  the device once and queries are searched in chunks (matmul in float32 at HIGHEST
+  precision, then `lax.top_k`), one compilation per chunk shape.
+- `faiss-gpu`: faiss's GPU build, when installed, for databases that do not fit.
+- `jax-blocks`: on an accelerator without faiss-gpu (or without faiss at all), database
+  blocks streamed through the device, a running top-k merged per query on the host.
+- `faiss-cpu`: faiss's exhaustive L2 (the computation behind IndexFlatL2) on the CPU.
+
+The last three run block by block: database chunks read from the store, queries in chunks,
+a running top-k merged per query, so memory stays at one database chunk plus one query chunk
+whatever the database size; with a single chunk this is exactly a flat index search.
+`ivfpq` builds a compressed faiss IndexIVFPQ (approximate) for very large databases.
 
 Distances are squared L2 in descriptor space, as faiss returns them.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -23,6 +34,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BYTES = 256 << 20
 INDEXES = Registry("test.index", fixed=("database", "queries", "k", "test_cfg", "chunk_bytes"))
+BACKENDS = ("jax", "jax-blocks", "faiss-gpu", "faiss-cpu")
+# The device search uses at most this share of the device's free memory ...
+DEVICE_MEMORY_FRACTION = 0.5
+# ... and, where the device does not report its memory, at most this many bytes.
+UNKNOWN_DEVICE_MEMORY_BYTES = 1 << 30
+_ROW_PAD = 256  # database rows on the device are padded to a multiple of this
 
 
 def _faiss():
@@ -33,62 +50,149 @@ def _faiss():
     return faiss
 
 
+def _faiss_gpus(faiss) -> int:
+    if faiss is None or not hasattr(faiss, "get_num_gpus"):
+        return 0
+    return int(faiss.get_num_gpus())
+
+
 def _gpu_resources(faiss):
     if not hasattr(_gpu_resources, "res"):
         _gpu_resources.res = faiss.StandardGpuResources()
     return _gpu_resources.res
 
 
-def _knn_block(queries: np.ndarray, database: np.ndarray, k: int, backend: str,
-               pad_q: int = 0, pad_db: int = 0):
+def _knn_block(queries: np.ndarray, database, k: int, backend: str,
+               pad_q: int = 0, pad_db: int = 0, n_valid: int | None = None):
     """Exact squared-L2 top-k of `queries` (q, D) in `database` (n, D), k <= n."""
     if backend == "faiss-gpu":
         faiss = _faiss()
         return faiss.knn_gpu(_gpu_resources(faiss), queries, database, k)
     if backend == "faiss-cpu":
         return _faiss().knn(queries, database, k)
-    return _knn_jax(queries, database, k, pad_q, pad_db)
+    return _knn_jax(queries, database, k, pad_q, pad_db, n_valid)
 
 
-_JAX_KNN = None
-
-
-def _knn_jax(queries, database, k, pad_q: int = 0, pad_db: int = 0):
-    """Exact top-k on the default JAX device; inputs are padded to (pad_q, pad_db) rows so
-    that every block of a search has one shape (one compilation)."""
-    global _JAX_KNN
+@functools.cache
+def _jax_knn_fn():
     import jax
     import jax.numpy as jnp
 
-    if _JAX_KNN is None:
-        def block(q, x, n_valid, k):
-            d = (jnp.sum(q * q, 1)[:, None] - 2.0 * jnp.matmul(q, x.T, precision="highest")
-                 + jnp.sum(x * x, 1)[None, :])
-            d = jnp.where(jnp.arange(x.shape[0])[None, :] < n_valid, d, jnp.inf)
-            neg, idx = jax.lax.top_k(-d, k)
-            return jnp.maximum(-neg, 0.0), idx
-        _JAX_KNN = jax.jit(block, static_argnames="k")
-    nq, nb = len(queries), len(database)
+    def block(q, x, n_valid, k):
+        d = (jnp.sum(q * q, 1)[:, None] - 2.0 * jnp.matmul(q, x.T, precision="highest")
+             + jnp.sum(x * x, 1)[None, :])
+        d = jnp.where(jnp.arange(x.shape[0])[None, :] < n_valid, d, jnp.inf)
+        neg, idx = jax.lax.top_k(-d, k)
+        return jnp.maximum(-neg, 0.0), idx
+    return jax.jit(block, static_argnames="k")
+
+
+def _knn_jax(queries, database, k, pad_q: int = 0, pad_db: int = 0,
+             n_valid: int | None = None):
+    """Exact top-k on the default JAX device; inputs are padded to (pad_q, pad_db) rows so
+    that every block of a search has one shape (one compilation). `database` may be a
+    device array already padded, whose first `n_valid` rows are real."""
+    nq = len(queries)
     q = np.pad(queries, ((0, max(0, pad_q - nq)), (0, 0)))
-    x = np.pad(database, ((0, max(0, pad_db - nb)), (0, 0)))
-    dist, idx = _JAX_KNN(q, x, nb, k=k)
+    if isinstance(database, np.ndarray):
+        n_valid = len(database)
+        database = np.pad(database, ((0, max(0, pad_db - n_valid)), (0, 0)))
+    dist, idx = _jax_knn_fn()(q, database, n_valid, k=k)
     return np.asarray(dist)[:nq], np.asarray(idx)[:nq].astype(np.int64)
 
 
-def search_backend(use_gpu: str | bool = "auto") -> str:
-    """Where exact search runs: faiss on the GPU if faiss sees one; else JAX if its default
-    device is an accelerator (or faiss is missing); else faiss on the CPU."""
+# Backend choice ------------------------------------------------------------------------------
+
+def _local_device():
+    import jax
+    return jax.local_devices()[0]
+
+
+def device_free_bytes(device=None) -> tuple[int | None, int | None]:
+    """(free bytes, largest free block) the device's allocator reports; None where it
+    reports nothing (the CPU)."""
+    device = device or _local_device()
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 (backends without the call raise various errors)
+        stats = None
+    if not stats or "bytes_limit" not in stats:
+        return None, None
+    free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    block = stats.get("largest_free_block_bytes")
+    return free, None if block is None else int(block)
+
+
+def _padded_rows(n: int) -> int:
+    return max(_ROW_PAD, -(-n // _ROW_PAD) * _ROW_PAD)
+
+
+def query_chunk_rows(num_database: int, dim: int, num_queries: int,
+                     chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Queries per chunk of the device search: the chunk's float32 queries and its
+    (chunk x padded database) distances within `chunk_bytes` (at least 1 query)."""
+    per_query = (_padded_rows(num_database) + dim) * 4
+    return max(1, min(int(num_queries) or 1, int(chunk_bytes) // per_query))
+
+
+def device_search_bytes(num_database: int, dim: int, num_queries: int,
+                        chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Device memory of the `jax` backend: the padded float32 database and its norms, plus
+    one query chunk's queries and distances (three copies: distances, negated, top_k)."""
+    nb = _padded_rows(num_database)
+    q = query_chunk_rows(num_database, dim, num_queries, chunk_bytes)
+    return nb * (dim + 1) * 4 + q * dim * 4 + 3 * q * nb * 4
+
+
+def choose_backend(num_database: int | None = None, dim: int | None = None,
+                   num_queries: int = 0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                   use_gpu: str | bool = "auto",
+                   memory_fraction: float = DEVICE_MEMORY_FRACTION) -> tuple[str, str]:
+    """(backend, why) of an exact search of `num_queries` in `num_database` x `dim`.
+
+    `jax` if JAX's default device is an accelerator and `device_search_bytes` fits in
+    `memory_fraction` of its free memory (without sizes: assumed to fit); else `faiss-gpu`
+    if faiss sees a GPU; else `jax-blocks` on an accelerator or without faiss; else
+    `faiss-cpu`. `use_gpu=False` keeps everything on the CPU.
+    """
+    import jax
     faiss = _faiss()
-    if faiss is not None and use_gpu and hasattr(faiss, "get_num_gpus") \
-            and faiss.get_num_gpus() > 0:
-        return "faiss-gpu"
+    accelerator = bool(use_gpu) and jax.default_backend() != "cpu"
+    why_not = ""
+    if accelerator:
+        device = _local_device()
+        kind = getattr(device, "device_kind", str(device))
+        if num_database is None or dim is None:
+            return "jax", f"default device {kind} (database size not given)"
+        need = device_search_bytes(num_database, dim, num_queries, chunk_bytes)
+        free, block = device_free_bytes(device)
+        if free is None:
+            budget, what = UNKNOWN_DEVICE_MEMORY_BYTES, "the device reports no memory"
+        else:
+            budget = int(memory_fraction * free)
+            if block is not None:
+                budget = min(budget, block)
+            what = (f"{memory_fraction:.0%} of {free / 2**20:.0f} MB free"
+                    + ("" if block is None else f", largest block {block / 2**20:.0f} MB"))
+        if need <= budget:
+            return "jax", (f"{kind}: database + one query chunk need {need / 2**20:.0f} MB "
+                           f"<= {budget / 2**20:.0f} MB ({what})")
+        why_not = (f"{kind}: database + one query chunk need {need / 2**20:.0f} MB > "
+                   f"{budget / 2**20:.0f} MB ({what}); ")
+    if _faiss_gpus(faiss) > 0 and use_gpu:
+        return "faiss-gpu", why_not + f"faiss sees {_faiss_gpus(faiss)} GPU(s)"
+    if accelerator:
+        return "jax-blocks", why_not + "no faiss GPU build: database blocks through the device"
     if faiss is None:
-        return "jax"
-    if use_gpu:
-        import jax
-        if jax.default_backend() != "cpu":
-            return "jax"
-    return "faiss-cpu"
+        return "jax-blocks", "faiss is not installed: database blocks through JAX on the CPU"
+    return "faiss-cpu", f"JAX's default device is {jax.default_backend()}"
+
+
+def search_backend(use_gpu: str | bool = "auto", num_database: int | None = None,
+                   dim: int | None = None, num_queries: int = 0,
+                   chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> str:
+    """The backend `choose_backend` picks (its name only)."""
+    return choose_backend(num_database, dim, num_queries, chunk_bytes, use_gpu)[0]
 
 
 def _merge_topk(d_a, i_a, d_b, i_b, k):
@@ -99,19 +203,96 @@ def _merge_topk(d_a, i_a, d_b, i_b, k):
     return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
 
 
+# The device search ---------------------------------------------------------------------------
+
+@functools.cache
+def _device_fns():
+    import jax
+    import jax.numpy as jnp
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def put_rows(dst, block, start):
+        return jax.lax.dynamic_update_slice_in_dim(dst, block, start, axis=0)
+
+    @jax.jit
+    def sq_norms(x):
+        return jnp.sum(x * x, axis=1)
+
+    @functools.partial(jax.jit, static_argnames="k")
+    def knn(q, x, x_sq, n_valid, k):
+        ip = jnp.matmul(q, x.T, precision=jax.lax.Precision.HIGHEST)
+        d = jnp.sum(q * q, axis=1)[:, None] + x_sq[None, :] - 2.0 * ip
+        d = jnp.where(jnp.arange(x.shape[0])[None, :] < n_valid, d, jnp.inf)
+        neg, idx = jax.lax.top_k(-d, k)
+        return jnp.maximum(-neg, 0.0), idx
+
+    return put_rows, sq_norms, knn
+
+
+def device_search(database: DescriptorStore, queries: DescriptorStore, k: int, *,
+                  chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    """Exact squared-L2 k-NN with the whole database on JAX's default device.
+
+    The database is copied there in `chunk_bytes` blocks into one padded float32 array
+    (rows padded to a multiple of 256, masked), then query chunks of
+    `query_chunk_rows(...)` rows (the last one padded: one compilation per shape) are
+    searched by a float32 matmul at HIGHEST precision and `lax.top_k`; results are fetched
+    once all chunks are dispatched. Returns (distances (Q, k) float32, indices (Q, k)
+    int64), -1 / +inf past the database size.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    put_rows, sq_norms, knn = _device_fns()
+    device = _local_device()
+    nq, nb, dim = len(queries), len(database), database.dim
+    rows = database.rows_per_chunk(chunk_bytes)
+    x = jnp.zeros((_padded_rows(nb), dim), jnp.float32, device=device)
+    for start in range(0, nb, rows):
+        x = put_rows(x, jax.device_put(database.read(start, start + rows), device), start)
+    x_sq = sq_norms(x)
+    kk = min(k, nb)
+    q_rows = query_chunk_rows(nb, dim, nq, chunk_bytes)
+    pending = []
+    for start in range(0, nq, q_rows):
+        q = queries.read(start, start + q_rows)
+        n = len(q)
+        q = np.pad(q, ((0, q_rows - n), (0, 0)))
+        pending.append((start, n, knn(jax.device_put(q, device), x, x_sq, nb, k=kk)))
+    out_d = np.full((nq, k), np.inf, np.float32)
+    out_i = np.full((nq, k), -1, np.int64)
+    for start, n, (d, i) in pending:
+        out_d[start:start + n, :kk] = np.asarray(d)[:n]
+        out_i[start:start + n, :kk] = np.asarray(i)[:n]
+    del x, x_sq
+    return out_d, out_i
+
+
 def exact_search(database: DescriptorStore, queries: DescriptorStore | np.ndarray, k: int, *,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, backend: str | None = None):
     """Exact squared-L2 k-NN; returns (distances (Q, k) float32, indices (Q, k) int64).
 
-    Entries beyond the database size are index -1 with distance +inf.
+    Entries beyond the database size are index -1 with distance +inf. `backend` (one of
+    `BACKENDS`) forces a backend; by default `choose_backend` picks it from the sizes and
+    the device's free memory, and the choice is logged.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     queries = _as_store(queries)
     if queries.dim != database.dim:
         raise ValueError(f"query descriptors have {queries.dim} dims, database {database.dim}")
-    backend = backend or search_backend()
     nq, nb = len(queries), len(database)
+    if backend is None:
+        backend, why = choose_backend(nb, database.dim, nq, chunk_bytes)
+    elif backend not in BACKENDS:
+        raise ValueError(f"unknown search backend {backend!r} (accepted: {', '.join(BACKENDS)})")
+    else:
+        why = "requested"
+    log.info("exact search of %d queries in %d x %d database (%.0f MB as float32), top-%d: "
+             "backend %s (%s)", nq, nb, database.dim, nb * database.dim * 4 / 2**20, k,
+             backend, why)
+    if backend == "jax":
+        return device_search(database, queries, k, chunk_bytes=chunk_bytes)
     best_d = np.full((nq, k), np.inf, np.float32)
     best_i = np.full((nq, k), -1, np.int64)
     db_rows = database.rows_per_chunk(chunk_bytes)
@@ -119,9 +300,16 @@ def exact_search(database: DescriptorStore, queries: DescriptorStore | np.ndarra
     for db_start in range(0, nb, db_rows):
         block = database.read(db_start, db_start + db_rows)
         kk = min(k, len(block))
+        n_block = len(block)
+        if backend == "jax-blocks":  # one transfer per block, whatever the query chunks
+            import jax
+            pad = min(db_rows, nb)
+            block = jax.device_put(np.pad(block, ((0, pad - n_block), (0, 0))),
+                                   _local_device())
         for q_start in range(0, nq, q_rows):
             q = queries.read(q_start, q_start + q_rows)
-            d, i = _knn_block(q, block, kk, backend, min(q_rows, nq), min(db_rows, nb))
+            d, i = _knn_block(q, block, kk, backend, min(q_rows, nq), min(db_rows, nb),
+                              n_block)
             i = np.asarray(i, np.int64) + db_start
             sl = slice(q_start, q_start + len(q))
             best_d[sl], best_i[sl] = _merge_topk(best_d[sl], best_i[sl],
@@ -174,6 +362,9 @@ def _flat(database, queries, k, test_cfg, chunk_bytes):
 
 @INDEXES.register("ivfpq")
 def _ivfpq(database, queries, k, test_cfg, chunk_bytes):
+    log.info("approximate search of %d queries in %d x %d database, top-%d: faiss IndexIVFPQ "
+             "(nlist %s, m %s, nprobe %s)", len(queries), len(database), database.dim, k,
+             test_cfg.ivfpq_nlist, test_cfg.ivfpq_m, test_cfg.get("ivfpq_nprobe", 16))
     return ivfpq_search(database, queries, k, nlist=int(test_cfg.ivfpq_nlist),
                         m=int(test_cfg.ivfpq_m), nprobe=int(test_cfg.get("ivfpq_nprobe", 16)),
                         chunk_bytes=chunk_bytes)

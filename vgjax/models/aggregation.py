@@ -16,8 +16,22 @@ import jax.numpy as jnp
 from vgjax.registry import Registry
 
 AGGREGATIONS = Registry("model.aggregation")
+# model.matmul_precision: how float32 matmuls of NetVLAD run. On A100/H100-class GPUs XLA's
+# "default" rounds their inputs to TF32 (10 mantissa bits), "high" uses 3 bfloat16 passes,
+# "highest" is full float32 (what the CPU always does).
+PRECISIONS = {"default": jax.lax.Precision.DEFAULT, "high": jax.lax.Precision.HIGH,
+              "highest": jax.lax.Precision.HIGHEST}
 # model.l2 of the pooling heads: (normalise local features, normalise the pooled vector)
 L2_MODES = {"before_pool": (True, False), "after_pool": (False, True), "none": (False, False)}
+
+
+def matmul_precision(name: str) -> jax.lax.Precision:
+    """`model.matmul_precision` ("default" | "high" | "highest") as a jax.lax.Precision."""
+    try:
+        return PRECISIONS[name]
+    except KeyError:
+        raise ValueError(f"model.matmul_precision: unknown value {name!r} (accepted: "
+                         f"{', '.join(PRECISIONS)})") from None
 
 
 def l2_normalize(x, axis=-1, eps: float = 1e-12):
@@ -30,22 +44,31 @@ class NetVLAD(nn.Module):
     """NetVLAD with K clusters; output K * D, flattened K-major (index k * D + d).
 
     Parameters: `centroids` (K, D) and the soft-assignment 1x1 conv `conv/kernel`
-    (1, 1, D, K), no bias. `netvlad_init` sets both from k-means.
+    (1, 1, D, K), no bias. `netvlad_init` sets both from k-means. `precision` (a key of
+    PRECISIONS) is that of the soft-assignment conv and of the aggregation einsum: with
+    TF32 inputs ("default" on recent GPUs) a k-means-initialised NetVLAD's descriptors move
+    by more than 1e-4 relative (the einsum's sum of a_k(x_i) x_i nearly cancels against
+    (sum a_k) c_k; tests/test_eval_search.py simulates it), so it is "highest" unless asked
+    otherwise (their FLOPs are a small share of the network's).
     """
     clusters: int = 64
+    precision: str = "highest"
 
     @nn.compact
     def __call__(self, x):  # (N, h, w, D)
         n, d = x.shape[0], x.shape[-1]
+        precision = matmul_precision(self.precision)
         x = l2_normalize(x.astype(jnp.float32), axis=-1)
         centroids = self.param("centroids", nn.initializers.uniform(1.0), (self.clusters, d),
                                jnp.float32)
         logits = nn.Conv(self.clusters, (1, 1), use_bias=False, dtype=jnp.float32,
-                         param_dtype=jnp.float32, name="conv")(x)  # (N, h, w, K)
+                         param_dtype=jnp.float32, precision=precision,
+                         name="conv")(x)  # (N, h, w, K)
         assign = jax.nn.softmax(logits.reshape(n, -1, self.clusters), axis=-1)  # (N, hw, K)
         x = x.reshape(n, -1, d)                                                  # (N, hw, D)
         # V[k] = sum_i a_k(x_i) (x_i - c_k), for all clusters at once.
-        vlad = jnp.einsum("nik,nid->nkd", assign, x) - assign.sum(1)[:, :, None] * centroids
+        vlad = (jnp.einsum("nik,nid->nkd", assign, x, precision=precision)
+                - assign.sum(1)[:, :, None] * centroids)
         vlad = l2_normalize(vlad, axis=-1)  # intra-normalisation, (N, K, D)
         return l2_normalize(vlad.reshape(n, -1), axis=-1)
 
@@ -97,7 +120,9 @@ class Aggregation:
 
 
 AGGREGATIONS.register("netvlad")(Aggregation(
-    module=lambda s: NetVLAD(s.netvlad_clusters), dim=lambda c, k: k * c,
+    module=lambda s: NetVLAD(s.netvlad_clusters,
+                             precision=getattr(s, "matmul_precision", "highest")),
+    dim=lambda c, k: k * c,
     uses_clusters=True, uses_l2=False))
 for _kind in POOLS:
     AGGREGATIONS.register(_kind)(Aggregation(
