@@ -21,7 +21,9 @@ Sections of the JSON:
   round; after a first round on the same queries that compiles everything.
 - `epoch`: the estimate for `--epoch-queries` queries (rounds x the measured round).
 - `eval`: `vgjax.eval.evaluate` of a Pitts30k-test-sized split (10,000 database images, 6,816
-  queries): host decode alone, descriptors, search (and the backend it chose), total.
+  queries): host decode alone (Pillow resize, and the evaluation's own decode + resampling
+  per view), descriptors (decode + describe, overlapped), search (and the backend it chose),
+  total.
 - `targets`: the project's GPU targets beside the measured numbers; `met` is null unless the
   run is comparable (a GPU, the reference model at 480x640, the full sizes).
 
@@ -151,7 +153,16 @@ def environment(argv) -> dict:
         "device_kind": getattr(devices[0], "device_kind", str(devices[0])),
         "device_count": len(devices), "process_count": jax.process_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "load_average_1m_start": _load_average(),
     }
+
+
+def _load_average():
+    """The 1-minute load average (other processes sharing the CPUs), None where unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 # Model-only throughput -------------------------------------------------------------------------
@@ -519,7 +530,9 @@ def bench_eval(kit: ModelKit, dataset: Path) -> dict:
     from vgjax.data.dataset import Index, load_split
     from vgjax.data.sources import FOLDER_READER
     from vgjax.eval.evaluate import evaluate
+    from vgjax.eval.evaluate import resampling
     from vgjax.eval.extract import Describer
+    from vgjax.eval.methods import ViewPlan
     from vgjax.eval.search import choose_backend, exact_search
 
     cfg = kit.cfg
@@ -545,8 +558,18 @@ def bench_eval(kit: ModelKit, dataset: Path) -> dict:
     result = evaluate(split, describer, test_cfg, cfg.data)
     size = tuple(int(s) for s in cfg.data.resize)
     paths = np.concatenate([split.database.paths, split.queries.paths])
-    decode_s = decode_all(paths, size, int(cfg.data.num_workers), b,
-                          FOLDER_READER.loader(size))
+    workers = int(cfg.data.num_workers)
+    decode_s = decode_all(paths, size, workers, b, FOLDER_READER.loader(size))
+    # the evaluation's own host path: decode + its resampling (data.eval_resize) per view
+    views_s = 0.0
+    for role, plan in (("database", ViewPlan.for_database), ("queries", ViewPlan.for_queries)):
+        plan = plan(test_cfg, size, FOLDER_READER, resampling(cfg.data, test_cfg))
+        if plan.fixed_shapes and len(plan.view_shapes()) == 1:
+            views_s += decode_all(getattr(split, role).paths, plan.view_shapes()[0], workers,
+                                  b, lambda path, plan=plan: plan.load_views(path)[0])
+        else:
+            views_s = None  # several views per image: not timed here
+            break
     backend = (choose_backend(len(split.database), dim, len(split.queries),
                               int(float(test_cfg.search_chunk_mb) * 2**20))
                if test_cfg.index == "flat" else ("faiss-ivfpq", "test.index=ivfpq"))
@@ -555,6 +578,7 @@ def bench_eval(kit: ModelKit, dataset: Path) -> dict:
         "database": len(split.database), "queries": len(split.queries),
         "descriptor_dim": result.descriptor_dim, "method": test_cfg.method,
         "decode_s": round(decode_s, 3),
+        "eval_views_decode_s": None if views_s is None else round(views_s, 3),
         "database_descriptors_s": round(tm["database_s"], 3),
         "query_descriptors_s": round(tm["queries_s"], 3),
         "descriptors_s": round(tm["database_s"] + tm["queries_s"], 3),
@@ -562,7 +586,6 @@ def bench_eval(kit: ModelKit, dataset: Path) -> dict:
                                        / max(tm["database_s"] + tm["queries_s"], 1e-9), 1),
         "search_s": round(tm["search_s"], 4), "search_backend": backend[0],
         "search_backend_reason": backend[1], "total_s": round(tm["total_s"], 3),
-        "recall_at_1": round(result.recalls.get("R@1", float("nan")), 2),
     }
 
 
@@ -705,6 +728,7 @@ def run(args, overrides, argv) -> dict:
                   and int(base.model.resnet_width) == 64 and base.model.backbone ==
                   "resnet18conv4" and int(base.model.netvlad_clusters) == 64
                   and out["environment"]["jax_backend"] != "cpu")
+    out["environment"]["load_average_1m_end"] = _load_average()
     out["targets_comparable"] = comparable
     out["targets"] = target_rows(out, comparable)
     return out

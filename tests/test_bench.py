@@ -19,7 +19,7 @@ ROUND_FIELDS = ["queries", "database", "cache_images", "train_steps", "train_ima
                 "train_img_per_s", "round_s"]
 EVAL_FIELDS = ["database", "queries", "descriptor_dim", "decode_s", "database_descriptors_s",
                "query_descriptors_s", "descriptors_s", "descriptors_img_per_s", "search_s",
-               "total_s", "recall_at_1"]
+               "total_s", "eval_views_decode_s"]
 ENV_FIELDS = ["date", "commit", "command", "python", "jax", "jaxlib", "flax", "optax", "numpy",
               "faiss", "platform", "cpu", "cpu_count", "jax_backend", "device_kind",
               "device_count"]
