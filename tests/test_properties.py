@@ -2,11 +2,9 @@
 clean error (ConfigError / DatasetFormatError naming the option or file) or a valid result,
 never another exception.
 
-Inputs that still raise another exception are kept below as minimal `xfail(strict=True)`
-tests (`test_known_*`); the property tests accept exactly those failures (`KNOWN_BUGS`, by
-the innermost vgjax frame) and nothing else, so a new kind of failure is reported at once and
-a fixed one turns its xfail into a failure to clean up (remove it and its `KNOWN_BUGS` entry).
-No JAX computation runs here.
+Inputs that once raised another exception are kept below as explicit regression tests
+(`test_regression_*`). `KNOWN_BUGS` lists (exception, file, function) failures the property
+tests tolerate while a fix is pending: none today. No JAX computation runs here.
 """
 from __future__ import annotations
 
@@ -48,33 +46,7 @@ SETTINGS = {"deadline": None, "database": None,
 
 # (exception type, vgjax file, function of the innermost vgjax frame, comprehensions skipped)
 # -> the test_known_* cases that show it
-_NUMBER_ITEMS = "test_known_non_numeric_items_in_number_list"
-_NONE = "test_known_none_for_a_number_field"
-_SECTION = "test_known_section_replaced_by_a_dict"
-KNOWN_BUGS = {
-    (OverflowError, "config.py", "check_value"): "test_known_huge_int_for_float_field",
-    (OverflowError, "config.py", "parse_value"): "test_known_huge_int_in_float_list",
-    (TypeError, "config.py", "parse_value"): "test_known_unhashable_literal",
-    (TypeError, "config.py", "_looks_numeric"): "test_known_unhashable_literal",
-    (RecursionError, "config.py", "parse_value"): "test_known_deeply_nested_literal",
-    (MemoryError, "config.py", "parse_value"): "test_known_deeply_nested_literal",
-    (TypeError, "config.py", "set_path"): "test_known_renamed_field_of_another_type",
-    (TypeError, "config.py", "_merge"): "test_known_list_field_of_another_type_in_a_file",
-    (ValueError, "checks.py", "check_data"): _NUMBER_ITEMS,
-    (TypeError, "checks.py", "check_data"): f"{_NUMBER_ITEMS} / {_SECTION}",
-    (AttributeError, "checks.py", "check_data"): _SECTION,
-    (ValueError, "checks.py", "check_test"): _NUMBER_ITEMS,
-    (TypeError, "checks.py", "check_test"): f"{_NUMBER_ITEMS} / {_NONE}",
-    (AttributeError, "checks.py", "check_test"): _SECTION,
-    (TypeError, "checks.py", "check_train"): f"test_known_weight_decay_not_a_number / {_NONE}",
-    (AttributeError, "checks.py", "check_train"): _SECTION,
-    (TypeError, "checks.py", "_positive_ints"): _NONE,
-    (TypeError, "network.py", "validate_model_config"): _NONE,
-    (TypeError, "evaluators.py", "entry_settings"): "test_known_evals_entry_value_of_wrong_type",
-    (OverflowError, "evaluators.py", "entry_settings"): "test_known_evals_entry_value_of_wrong_type",
-    (AttributeError, "evaluators.py", "check_entry"): "test_known_evals_entry_not_a_dict",
-    (TypeError, "evaluators.py", "check_entry"): "test_known_evals_entry_not_a_dict",
-}
+KNOWN_BUGS: dict = {}  # (exception, file, function) -> test; empty: none known
 
 
 def _known(exc: BaseException) -> str | None:
@@ -126,10 +98,7 @@ def test_make_filename_refuses_at_signs(east, north, fields, data):
         make_filename(east, north, **fields)
 
 
-@pytest.mark.xfail(strict=True, reason="make_filename accepts '/' in a field: the name is then "
-                                       "a path, and parse_utm reads the fields after the last "
-                                       "'/' as east/north")
-def test_known_make_filename_accepts_a_slash():
+def test_regression_make_filename_accepts_a_slash():
     fields = {"utm_zone_number": "/", "utm_zone_letter": "5", "lat": "6"}
     try:
         name = make_filename(1.0, 2.0, **fields)
@@ -296,9 +265,6 @@ def test_scalar_and_tuple_fields_take_any_text(text, current):
         _tolerate_known(e)
         return
     assert _all_finite(value)
-    if value is None and type(current) in (int, float):
-        event(f"known failure: {_NONE}")
-        return
     if isinstance(current, bool):
         assert isinstance(value, bool)
     elif isinstance(current, int):
@@ -440,9 +406,7 @@ def _assert_valid(config) -> None:
         if default is None or key.startswith("evals.") or "_args." in key:
             continue
         value = get_path(config, key)
-        if value is None:
-            event(f"known failure: {_NONE}")
-            continue
+        assert value is not None, key
         if isinstance(default, float) and _kind(value) is int:
             continue
         assert _kind(value) is _kind(default), (key, value)
@@ -561,159 +525,113 @@ def _load(*argv):
     return checks.load_config(DEFAULT, list(argv))
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="config.check_value: float(int) of an integer literal beyond the "
-                          "float range raises OverflowError, not ConfigError")
-def test_known_huge_int_for_float_field():
+def test_regression_huge_int_for_float_field():
     with pytest.raises(ConfigError, match="train.lr"):
         _load("train.lr=1" + "0" * 400)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="config.parse_value: a float list converts int items with float() "
-                          "and overflows")
-def test_known_huge_int_in_float_list():
+def test_regression_huge_int_in_float_list():
     with pytest.raises(ConfigError, match="test.scales"):
         _load("test.scales=[1" + "0" * 400 + "]")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="config.parse_value catches only ValueError/SyntaxError from "
-                          "ast.literal_eval, which raises TypeError for an unhashable set item "
-                          "or dict key")
-@pytest.mark.parametrize("current", ["adam", 0.1, ["day"], None])
-def test_known_unhashable_literal(current):
+@pytest.mark.parametrize("current", [0.1, ["day"], None])
+def test_regression_unhashable_literal(current):
     with pytest.raises(ConfigError, match="sec.field"):
         parse_value("sec.field", "{[]}", current)
 
 
-@pytest.mark.xfail(strict=True, raises=(RecursionError, MemoryError),
-                   reason="ast.literal_eval of a very deeply nested expression raises "
-                          "RecursionError / MemoryError, which parse_value does not catch")
-def test_known_deeply_nested_literal():
+def test_regression_unhashable_literal_for_a_string_field():
+    # a string field takes any text as it is; the option's own check judges the name
+    assert parse_value("sec.field", "{[]}", "adam") == "{[]}"
+
+
+def test_regression_deeply_nested_literal():
     with pytest.raises(ConfigError, match="sec.field"):
         parse_value("sec.field", "-" * 20000 + "1", 0.1)
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, TypeError),
-                   reason="checks.check_data / check_test call int()/float() on the items of "
-                          "data.resize, test.recall_values and test.scales; the items' type is "
-                          "never checked")
 @pytest.mark.parametrize("override, option", [
     ("data.resize=('a','b')", "data.resize"), ("data.resize=[None,None]", "data.resize"),
     ("test.recall_values=['a']", "test.recall_values"), ("test.scales=['x']", "test.scales")])
-def test_known_non_numeric_items_in_number_list(override, option):
+def test_regression_non_numeric_items_in_number_list(override, option):
     with pytest.raises(ConfigError, match=re.escape(option)):
         _load(override)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="train.weight_decay defaults to None, so any literal or text is "
-                          "taken; check_train then compares it with 0")
 @pytest.mark.parametrize("value", ["abc", "[1]"])
-def test_known_weight_decay_not_a_number(value):
+def test_regression_weight_decay_not_a_number(value):
     with pytest.raises(ConfigError, match="train.weight_decay"):
         _load(f"train.weight_decay={value}")
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, OverflowError),
-                   reason="evaluators.entry_settings copies an evals.<name>.<test field> "
-                          "into a ConfigDict of config.test, and ml_collections' TypeError "
-                          "(or OverflowError) is not turned into a ConfigError")
 @pytest.mark.parametrize("override", ["evals.val.recall_values=[a]",
                                       "evals.val.positive_dist=abc",
                                       "evals.test.positive_dist=1" + "0" * 400])
-def test_known_evals_entry_value_of_wrong_type(override):
+def test_regression_evals_entry_value_of_wrong_type(override):
     with pytest.raises(ConfigError, match=re.escape(override.split("=")[0])):
         _load(override)
 
 
-@pytest.mark.xfail(strict=True, raises=(AttributeError, TypeError),
-                   reason="an override of a whole section with a dict literal replaces the "
-                          "section (ml_collections turns the dict into a ConfigDict), so its "
-                          "fields vanish and the checks read missing attributes")
 @pytest.mark.parametrize("override, option", [
     ("data={}", "data"), ("train={}", "train"), ("test={}", "test"),
     ("train.da={}", "train.da"), ("data={'resize': 3}", "data")])
-def test_known_section_replaced_by_a_dict(override, option):
+def test_regression_section_replaced_by_a_dict(override, option):
     with pytest.raises(ConfigError, match=re.escape(option)):
         _load(override)
 
 
-@pytest.mark.xfail(strict=True, raises=(AttributeError, TypeError),
-                   reason="evaluators.check_entry assumes every evals entry is a dict and its "
-                          "`when` a list")
 @pytest.mark.parametrize("override, option", [
-    ("evals={'x': 1}", "evals.x"), ("evals.val={'when': 3}", "evals.val.when")])
-def test_known_evals_entry_not_a_dict(override, option):
+    ("evals={'x': 1}", "--config.evals: is a section"),
+    ("evals.val={'when': 3}", "--config.evals.val: is a section")])
+def test_regression_evals_entry_not_a_dict(override, option):
     with pytest.raises(ConfigError, match=re.escape(option)):
         _load(override)
 
 
-@pytest.mark.xfail(strict=True, raises=(AttributeError, TypeError),
-                   reason="the same in a config file: an evals entry that is not a dict")
-def test_known_evals_entry_not_a_dict_in_a_file():
+def test_regression_evals_entry_not_a_dict_in_a_file():
     with pytest.raises(ConfigError, match=r"evals\.x"):
         checks.load_config(_write_config("    c.evals.x = 1\n"))
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="a renamed field (checks.ALIASES) is moved with config.set_path, and "
-                          "ml_collections' TypeError for a value of another type than the new "
-                          "field's is not turned into a ConfigError")
 @pytest.mark.parametrize("override, option", [
     ("train.margin=abc", "train.margin"),
     ("train.cosine_t_max=abc", "train.cosine_t_max")])
-def test_known_renamed_field_of_another_type(override, option):
+def test_regression_renamed_field_of_another_type(override, option):
     argv = [override] if "margin" in override else ["train.cosine_t_max=3", override]
     with pytest.raises(ConfigError, match=re.escape(option)):
         _load(*argv)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="the same in a config file: data.cache_decoded (renamed in place by "
-                          "checks._cache_mode) set to a value that is not a str or bool")
 @pytest.mark.parametrize("value", ["3", "()"])
-def test_known_renamed_field_of_another_type_in_a_file(value):
+def test_regression_renamed_field_of_another_type_in_a_file(value):
     with pytest.raises(ConfigError, match=r"data\.cache_decoded"):
         checks.load_config(_write_config(f"    c.data.cache_decoded = {value}\n"))
 
 
-@pytest.mark.xfail(strict=True, reason="config.check_value returns None for any field "
-                                       "(`if default is None or value is None`), so an int or "
-                                       "float field takes `None`; the checks then call "
-                                       "int()/float() on it (TypeError) or let it through")
 @pytest.mark.parametrize("override, option", [
     ("train.lr=None", "train.lr"), ("train.epochs=None", "train.epochs"),
     ("test.pca_dim=None", "test.pca_dim"), ("model.netvlad_clusters=None",
                                             "model.netvlad_clusters"),
     ("seed=None", "seed"), ("model.gem_p=None", "model.gem_p")])
-def test_known_none_for_a_number_field(override, option):
+def test_regression_none_for_a_number_field(override, option):
     with pytest.raises(ConfigError, match=re.escape(option)):
         _load(override)
 
 
-@pytest.mark.xfail(strict=True, reason="parse_value gives None for `None` on an int/float field")
 @pytest.mark.parametrize("current", [0, 1e-5])
-def test_known_none_for_a_number_field_in_parse_value(current):
+def test_regression_none_for_a_number_field_in_parse_value(current):
     with pytest.raises(ConfigError, match="sec.field"):
         parse_value("sec.field", "None", current)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="config.check_value lets a non-list through for a list/tuple field; "
-                          "conform's assignment into the type-safe schema copy then raises "
-                          "ml_collections' TypeError (reachable from files because the "
-                          "default config's data section is not type-safe)")
 @pytest.mark.parametrize("line", ["c.data.resize = 'A'", "c.data.test_datasets = 3"])
-def test_known_list_field_of_another_type_in_a_file(line):
+def test_regression_list_field_of_another_type_in_a_file(line):
     option = line.split()[0][2:]
     with pytest.raises(ConfigError, match=re.escape(option)):
         checks.load_config(_write_config(f"    {line}\n"))
 
 
-@pytest.mark.xfail(strict=True, reason="the evaluator registry's error names the option "
-                                       "'evals.<name>.type', not the entry that is wrong")
-def test_known_evals_type_error_names_no_entry():
+def test_regression_evals_type_error_names_no_entry():
     with pytest.raises(ConfigError, match=r"evals\.test\.type"):
         _load("evals.test.type=sgd")

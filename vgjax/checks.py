@@ -32,7 +32,7 @@ from vgjax.models.network import descriptor_dim, validate_model_config
 from vgjax.models.resnet import parse_backbone
 from vgjax.train.losses import LOSS_TERMS
 from vgjax.models.domain import DOMAIN_CLASSIFIERS
-from vgjax.train import mining
+from vgjax.train import mining, optim
 from vgjax.train.adaptation import LAMBDA_SCHEDULES
 from vgjax.train.augment import check_specs
 from vgjax.train.images import CACHE_MODES
@@ -138,6 +138,12 @@ def check_train(c) -> None:
     MINERS.check(t.mining)
     LOSS_TERMS.check(t.loss, dict(t.loss_args))
     OPTIMIZERS.check(t.optimizer, optimizer_kwargs(t))
+    try:  # building it checks the values of optimizer_args (optax needs no arrays for it)
+        optim.make_optimizer(t)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"train.optimizer_args: {e}") from None
     SCHEDULERS.build(t.scheduler, scheduler_kwargs(t), lr=float(t.lr))  # checks the values
     _positive_ints(t, "train", ("queries_per_step", "negatives_per_query", "cache_refresh_rate",
                                 "queries_per_epoch", "epochs", "patience", "infer_batch_size",
@@ -209,6 +215,8 @@ def check_evals(c) -> None:
 
 
 def check_model(c) -> None:
+    init = c.model.netvlad_init
+    _positive_ints(init, "model.netvlad_init", ("images", "descriptors_per_image", "iterations"))
     try:
         validate_model_config(c.model)
     except ConfigError:

@@ -72,8 +72,8 @@ def parse_arg(arg: str | None, **defaults) -> ConfigDict:
             value = True
         else:
             try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
+                value = literal(text)
+            except _NotLiteral:
                 value = text
         if defaults[key] is not None and type(value) is not type(defaults[key]):
             if not (isinstance(defaults[key], float) and isinstance(value, int)):
@@ -118,6 +118,19 @@ def load_config_file(path: str | os.PathLike, arg: str | None = None) -> ConfigD
 
 # Schema --------------------------------------------------------------------------------------
 
+class _NotLiteral(Exception):
+    pass
+
+
+def literal(text: str):
+    """`ast.literal_eval`, with every way it can fail on user text (syntax, unhashable set
+    items, nesting too deep for the parser) turned into `_NotLiteral`."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise _NotLiteral() from None
+
+
 def _is_free(key: str) -> bool:
     return key.endswith("_args")
 
@@ -137,19 +150,48 @@ def _finite(option: str, value) -> None:
             _finite(f"{option}.{k}", v)
 
 
+def _as_float(option: str, value) -> float:
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ConfigError(f"{option}: must be a finite number, got {str(value)[:40]}") from None
+    if not math.isfinite(out):
+        raise ConfigError(f"{option}: must be a finite number, got {str(value)[:40]}")
+    return out
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_value(option: str, value, default):
     """`value` for a field whose default is `default`: same kind, finite; ints are accepted
-    for floats (and returned as floats). Raises ConfigError naming `option`."""
+    for floats (and returned as floats); list items of the default's item kind. A default
+    of None marks an optional number (None or a number). Raises ConfigError naming
+    `option`."""
     _finite(option, value)
-    if default is None or value is None:
-        return value
+    if default is None:
+        if value is None or _number(value):
+            return value
+        raise ConfigError(f"{option}: expected a number or None, got {value!r}")
+    if value is None:
+        raise ConfigError(f"{option}: expected a {_type_name(default)}, got None")
     if isinstance(default, bool) or isinstance(value, bool):
         if not (isinstance(default, bool) and isinstance(value, bool)):
             raise ConfigError(f"{option}: expected a {_type_name(default)}, got {value!r}")
         return value
     if isinstance(default, float) and isinstance(value, int):
-        return float(value)
-    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return _as_float(option, value)
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{option}: expected a list, got {value!r}")
+        kinds = {type(v) for v in default}
+        if kinds and not all(type(v) in kinds or (float in kinds and _number(v))
+                             for v in value):
+            want = "/".join(sorted(k.__name__ for k in kinds))
+            raise ConfigError(f"{option}: expected a list of {want}, got {value!r}")
+        if kinds == {float}:
+            value = type(value)(_as_float(option, v) for v in value)
         return value
     if isinstance(default, (int, float, str)) and type(value) is not type(default):
         raise ConfigError(f"{option}: expected a {_type_name(default)}, got {value!r}")
@@ -173,14 +215,20 @@ def get_path(config: ConfigDict, dotted: str, default=None):
 
 
 def set_path(config: ConfigDict, dotted: str, value) -> None:
-    """Sets `a.b.c` (creating sections), for aliases that move an old field's value."""
+    """Sets `a.b.c` (creating sections), for aliases that move an old field's value; the
+    value must have the kind of the one it replaces."""
     *parents, leaf = dotted.split(".")
     node = config
     for p in parents:
         if p not in node:
             node[p] = ConfigDict()
         node = node[p]
-    node[leaf] = value
+    if leaf in node and not isinstance(node[leaf], ConfigDict):
+        value = check_value(dotted, value, node[leaf])
+    try:
+        node[leaf] = value
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{dotted}: {e}") from None
 
 
 def conform(config: ConfigDict, schema: ConfigDict, *, open_sections: Sequence[str] = (),
@@ -200,7 +248,10 @@ def _merge(root, out, config, schema, prefix, open_sections, aliases, where):
         option = f"{prefix}{key}"
         value = config[key]
         if option in aliases:
-            aliases[option](root, value)
+            try:
+                aliases[option](root, value)
+            except ConfigError as e:
+                raise ConfigError(f"{where}{option}: {e}") from None
             continue
         if key not in schema:
             raise _unknown(f"{where}{option}", key, schema.keys())
@@ -208,14 +259,24 @@ def _merge(root, out, config, schema, prefix, open_sections, aliases, where):
         if option in open_sections or _is_free(key):
             if not isinstance(value, (ConfigDict, Mapping)):
                 raise ConfigError(f"{where}{option}: expected a dict, got {value!r}")
-            _finite(f"{where}{option}", dict(value))
-            out[key] = ConfigDict(value.to_dict() if isinstance(value, ConfigDict) else value)
+            value = value.to_dict() if isinstance(value, ConfigDict) else dict(value)
+            if option in open_sections:
+                bad = [k for k, v in value.items() if not isinstance(v, Mapping)]
+                if bad:
+                    raise ConfigError(f"{where}{option}.{bad[0]}: expected a dict (an entry), "
+                                      f"got {value[bad[0]]!r}")
+            _finite(f"{where}{option}", value)
+            out[key] = ConfigDict(value)
         elif isinstance(default, ConfigDict):
             if not isinstance(value, ConfigDict):
                 raise ConfigError(f"{where}{option}: expected a section, got {value!r}")
             _merge(root, out[key], value, default, option + ".", open_sections, aliases, where)
         else:
-            out[key] = check_value(f"{where}{option}", value, default)
+            value = check_value(f"{where}{option}", value, default)
+            try:
+                out[key] = value
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{where}{option}: {e}") from None
 
 
 # Overrides -----------------------------------------------------------------------------------
@@ -271,8 +332,12 @@ def _string_list(current) -> bool:
     return isinstance(current, (list, tuple)) and all(isinstance(v, str) for v in current)
 
 
+NEW = object()  # `parse_value`'s `current` for a key a free-form dict does not have yet
+
+
 def parse_value(key: str, text: str, current):
-    """The value of `--config.<key>=<text>` for a field whose value is `current`."""
+    """The value of `--config.<key>=<text>` for a field whose value is `current` (`NEW`: a
+    new key of a free-form dict, any literal or a bare string)."""
     if isinstance(current, bool):
         low = text.strip().lower()
         if low in ("true", "1", "yes"):
@@ -282,45 +347,54 @@ def parse_value(key: str, text: str, current):
         raise ConfigError(f"--config.{key}: expected true/false, got {text!r}")
     if isinstance(current, str):
         try:
-            value = ast.literal_eval(text)
-            return value if isinstance(value, str) else text
-        except (ValueError, SyntaxError):
+            value = literal(text)
+        except _NotLiteral:
             return text
+        return value if isinstance(value, str) else text
     if _string_list(current) and (len(current) or not _looks_numeric(text)):
         try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+            value = literal(text)
+        except _NotLiteral:
             value = None
         if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
             value = split_list(text, key)
         return type(current)(value)
     try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        if current is None:
+        value = literal(text)
+    except _NotLiteral:
+        if current is NEW:
             return text
-        raise ConfigError(f"--config.{key}: cannot parse {text!r} as a "
+        raise ConfigError(f"--config.{key}: cannot parse {text[:60]!r} as a "
                           f"{_type_name(current)}") from None
-    if isinstance(current, (list, tuple)):
-        if isinstance(value, (str, int, float)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"--config.{key}: expected a list, got {text!r}")
-        kinds = {type(v) for v in current}
-        if kinds == {float}:
-            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-                     for v in value]
-        value = type(current)(value)
-    return check_value(f"--config.{key}", value, current)
+    if current is NEW:
+        _finite(f"--config.{key}", value)
+        return value
+    if isinstance(current, (list, tuple)) and isinstance(value, (str, int, float)):
+        value = [value]
+    value = check_value(f"--config.{key}", value, current)
+    return type(current)(value) if isinstance(current, (list, tuple)) else value
 
 
 def _looks_numeric(text: str) -> bool:
     try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        value = literal(text)
+    except _NotLiteral:
         return False
     items = value if isinstance(value, (list, tuple)) else [value]
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
+    return all(_number(v) for v in items)
+
+
+def literal_dict(key: str, text: str) -> dict:
+    """A dict literal for a free-form `*_args` field (its keys are checked by the owner)."""
+    try:
+        value = literal(text)
+    except _NotLiteral:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"--config.{key}: expected a dict such as {{'name': value}}, or "
+                          f"--config.{key}.<name>=<value>")
+    _finite(f"--config.{key}", value)
+    return value
 
 
 def apply_overrides(config: ConfigDict, overrides: Sequence[str], *,
@@ -334,7 +408,12 @@ def apply_overrides(config: ConfigDict, overrides: Sequence[str], *,
             raise ConfigError(f"override {item!r} must look like --config.section.field=value")
         key, text = item.split("=", 1)
         if key in aliases:
-            aliases[key](config, parse_value(key, text, get_path(config, key)))
+            current = get_path(config, key, NEW)
+            try:
+                aliases[key](config, parse_value(key, text, NEW if isinstance(
+                    current, ConfigDict) else current))
+            except ConfigError as e:
+                raise ConfigError(f"--config.{key}: {e}") from None
             continue
         *parents, leaf = key.split(".")
         node = config
@@ -347,11 +426,18 @@ def apply_overrides(config: ConfigDict, overrides: Sequence[str], *,
             node = node[p]
         if leaf not in node and not free:
             raise _unknown(f"--config.{key}", leaf, node.keys())
-        value = parse_value(key, text, node[leaf] if leaf in node else None)
+        current = node[leaf] if leaf in node else NEW
+        if isinstance(current, ConfigDict) and not _is_free(leaf):
+            raise ConfigError(f"--config.{key}: is a section; set its fields one by one "
+                              f"(--config.{key}.<field>=<value>)")
+        if isinstance(current, ConfigDict):
+            value = literal_dict(key, text)
+        else:
+            value = parse_value(key, text, current)
         try:
             node[leaf] = value
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"--config.{key}: {e}") from e
+            raise ConfigError(f"--config.{key}: {e}") from None
     return config
 
 

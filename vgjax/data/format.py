@@ -56,8 +56,8 @@ def make_filename(east: float, north: float, ext: str = ".jpg", **fields: object
         raise ValueError(f"unknown file-name fields: {sorted(unknown)}")
     values = [f"{east:010.2f}", f"{north:010.2f}"]
     values += ["" if fields.get(f) is None else str(fields[f]) for f in FIELDS[2:]]
-    if any("@" in v for v in values):
-        raise ValueError("file-name fields may not contain '@'")
+    if any("@" in v or "/" in v or os.sep in v for v in values):
+        raise ValueError("file-name fields may not contain '@' or a path separator")
     return "@" + "@".join(values) + "@" + ext
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import ml_collections
 
-from vgjax.config import ConfigError
+from vgjax.config import ConfigError, check_value
 from vgjax.data.sources import open_split
 from vgjax.eval.evaluate import EvalResult, evaluate, fit_pca
 from vgjax.eval.report import results_rows, save_recall_curve, write_results_json
@@ -108,7 +108,7 @@ def entry_settings(config, name: str) -> ml_collections.ConfigDict:
         if key not in settings:
             raise ConfigError(f"evals.{name}.{key}: not an evaluator field "
                               f"({', '.join(ENTRY_KEYS)}) or a test.* setting")
-        settings[key] = value
+        settings[key] = check_value(f"evals.{name}.{key}", value, settings[key])
     return settings
 
 
@@ -126,15 +126,25 @@ def check_entry(config, name: str) -> None:
         raise ConfigError(f"evals.{name}: no such evaluator in the config (it has "
                           f"{', '.join(config.evals.keys()) or 'none'})")
     entry = config.evals[name]
-    EVALUATORS.get(entry.get("type", "retrieval"))
+    if not isinstance(entry, Mapping) and not hasattr(entry, "items"):
+        raise ConfigError(f"evals.{name}: expected a dict (an evaluator entry), got {entry!r}")
+    kind = entry.get("type", "retrieval")
+    if not isinstance(kind, str) or kind not in EVALUATORS:
+        raise ConfigError(f"evals.{name}.type: unknown value {kind!r} (accepted: "
+                          f"{', '.join(EVALUATORS.names())})")
     split = entry.get("split", "test")
-    if split not in SPLITS:
+    if not isinstance(split, str) or split not in SPLITS:
         raise ConfigError(f"evals.{name}.split: unknown split {split!r} (accepted: "
                           f"{', '.join(SPLITS)})")
-    when = list(entry.get("when", []))
+    for key in ("when", "datasets"):
+        value = entry.get(key, [])
+        if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"evals.{name}.{key}: expected a list of names, got {value!r}")
+    when = list(entry.get("when", []))  # [] switches the entry off
     bad = [w for w in when if w not in WHEN]
-    if bad or not when:
-        raise ConfigError(f"evals.{name}.when: expected some of {', '.join(WHEN)}, got {when}")
+    if bad:
+        raise ConfigError(f"evals.{name}.when: expected some of {', '.join(WHEN)} "
+                          f"([] = never), got {when}")
     entry_settings(config, name)
 
 
