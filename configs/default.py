@@ -55,6 +55,8 @@ def get_config(arg=None):
     c.model.trainable_from = "layer3"         # first trained stage; earlier ones are frozen
     c.model.freeze_frozen_bn_stats = False    # reference: frozen stages' BN stats still update
     c.model.dtype = "float32"                 # compute dtype: float32 | bfloat16
+    c.model.matmul_precision = "highest"      # NetVLAD's float32 matmuls: default | high |
+    #                                           highest (GPUs run "default" as TF32: 5.7e-4 off)
     c.model.pretrained = ""                   # vgjax model dir (see scripts/convert_torch_weights.py)
     c.model.netvlad_init = ml_collections.ConfigDict()
     c.model.netvlad_init.enabled = True       # k-means init of NetVLAD from training images
@@ -69,6 +71,7 @@ def get_config(arg=None):
     c.train.mining = "partial"                # partial | full | random
     c.train.cache_refresh_rate = 1000         # queries per mining round
     c.train.neg_samples_num = 1000            # database images sampled per round (partial/full)
+    c.train.mining_chunk_mb = 256.0           # full/random mining: database chunk memory bound
     c.train.queries_per_epoch = 5000
     c.train.epochs = 1000                     # upper bound; early stopping ends sooner
     c.train.patience = 3                      # epochs without improvement of train.best_metric

@@ -75,7 +75,7 @@ class Describer:
         return cls.from_model(model_cfg, variables), model_cfg, image_size
 
 
-EVAL_MODEL_OVERRIDES = ("dtype",)
+EVAL_MODEL_OVERRIDES = ("dtype", "matmul_precision")
 
 
 def _groups(paths: Sequence[str], plan: ViewPlan, num_workers: int):

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgjax.models.aggregation import AGGREGATIONS, L2_MODES, aggregation_dim, l2_normalize
+from vgjax.models.aggregation import (AGGREGATIONS, L2_MODES, aggregation_dim, l2_normalize,
+                                      matmul_precision)
 from vgjax.models.resnet import STAGES, ResNet, parse_backbone
 
 TRAINABLE_FROM = STAGES + ("aggregation",)  # the first trained part; all before it is frozen
@@ -69,6 +70,7 @@ class VGNetwork(nn.Module):
     num_frozen: int = 3  # leading stages of STAGES without gradient
     freeze_frozen_bn_stats: bool = False
     dtype: str = "float32"
+    matmul_precision: str = "highest"  # NetVLAD's float32 matmuls (TF32 on GPUs otherwise)
 
     def setup(self):
         self.backbone = ResNet(parse_backbone(self.backbone_arch), self.resnet_width,
@@ -99,7 +101,8 @@ class VGNetwork(nn.Module):
 ARCH_DEFAULTS = {"backbone": "resnet18conv4", "resnet_width": 64, "aggregation": "netvlad",
                  "netvlad_clusters": 64, "gem_p": 3.0, "gem_eps": 1e-6, "l2": "before_pool",
                  "fc_output_dim": 0, "trainable_from": "layer3",
-                 "freeze_frozen_bn_stats": False, "dtype": "float32"}
+                 "freeze_frozen_bn_stats": False, "dtype": "float32",
+                 "matmul_precision": "highest"}
 
 
 def _get(cfg, name, default=None):
@@ -127,6 +130,7 @@ def validate_model_config(model_cfg) -> None:
     if tf == "layer4" and spec.num_layers < 4:
         raise ValueError(f"model.trainable_from: 'layer4' but {spec.name} has no layer4 "
                          "(use 'aggregation' to freeze the whole backbone)")
+    matmul_precision(_get(model_cfg, "matmul_precision"))  # raises naming the option
     dtype = _get(model_cfg, "dtype")
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype: unknown dtype {dtype!r} (accepted: {', '.join(DTYPES)})")
@@ -147,6 +151,7 @@ def build_network(model_cfg) -> VGNetwork:
         num_frozen=TRAINABLE_FROM.index(_get(model_cfg, "trainable_from")),
         freeze_frozen_bn_stats=bool(_get(model_cfg, "freeze_frozen_bn_stats")),
         dtype=_get(model_cfg, "dtype"),
+        matmul_precision=_get(model_cfg, "matmul_precision"),
     )
 
 

@@ -184,6 +184,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
         size=tuple(config.data.resize), seed=int(config.seed),
         queries_per_step=int(t.queries_per_step), negatives_per_query=int(t.negatives_per_query),
         neg_samples_num=int(t.neg_samples_num), infer_batch_size=int(t.infer_batch_size),
+        mining_chunk_bytes=int(float(t.mining_chunk_mb) * (1 << 20)),
         num_workers=int(config.data.num_workers), prefetch=int(config.data.prefetch))
     try:
         _epochs(config, run, ctx, evals, state, progress, negative_cache)
@@ -214,19 +215,20 @@ def _save(config, run, name: str, state, progress, negative_cache):
                     image_size=tuple(config.data.resize))
 
 
-def _evaluate(evals, when: str, describe, variables) -> tuple[dict, dict]:
+def _evaluate(evals, when: str, describe, variables) -> tuple[dict, dict, dict]:
     """Runs the evaluators scheduled `when`: (flat metrics, {entry: recalls} where an entry
-    has one dataset)."""
-    metrics, recalls = {}, {}
+    has one dataset, {entry: {dataset: recalls}})."""
+    metrics, recalls, by_dataset = {}, {}, {}
     for e in evals.values():
         if when not in e.when:
             continue
         results = e.run(lambda images: describe(variables, images))
         metrics.update(e.metrics(results))
+        by_dataset[e.name] = {r.name: r.recalls for r in results}
         if len(results) == 1:
             recalls[e.name] = results[0].recalls
         log.info("%s: %s", e.name, "; ".join(f"{r.name} {r.summary()}" for r in results))
-    return metrics, recalls
+    return metrics, recalls, by_dataset
 
 
 def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progress,
@@ -238,9 +240,11 @@ def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progre
         scheduler.load_state_dict(progress.scheduler)
     _, best_key = evaluators.parse_metric(config, t.best_metric)
     if progress.epoch == 0 and progress.round == 0 and not progress.finished:
-        _, recalls = _evaluate(evals, "before", ctx.describe, _eval_variables(config, state))
-        for name, rec in recalls.items():
-            ctx.metrics.write(type=f"initial_{name}", **{name: rec})
+        _, recalls, by_dataset = _evaluate(evals, "before", ctx.describe,
+                                           _eval_variables(config, state))
+        for name, results in by_dataset.items():  # e.g. "initial_val": {"val": recalls}
+            single = {name: recalls[name]} if name in recalls else {}
+            ctx.metrics.write(type=f"initial_{name}", results=results, **single)
     while not progress.finished and progress.epoch < int(t.epochs):
         epoch = progress.epoch
         t_epoch = time.perf_counter()
@@ -264,7 +268,8 @@ def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progre
             progress.epoch_loss_steps += len(result.losses)
             _save(config, run, "last", state, progress, negative_cache)
         train_loss = progress.epoch_loss_sum / max(progress.epoch_loss_steps, 1)
-        metrics, recalls = _evaluate(evals, "epoch", ctx.describe, _eval_variables(config, state))
+        metrics, recalls, _ = _evaluate(evals, "epoch", ctx.describe,
+                                        _eval_variables(config, state))
         value = float(metrics[best_key])
         progress.val_history.append(metrics)
         improved = value > progress.best_value

@@ -54,6 +54,7 @@ class RoundContext:
     prefetch: int
     # data.cache_decoded=device: the training images on the device, rows = the database,
     # then the queries; the train step and the cache descriptors gather from it
+    mining_chunk_bytes: int = 256 << 20  # full / random mining: memory bound per chunk
     pool: jax.Array | None = None
     describe_rows: Callable | None = None  # jitted (variables, pool, rows) -> descriptors
 
@@ -138,7 +139,8 @@ def mine_round(ctx: RoundContext, state: TrainState, progress: Progress, queries
     previous = negative_cache[queries] if negative_cache is not None else None
     positives, negatives = mining.mine(
         ctx.mining, round_key(ctx.seed, epoch, rnd), plan, q_desc, c_desc,
-        ctx.negatives_per_query, ctx.neg_samples_num, ctx.tables.database_size, previous)
+        ctx.negatives_per_query, ctx.neg_samples_num, ctx.tables.database_size, previous,
+        chunk_bytes=ctx.mining_chunk_bytes)
     if negative_cache is not None:
         negative_cache[queries] = negatives
     return positives, negatives, {"cache_images": len(queries) + plan.num_cache,
