@@ -1,37 +1,50 @@
 # Two entry points: `make demo` (the main job) and `make test` (the suite).
-# Both create .venv with python3 on first use and reinstall only when requirements change.
+# Both create .venv with python3 on first use and reinstall only when requirements change;
+# the demo needs the runtime requirements only, the tests add requirements-dev.txt (torch).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed
 DEMO_ROOT ?= data/synthetic-demo
 DEMO_RUN ?= runs/demo
 
-.PHONY: demo test install smoke bench clean-demo
+.PHONY: demo test install smoke smoke-night bench suite-smoke clean-demo
 
-install: $(STAMP)
+install: $(DEV)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(RUNTIME): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
-	touch $(STAMP)
+	touch $(RUNTIME)
+
+$(DEV): $(RUNTIME) requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(DEV)
 
 # pytest exits 5 when it collects no test: report it, do not fail on it.
-test: $(STAMP)
+test: $(DEV)
 	$(PY) -m pytest -q tests; code=$$?; \
 	if [ $$code -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$code
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(PY) scripts/demo.py --root $(DEMO_ROOT) --workdir $(DEMO_RUN)
 
-smoke: $(STAMP)
-	$(PY) -m vgjax.data.synthetic --out data/synthetic-tiny --preset tiny
+smoke: $(RUNTIME)
+	$(PY) -m vgjax.synthetic --out data/synthetic-tiny --preset tiny
 	$(PY) -m vgjax.train --config configs/smoke.py --workdir runs/smoke
 
-bench: $(STAMP)
-	$(PY) scripts/bench_pipeline.py
+smoke-night: $(RUNTIME)
+	test -d data/synthetic-tiny/night-target || $(PY) -m vgjax.synthetic --out data/synthetic-tiny --preset tiny --overwrite
+	$(PY) -m vgjax.train --config configs/smoke_night.py --workdir runs/smoke_night
+
+suite-smoke: $(RUNTIME)
+	$(PY) scripts/run_suite.py --suite configs/suites/table1_baselines.py:city --smoke --repeats 1 --out runs/suite-smoke
+
+bench: $(RUNTIME)
+	$(PY) scripts/bench.py --smoke
 
 clean-demo:
 	rm -rf $(DEMO_ROOT) $(DEMO_RUN)

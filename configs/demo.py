@@ -1,38 +1,32 @@
-"""The `make demo` run: the demo synthetic city on a CPU in a few minutes.
+"""The `make demo` runs: the synthetic city recipe (configs/city.py) shortened to fit a few
+minutes on 2 CPU cores: ResNet-18-conv4 at half width from scratch + NetVLAD-16 at 96x128,
+2 epochs of 304 queries, validated each epoch and before training, and the untrained
+network tested on the four test sets before training (`evals.untrained`, a reference
+point), then the best model at the end.
 
-    python -m vgjax.data.synthetic --out data/synthetic-demo --preset demo
+Only layer3 and the head train (`model.trainable_from=layer3`, the reference's default; the
+earlier stages keep their random weights): on the synthetic city this generalises better to
+the other districts than training the whole network (sf-xs R@1 21.3 vs 13.0 in a 2-epoch
+run, 2026-12-01) and its epochs are faster. The training images stay on the device
+(`data.cache_decoded=device`).
+
+    python -m vgjax.synthetic --out data/synthetic-demo --preset demo
     python -m vgjax.train --config configs/demo.py --workdir runs/demo
-
-ResNet-18-conv4 (half width, trained from scratch: no downloadable weights here) + NetVLAD-16
-at 96x128, partial mining, Adam; 4 epochs of 500 queries, validated each epoch, tested on the
-four synthetic test sets.
 """
-from configs import default
+from configs import city, default
+from vgjax.config import parse_arg
 
 
-def get_config():
-    c = default.get_config()
-    c.data.root = "data/synthetic-demo"
-    c.data.train_dataset = "pitts30k"
-    c.data.test_datasets = ["pitts30k", "sf-xs", "tokyo-xs", "tokyo-night"]
-    c.data.resize = (96, 128)
-    c.data.num_workers = 4
-    c.data.cache_decoded = "host"             # 3400 train + val images at 96x128: ~125 MB
-    c.model.resnet_width = 32
-    c.model.trainable_from = "conv1"
-    c.model.netvlad_clusters = 16
-    c.model.netvlad_init.images = 200
-    c.model.netvlad_init.descriptors_per_image = 40
-    c.model.netvlad_init.iterations = 30
-    c.train.queries_per_step = 4
-    c.train.negatives_per_query = 5
-    c.train.cache_refresh_rate = 250
-    c.train.queries_per_epoch = 500
-    c.train.neg_samples_num = 500
-    c.train.epochs = 4
-    c.train.patience = 3
+def get_config(arg=None):
+    arg = parse_arg(arg, smoke=False)
+    c = city.get_config()
+    c.train.queries_per_epoch = 304
+    c.train.cache_refresh_rate = 152
+    c.train.epochs = 2
+    c.train.patience = 2
+    c.model.trainable_from = "layer3"
+    c.data.cache_decoded = "device"
     c.evals.val.when = ["before", "epoch"]    # also validate the untrained model
-    c.train.lr = 1e-3
-    c.train.infer_batch_size = 64
-    c.test.batch_size = 64
-    return c
+    c.evals.untrained = dict(type="retrieval", split="test", datasets=[], when=["before"],
+                             save_predictions=False)
+    return default.smoke(c) if arg.smoke else c

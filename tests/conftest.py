@@ -40,3 +40,13 @@ def write_dataset(root, name="toy", splits=("train", "val", "test"), n_db=12, n_
 @pytest.fixture
 def toy_dataset(tmp_path):
     return write_dataset(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_city(tmp_path_factory):
+    """The tiny synthetic city (pitts30k, sf-xs and the night-target folder), rendered once
+    for the whole test session; tests must not write into it."""
+    from vgjax.synthetic import generate
+    root = tmp_path_factory.mktemp("tiny-city")
+    generate(root, "tiny", seed=0, workers=2, datasets=("pitts30k", "sf-xs", "night-target"))
+    return root

@@ -27,13 +27,11 @@ def test_gradient_reversal_is_identity_forward_and_flips_gradients():
 
 
 @pytest.fixture(scope="module")
-def day_night(tmp_path_factory):
+def day_night(tiny_city):
     """Training queries (day) and the night-target folder of the tiny city, at 48x64."""
     from vgjax.data.format import list_images
     from vgjax.data.pipeline import load_batch
-    from vgjax.synthetic import generate
-    root = tmp_path_factory.mktemp("city")
-    generate(root, "tiny", seed=0, workers=2, datasets=("pitts30k", "night-target"))
+    root = tiny_city
     day = list_images(root / "pitts30k" / "images" / "train" / "queries")[:40]
     night = list_images(root / "night-target" / "images")
     return root, load_batch(day, (48, 64), 2), load_batch(night, (48, 64), 2)

@@ -9,12 +9,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def city(tmp_path_factory):
-    from vgjax.synthetic import generate
-    root = tmp_path_factory.mktemp("city")
-    generate(root, "tiny", seed=0, workers=2, datasets=("pitts30k",))
-    return root
+@pytest.fixture
+def city(tiny_city):
+    return tiny_city
 
 
 def _config(root, mode, *extra):

@@ -42,10 +42,8 @@ def test_sweeps():
     assert cell("a", b=1)["overrides"] == {"b": 1}
 
 
-def test_reduced_suite_end_to_end_and_resume(tmp_path):
-    from vgjax.synthetic import generate
-    root = tmp_path / "city"
-    generate(root, "tiny", seed=0, workers=2, datasets=("pitts30k",))
+def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
+    root = tiny_city
     suite = tmp_path / "mini.py"
     suite.write_text(SUITE)
     out = tmp_path / "out"

@@ -12,12 +12,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def synthetic_root(tmp_path_factory):
-    from vgjax.synthetic import generate
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root, "tiny", seed=0, workers=2, datasets=("pitts30k", "sf-xs"))
-    return root
+@pytest.fixture
+def synthetic_root(tiny_city):
+    return tiny_city
 
 
 def _config(root, *overrides):

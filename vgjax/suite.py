@@ -49,17 +49,22 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def product(*axes: tuple[str, Sequence], labels: Mapping[str, str] | None = None) -> list[dict]:
-    """Every combination of the axes `(field, values)`; names and labels from the values."""
+def _rows(axes, combinations, labels) -> list[dict]:
+    """One cell per combination of values: named and labelled by the values."""
     labels = dict(labels or {})
     out = []
-    for values in itertools.product(*(vals for _, vals in axes)):
+    for values in combinations:
         overrides = {field: v for (field, _), v in zip(axes, values)}
         out.append({"name": "-".join(_fmt(v) for v in values).replace(" ", ""),
                     "label": {labels.get(f, f.split(".")[-1]): _fmt(v)
                               for f, v in overrides.items()},
                     "overrides": overrides})
     return out
+
+
+def product(*axes: tuple[str, Sequence], labels: Mapping[str, str] | None = None) -> list[dict]:
+    """Every combination of the axes `(field, values)`; names and labels from the values."""
+    return _rows(axes, itertools.product(*(vals for _, vals in axes)), labels)
 
 
 def zipped(*axes: tuple[str, Sequence], labels: Mapping[str, str] | None = None) -> list[dict]:
@@ -67,15 +72,7 @@ def zipped(*axes: tuple[str, Sequence], labels: Mapping[str, str] | None = None)
     lengths = {len(vals) for _, vals in axes}
     if len(lengths) != 1:
         raise ValueError(f"zipped axes have different lengths: {sorted(lengths)}")
-    labels = dict(labels or {})
-    out = []
-    for values in zip(*(vals for _, vals in axes)):
-        overrides = {field: v for (field, _), v in zip(axes, values)}
-        out.append({"name": "-".join(_fmt(v) for v in values).replace(" ", ""),
-                    "label": {labels.get(f, f.split(".")[-1]): _fmt(v)
-                              for f, v in overrides.items()},
-                    "overrides": overrides})
-    return out
+    return _rows(axes, zip(*(vals for _, vals in axes)), labels)
 
 
 # Suites -------------------------------------------------------------------------------------
