@@ -22,6 +22,7 @@ Multi-scale testing multiplies (H, W) by each scale factor before applying the m
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -178,8 +179,9 @@ class ViewPlan:
         if not self.sizes:
             raise ValueError("test.scales is empty: give at least one scale factor")
 
-    @property
+    @functools.cached_property
     def impl(self) -> TestMethod:
+        """The registered method (built once per plan: views are made per image)."""
         return TEST_METHODS.get(self.method)()
 
     @classmethod
