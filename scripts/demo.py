@@ -58,7 +58,7 @@ def trivial_baseline(root: Path, out: Path) -> dict:
 
 def table(title: str, columns: dict[str, dict], datasets=DATASETS, recalls=RECALLS) -> str:
     """Rows = datasets, columns = models x recalls (the paper's Table I shape)."""
-    head = f"| dataset | " + " | ".join(f"{m} {r}" for m in columns for r in recalls) + " |"
+    head = "| dataset | " + " | ".join(f"{m} {r}" for m in columns for r in recalls) + " |"
     lines = [f"### {title}", "", head, "|" + "---|" * (1 + len(columns) * len(recalls))]
     for d in datasets:
         cells = [f"{columns[m][d][r]:.1f}" if d in columns[m] else "-"

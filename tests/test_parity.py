@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 
-import jax
 import numpy as np
 import pytest
 import torch

@@ -79,3 +79,30 @@ def test_identity_op_is_one_registered_function():
     assert out is img
     with pytest.raises(ConfigError, match="image op: identity has no argument"):
         IMAGE_OPS.check("identity(strength=2)")
+
+
+def test_import_layers():
+    """config imports nothing else of vgjax; models nothing of data; no import cycles."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "vgjax"
+
+    def imports(path):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level only: function-local imports are for heavy deps
+            if isinstance(node, ast.ImportFrom) and node.module:
+                yield node.module
+            elif isinstance(node, ast.Import):
+                yield from (a.name for a in node.names)
+
+    for path in (root / "config").glob("*.py"):
+        outside = [m for m in imports(path) if m.startswith("vgjax") and
+                   not m.startswith("vgjax.config")]
+        assert not outside, (path.name, outside)
+    for path in (root / "models").glob("*.py"):
+        assert not [m for m in imports(path) if m.startswith("vgjax.data")], path.name
+    for path in (root / "data").glob("*.py"):
+        bad = [m for m in imports(path) if m.split(".")[:2] in (["vgjax", "models"],
+                                                               ["vgjax", "train"],
+                                                               ["vgjax", "eval"])]
+        assert not bad, (path.name, bad)

@@ -13,7 +13,7 @@
 from vgjax.eval.evaluate import EvalResult, evaluate, fit_pca, query_domains
 from vgjax.eval.extract import Describer, extract_descriptors
 from vgjax.eval.methods import ViewPlan
-from vgjax.eval.search import compute_recalls, recalls_from_predictions
+from vgjax.eval.recalls import compute_recalls, recalls_from_predictions
 from vgjax.eval.store import DescriptorStore, store_factory
 
 __all__ = ["Describer", "DescriptorStore", "EvalResult", "ViewPlan", "compute_recalls",

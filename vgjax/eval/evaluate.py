@@ -27,7 +27,9 @@ from vgjax.data.sources import FOLDER_READER
 from vgjax.eval.report import save_pictures, save_predictions, save_recall_curve
 from vgjax.eval.extract import extract_descriptors
 from vgjax.eval.methods import ViewPlan
-from vgjax.eval.search import PCA, correct_matrix, recalls_from_correct, sample_rows, search
+from vgjax.eval.pca import PCA, sample_rows
+from vgjax.eval.recalls import correct_matrix, recalls_from_correct
+from vgjax.eval.search import search
 from vgjax.eval.store import DescriptorStore
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import numpy as np
 
 from vgjax.data.format import parse_fields
 from vgjax.data.pipeline import load_image
-from vgjax.eval.search import correct_matrix, geo_distances
+from vgjax.eval.recalls import correct_matrix, geo_distances
 
 PICTURE_SIZE = (240, 320)  # (H, W) of each thumbnail
 

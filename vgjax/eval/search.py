@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 
 import numpy as np
 
-from vgjax.eval.store import DescriptorStore, store_factory
+from vgjax.eval.pca import PCA, sample_rows
+from vgjax.eval.recalls import (compute_recalls, correct_matrix, geo_distances,
+                                recalls_from_correct, recalls_from_predictions)
+from vgjax.eval.store import DEFAULT_CHUNK_BYTES, DescriptorStore
 from vgjax.registry import Registry
+
+__all__ = ["PCA", "compute_recalls", "correct_matrix", "exact_search", "geo_distances",
+           "ivfpq_search", "recalls_from_correct", "recalls_from_predictions", "sample_rows",
+           "search", "search_backend"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_BYTES = 256 << 20
 INDEXES = Registry("test.index", fixed=("database", "queries", "k", "test_cfg", "chunk_bytes"))
 BACKENDS = ("jax", "jax-blocks", "faiss-gpu", "faiss-cpu")
 # The device search uses at most this share of the device's free memory ...
@@ -385,100 +390,3 @@ def _as_store(x) -> DescriptorStore:
     store = DescriptorStore(x.shape, np.float32)
     store.write(0, x)
     return store
-
-
-# Recalls ------------------------------------------------------------------------------------
-
-def correct_matrix(topk_indices: np.ndarray, query_utm: np.ndarray, db_utm: np.ndarray,
-                   positive_dist: float) -> np.ndarray:
-    """(Q, K) bool: prediction within `positive_dist` metres (UTM) of its query; -1 is wrong."""
-    metres = geo_distances(topk_indices, query_utm, db_utm)
-    return np.nan_to_num(metres, nan=np.inf) <= positive_dist
-
-
-def geo_distances(topk_indices, query_utm, db_utm) -> np.ndarray:
-    """(Q, K) metres between each query and its predictions (nan where missing)."""
-    idx = np.asarray(topk_indices)
-    pred = np.asarray(db_utm, np.float64)[np.where(idx >= 0, idx, 0)]
-    dist = np.sqrt(((pred - np.asarray(query_utm, np.float64)[:, None]) ** 2).sum(-1))
-    return np.where(idx >= 0, dist, np.nan)
-
-
-def recalls_from_correct(correct: np.ndarray, recall_values) -> dict[str, float]:
-    """Share (%) of queries with a correct prediction in their first N, for each N."""
-    correct = np.asarray(correct, bool)
-    if len(correct) == 0:
-        return {f"R@{n}": float("nan") for n in recall_values}
-    return {f"R@{n}": float(100.0 * correct[:, :n].any(1).mean()) for n in recall_values}
-
-
-def compute_recalls(topk_indices, query_utm, db_utm, recall_values,
-                    positive_dist: float) -> dict[str, float]:
-    """Recall@N in percent; queries without any database image in range count as misses."""
-    return recalls_from_correct(correct_matrix(topk_indices, query_utm, db_utm, positive_dist),
-                                recall_values)
-
-
-def recalls_from_predictions(npz_path: str | os.PathLike, recall_values=(1, 5, 10, 20),
-                             positive_dist: float = 25.0) -> dict[str, float]:
-    """Recomputes recalls from a saved `predictions/<name>.npz`."""
-    with np.load(npz_path, allow_pickle=False) as z:
-        k = z["topk_indices"].shape[1]
-        if max(recall_values) > k:
-            raise ValueError(f"{npz_path}: holds top-{k} predictions, cannot compute "
-                             f"R@{max(recall_values)}")
-        return compute_recalls(z["topk_indices"], z["query_utm"], z["db_utm"], recall_values,
-                               positive_dist)
-
-
-# PCA ----------------------------------------------------------------------------------------
-
-class PCA:
-    """Projection on the top principal components (centred, no whitening)."""
-
-    def __init__(self, mean: np.ndarray, components: np.ndarray):
-        self.mean = mean.astype(np.float32)              # (D,)
-        self.components = components.astype(np.float32)  # (D, dim)
-
-    @property
-    def dim(self) -> int:
-        return self.components.shape[1]
-
-    @classmethod
-    def fit(cls, samples: np.ndarray, dim: int) -> PCA:
-        """Exact PCA of `samples` (n, D) through the smaller of the Gram / covariance matrices."""
-        x = np.asarray(samples, np.float64)
-        n, d = x.shape
-        if not 1 <= dim <= min(n - 1, d):
-            raise ValueError(f"test.pca_dim={dim} must be between 1 and min(samples - 1, "
-                             f"descriptor size) = {min(n - 1, d)} ({n} samples of size {d})")
-        mean = x.mean(0)
-        x -= mean
-        if n < d:
-            w, u = np.linalg.eigh(x @ x.T)                     # ascending
-            w, u = w[::-1][:dim], u[:, ::-1][:, :dim]
-            comps = (x.T @ u) / np.sqrt(np.maximum(w, 1e-30))
-        else:
-            w, v = np.linalg.eigh(x.T @ x)
-            comps = v[:, ::-1][:, :dim]
-        return cls(mean, comps)
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, np.float32) - self.mean) @ self.components).astype(np.float32)
-
-    def transform_store(self, store: DescriptorStore, make_store=None,
-                        chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> DescriptorStore:
-        """Projects every row of `store` into a new store from `make_store(n, dim)`."""
-        out = (make_store or store_factory())(len(store), self.dim)
-        for start, block in store.chunks(store.rows_per_chunk(chunk_bytes)):
-            out.write(start, self.transform(block))
-        return out
-
-
-def sample_rows(store: DescriptorStore, max_rows: int, seed: int = 0) -> np.ndarray:
-    """Up to `max_rows` random rows (sorted, reproducible) as float32."""
-    n = len(store)
-    if n <= max_rows:
-        return store.read()
-    rows = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
-    return np.concatenate([store.read(int(r), int(r) + 1) for r in rows])

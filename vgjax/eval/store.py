@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+DEFAULT_CHUNK_BYTES = 256 << 20  # block size of streamed reads (search, PCA)
+
 
 class DescriptorStore:
     """An (N, D) descriptor matrix kept in RAM or streamed to a .npy file.

@@ -1,0 +1,51 @@
+"""Recall@N: the share of queries with at least one of their first N predictions within
+`positive_dist` metres (UTM); queries with no database image that close count as misses."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def correct_matrix(topk_indices: np.ndarray, query_utm: np.ndarray, db_utm: np.ndarray,
+                   positive_dist: float) -> np.ndarray:
+    """(Q, K) bool: prediction within `positive_dist` metres (UTM) of its query; -1 is wrong."""
+    metres = geo_distances(topk_indices, query_utm, db_utm)
+    return np.nan_to_num(metres, nan=np.inf) <= positive_dist
+
+
+def geo_distances(topk_indices, query_utm, db_utm) -> np.ndarray:
+    """(Q, K) metres between each query and its predictions (nan where missing)."""
+    idx = np.asarray(topk_indices)
+    pred = np.asarray(db_utm, np.float64)[np.where(idx >= 0, idx, 0)]
+    dist = np.sqrt(((pred - np.asarray(query_utm, np.float64)[:, None]) ** 2).sum(-1))
+    return np.where(idx >= 0, dist, np.nan)
+
+
+def recalls_from_correct(correct: np.ndarray, recall_values) -> dict[str, float]:
+    """Share (%) of queries with a correct prediction in their first N, for each N."""
+    correct = np.asarray(correct, bool)
+    if len(correct) == 0:
+        return {f"R@{n}": float("nan") for n in recall_values}
+    return {f"R@{n}": float(100.0 * correct[:, :n].any(1).mean()) for n in recall_values}
+
+
+def compute_recalls(topk_indices, query_utm, db_utm, recall_values,
+                    positive_dist: float) -> dict[str, float]:
+    """Recall@N in percent; queries without any database image in range count as misses."""
+    return recalls_from_correct(correct_matrix(topk_indices, query_utm, db_utm, positive_dist),
+                                recall_values)
+
+
+def recalls_from_predictions(npz_path: str | os.PathLike, recall_values=(1, 5, 10, 20),
+                             positive_dist: float = 25.0) -> dict[str, float]:
+    """Recomputes recalls from a saved `predictions/<name>.npz`."""
+    with np.load(npz_path, allow_pickle=False) as z:
+        k = z["topk_indices"].shape[1]
+        if max(recall_values) > k:
+            raise ValueError(f"{npz_path}: holds top-{k} predictions, cannot compute "
+                             f"R@{max(recall_values)}")
+        return compute_recalls(z["topk_indices"], z["query_utm"], z["db_utm"], recall_values,
+                               positive_dist)
+
+
