@@ -13,17 +13,21 @@ def test_shipped_configs_validate(name):
     assert load_config(REPO / "configs" / f"{name}.py").is_locked
 
 
-def test_netvlad_init_sampling_must_fit_the_feature_map():
+def test_netvlad_init_sampling_must_fit_the_feature_map(tmp_path):
+    from conftest import write_dataset
+    for name in ("pitts30k", "sf-xs", "tokyo-xs", "tokyo-night"):  # the splits it would read
+        write_dataset(tmp_path, name=name, n_db=2, n_q=1)
     demo = REPO / "configs" / "demo.py"  # 96x128 -> 6x8 local features at stride 16
-    validate_training(load_config(demo, ["model.netvlad_init.descriptors_per_image=48"]))
-    too_many = load_config(demo, ["model.netvlad_init.descriptors_per_image=49"])  # eval: fine
+    root = [f"data.root={tmp_path}"]
+    validate_training(load_config(demo, root + ["model.netvlad_init.descriptors_per_image=48"]))
+    too_many = load_config(demo, root + ["model.netvlad_init.descriptors_per_image=49"])
     with pytest.raises(ConfigError, match=r"descriptors_per_image.*6x8 = 48"):
-        validate_training(too_many)
+        validate_training(too_many)  # (evaluation alone would be fine)
     # conv5 halves it again (3x4); a disabled init is not checked
     with pytest.raises(ConfigError, match="3x4 = 12"):
-        validate_training(load_config(demo, ["model.backbone=resnet18conv5"]))
-    validate_training(load_config(demo, ["model.backbone=resnet18conv5",
-                                         "model.netvlad_init.enabled=false"]))
+        validate_training(load_config(demo, root + ["model.backbone=resnet18conv5"]))
+    validate_training(load_config(demo, root + ["model.backbone=resnet18conv5",
+                                                "model.netvlad_init.enabled=false"]))
 
 
 @pytest.mark.parametrize("override, option", [
