@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: prints the device, then model, mining and input-pipeline numbers
+# One call on a GPU machine: prints the device, then model, mining, input-pipeline, whole-system
+# (bench.py) and precision numbers
 # as JSON (also written under $OUT when set). Packages missing there (ml-collections, faiss-cpu)
 # travel as Python wheels in .whl/ and are installed to /tmp/site first.
 #   bash scripts/device_check.sh [quick]
@@ -26,3 +27,8 @@ done
 python3 scripts/bench_pipeline.py --num-images 512 --workers "1,8,$(nproc)" \
   | tee "$out/pipeline.json"
 python3 scripts/bench_positives.py | tee "$out/positives.json"
+# the one benchmark of everything, and the precision check (TF32 vs highest vs bfloat16)
+python3 scripts/bench.py | tee "$out/bench.json"
+python3 scripts/check_precision.py --root /tmp/vgjax-city | tee "$out/precision.json"
+python3 scripts/bench_cache.py --root /tmp/vgjax-city --config configs/smoke.py \
+  --modes none device --queries 32 --out /tmp/vgjax-bench-cache | tee "$out/cache.json"
