@@ -85,3 +85,24 @@ def test_every_shipped_suite_cell_validates(variant):
             load_config(REPO / suite.config, override_args(overrides))
         for e in suite.evals:
             load_config(REPO / suite.config, override_args(e["overrides"]))
+
+
+def test_plots_of_every_kind(tmp_path):
+    """Brightness rows with a baseline row, multi-scale rows, lr / val curves from runs."""
+    from vgjax.suite import Suite, write_plots
+    suite = Suite.from_dict(dict(name="t", title="t", config="c.py", datasets=["d"],
+                                 recalls=["R@1"], plots=["brightness", "multiscale", "val", "lr"],
+                                 cells=[cell("netvlad", {"brightness": "baseline"}),
+                                        cell("b0.1", {"brightness": "0.1"}),
+                                        cell("b0.3", {"brightness": "0.3"})]))
+    value = lambda m: {"d/R@1": {"mean": m, "std": 0.0, "n": 1}}
+    rows = [{"name": n, "label": c["label"], "values": value(m), "runs": []}
+            for n, c, m in zip(["netvlad", "b0.1", "b0.3"], suite.cells, [10.0, 12.0, 11.0])]
+    run = tmp_path / "runs" / "netvlad-rep0"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(
+        {"type": "epoch", "epoch": e, "lr": 1e-3 / (e + 1), "metrics": {"val/R@5": 50.0 + e}})
+        + "\n" for e in range(3)))
+    written = write_plots(suite, rows, tmp_path / "runs", tmp_path)
+    assert sorted(p.name for p in written) == ["t_brightness.png", "t_lr.png",
+                                               "t_multiscale.png", "t_val.png"]

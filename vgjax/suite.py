@@ -270,13 +270,22 @@ def write_plots(suite: Suite, rows: list[dict], runs_dir: Path, out: Path) -> li
                 ax.set_yscale("log")
                 ax.set_title("Learning rate per epoch (Fig. 3)")
         elif kind == "brightness":
-            pts = [(float(r["label"].get("brightness", "nan")), r["values"]) for r in rows]
-            pts = [(x, v) for x, v in pts if not math.isnan(x)]
-            for col in (c for c in rows[0]["values"] if rows):
-                xs = [x for x, v in sorted(pts) if v[col]]
-                ys = [v[col]["mean"] for x, v in sorted(pts) if v[col]]
+            def factor(row):
+                try:
+                    return float(row["label"].get("brightness", "nan"))
+                except ValueError:  # the baseline row
+                    return math.nan
+            pts = sorted(((factor(r), r["values"]) for r in rows if not math.isnan(factor(r))),
+                         key=lambda p: p[0])
+            base = [r["values"] for r in rows if math.isnan(factor(r))]
+            for i, col in enumerate(rows[0]["values"] if rows else []):
+                colour = f"C{i}"
+                xs = [x for x, v in pts if v[col]]
+                ys = [v[col]["mean"] for x, v in pts if v[col]]
                 if xs:
-                    ax.plot(xs, ys, marker="o", label=col)
+                    ax.plot(xs, ys, marker="o", color=colour, label=col)
+                if base and base[0][col]:
+                    ax.axhline(base[0][col]["mean"], color=colour, linestyle="--", alpha=0.5)
             ax.set_xlabel("brightness factor of the training queries")
             ax.set_ylabel("recall (%)")
         elif kind == "multiscale":
