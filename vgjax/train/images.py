@@ -115,6 +115,7 @@ def target_images(config, run: Path):
                     "are not those of an unseen target", da.target_dir, shared)
     size = tuple(config.data.resize)
     log.info("domain adaptation: %d target images from %s", len(paths), da.target_dir)
-    return DecodedImages(paths, size, cache_dir=run / "decoded" if config.data.cache_decoded
-                         else None, num_workers=int(config.data.num_workers),
+    on_disk = config.data.cache_decoded == "host"  # else in memory: the set is small
+    return DecodedImages(paths, size, cache_dir=run / "decoded" if on_disk else None,
+                         num_workers=int(config.data.num_workers),
                          load_fn=FOLDER_READER.loader(size), progress=True)
