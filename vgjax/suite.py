@@ -256,7 +256,11 @@ def write_plots(suite: Suite, rows: list[dict], runs_dir: Path, out: Path) -> li
     for kind in suite.plots:
         fig, ax = figure()
         if kind in ("val", "lr"):
-            for name in trained:
+            shown = trained
+            if kind == "lr":  # Fig. 3: the rows that schedule their rate
+                shown = [c["name"] for c in suite.cells
+                         if c["label"].get("scheduler", "none") != "none"] or trained
+            for name in shown:
                 recs = epoch_records(runs_dir / run_name(name, 0))
                 key = "val/R@5"
                 ys = [r["metrics"].get(key) if kind == "val" else r["lr"] for r in recs
