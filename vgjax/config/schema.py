@@ -18,7 +18,7 @@ def _is_free(key: str) -> bool:
 
 
 def _unknown(option: str, key: str, known) -> ConfigError:
-    close = difflib.get_close_matches(key, list(known), n=3)
+    close = difflib.get_close_matches(key, [str(k) for k in known], n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return ConfigError(f"{option}: unknown field{hint}")
 
@@ -61,9 +61,23 @@ def conform(config: ConfigDict, schema: ConfigDict, *, open_sections: Sequence[s
     return out
 
 
+def _string_keys(config, option: str, *, deep: bool = False) -> list:
+    """The field names of a section or dict, refused unless all are strings (ConfigDict cannot
+    even list mixed names: it sorts them); `deep` checks the nested sections too."""
+    raw = getattr(config, "_fields", config)  # a ConfigDict's own dict, or the mapping
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{option}{key!r}: a field name must be a string, "
+                              f"got {type(key).__name__}")
+        if deep and isinstance(value, (ConfigDict, Mapping)):
+            _string_keys(value, f"{option}{key}.", deep=True)
+    return list(config.keys())
+
+
 def _merge(root, out, config, schema, prefix, open_sections, aliases, where):
-    renamed = [k for k in config.keys() if f"{prefix}{k}" in aliases]
-    for key in [k for k in config.keys() if k not in renamed] + renamed:  # aliases last
+    keys = _string_keys(config, f"{where}{prefix}")
+    renamed = [k for k in keys if f"{prefix}{k}" in aliases]
+    for key in [k for k in keys if k not in renamed] + renamed:  # aliases last
         option = f"{prefix}{key}"
         value = config[key]
         if option in aliases:
@@ -78,6 +92,7 @@ def _merge(root, out, config, schema, prefix, open_sections, aliases, where):
         if option in open_sections or _is_free(key):
             if not isinstance(value, (ConfigDict, Mapping)):
                 raise ConfigError(f"{where}{option}: expected a dict, got {value!r}")
+            _string_keys(value, f"{where}{option}.", deep=True)
             value = value.to_dict() if isinstance(value, ConfigDict) else dict(value)
             if option in open_sections:
                 bad = [k for k, v in value.items() if not isinstance(v, Mapping)]
