@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import json
 import os
 import platform
 import shlex
@@ -33,8 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from vgjax.checks import load_config  # noqa: E402
 from vgjax.config import ConfigError  # noqa: E402
-from vgjax.suite import (Suite, aggregate, override_args, read_run, run_name,  # noqa: E402
-                         write_plots, write_tables)
+from vgjax.suite import (PROVENANCE, Suite, aggregate, override_args, read_run,  # noqa: E402
+                         run_name, write_plots, write_tables)
 
 
 def load_suite(path: Path, arg: str | None = None) -> Suite:
@@ -87,11 +88,17 @@ def _run(cmd: list[str], folder: Path) -> str | None:
     """Runs `cmd` with its output in folder/run.log; the error text if it failed."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "error.txt").unlink(missing_ok=True)
+    provenance = {"commit": _commit(), "machine": _machine(),
+                  "command": " ".join(shlex.quote(c) for c in cmd),
+                  "started": datetime.datetime.now().isoformat(timespec="seconds")}
+    t0 = time.perf_counter()
     with open(folder / "run.log", "a") as log:
-        log.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
+        log.write("$ " + provenance["command"] + "\n")
         log.flush()
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.PIPE, text=True, cwd=REPO)
         log.write(proc.stderr)
+    provenance.update(seconds=round(time.perf_counter() - t0, 1), exit_status=proc.returncode)
+    (folder / PROVENANCE).write_text(json.dumps(provenance, indent=1) + "\n")
     if proc.returncode == 0:
         return None
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

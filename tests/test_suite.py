@@ -64,6 +64,11 @@ def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
     data = json.loads((out / "mini.json").read_text())
     ok = next(r for r in data["rows"] if r["name"] == "ok")
     assert ok["runs"][0]["status"] == "done" and data["meta"]["commit"]
+    provenance = ok["runs"][0]["provenance"]
+    assert provenance["commit"] and provenance["exit_status"] == 0
+    assert "vgjax.train" in provenance["command"] and provenance["seconds"] > 0
+    assert ok["runs"][0]["config"]["train"]["epochs"] == 1  # the run's own resolved config
+    assert f"runs at commit {provenance['commit']}" in table[-1]
     assert (out / "mini.csv").exists() and (out / "mini_val.png").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert again.returncode == 0
@@ -106,3 +111,19 @@ def test_plots_of_every_kind(tmp_path):
     written = write_plots(suite, rows, tmp_path / "runs", tmp_path)
     assert sorted(p.name for p in written) == ["t_brightness.png", "t_lr.png",
                                                "t_multiscale.png", "t_val.png"]
+
+
+def test_multiscale_plot_of_methods_and_scale_lists(tmp_path):
+    from vgjax.suite import Suite, write_plots
+    labels = [("baseline", "-"), ("avg", "[1, 2]"), ("max", "[1, 2]"), ("avg", "[1, 3]")]
+    suite = Suite.from_dict(dict(name="m", title="m", config="c.py", datasets=["a", "b"],
+                                 recalls=["R@1", "R@5"], plots=["multiscale"],
+                                 cells=[cell("baseline", {"method": "baseline",
+                                                          "resolutions": "-"})]))
+    rows = [{"name": f"{m}{r}", "label": {"method": m, "resolutions": r}, "runs": [],
+             "values": {f"{d}/{k}": {"mean": 10.0 + i, "std": 0.0, "n": 1}
+                        for d in ["a", "b"] for k in ["R@1", "R@5"]}}
+            for i, (m, r) in enumerate(labels)]
+    rows[2]["values"]["b/R@5"] = None  # a failed cell leaves a gap, not a zero
+    [path] = write_plots(suite, rows, tmp_path / "runs", tmp_path)
+    assert path.name == "m_multiscale.png" and path.stat().st_size > 10_000

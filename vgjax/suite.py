@@ -144,14 +144,35 @@ def override_args(overrides: Mapping) -> list[str]:
 
 # Results ------------------------------------------------------------------------------------
 
+PROVENANCE = "provenance.json"  # written by the suite runner beside each run it starts
+
+
+def _json_or_none(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def read_run(folder: Path) -> dict:
-    """{'status': done | failed | missing, 'results': .., 'error': ..} of one run folder."""
+    """{'status': done | failed | missing, 'results': .., 'error': ..} of one run folder;
+    a finished run also gives its 'config' (config.json of a training run, eval_info.json of
+    an evaluation) and its 'provenance' (commit, command, time), None where not recorded."""
     results, error = folder / "results.json", folder / "error.txt"
     if results.exists():
-        return {"status": "done", "results": json.loads(results.read_text())}
+        return {"status": "done", "results": json.loads(results.read_text()),
+                "config": _json_or_none(folder / "config.json")
+                or _json_or_none(folder / "eval_info.json"),
+                "provenance": _json_or_none(folder / PROVENANCE)}
     if error.exists():
         return {"status": "failed", "error": error.read_text().strip()}
     return {"status": "missing"}
+
+
+def run_commits(rows: list[dict]) -> list[str]:
+    """The commits that produced the finished runs of `rows` ('unknown' where unrecorded)."""
+    return sorted({(x.get("provenance") or {}).get("commit", "unknown")
+                   for r in rows for x in r["runs"] if x["status"] == "done"})
 
 
 def aggregate(suite: Suite, runs_dir: Path, repeats: int) -> list[dict]:
@@ -207,8 +228,10 @@ def write_tables(suite: Suite, rows: list[dict], out: Path, repeats: int,
                                       for n, e in failed]
     if suite.notes:
         md += ["", suite.notes]
+    commits = ", ".join(run_commits(rows)) or "-"
     md += ["", f"Produced by `{meta.get('command', '')}` on {meta.get('machine', '')}, "
-           f"{meta.get('date', '')}, commit {meta.get('commit', '')}."]
+           f"{meta.get('date', '')}: runs at commit {commits}, table at commit "
+           f"{meta.get('commit', '')}."]
     (out / f"{suite.name}.md").write_text("\n".join(md) + "\n")
     with open(out / f"{suite.name}.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -236,6 +259,55 @@ def epoch_records(run: Path) -> list[dict]:
         if r.get("type") == "epoch":
             out.append(r)
     return out
+
+
+def _multiscale_figure(rows: list[dict], figure_cls, canvas):
+    """Recall per multi-scale method: one panel per dataset and recall (the first two
+    recalls), the scale lists along x, one bar per method, the single-scale row dashed."""
+    keys = list(rows[0]["label"]) if rows else []
+    series_key, group_key = (keys + [None, None])[:2]
+    single = [r for r in rows if group_key and r["label"].get(group_key) == "-"]
+    multi = [r for r in rows if r not in single]
+    groups = list(dict.fromkeys(r["label"].get(group_key, "") for r in multi))
+    series = list(dict.fromkeys(r["label"].get(series_key, "") for r in multi))
+    cols = list(rows[0]["values"]) if rows else []
+    datasets = list(dict.fromkeys(c.split("/")[0] for c in cols))
+    recalls = list(dict.fromkeys(c.split("/", 1)[-1] for c in cols))[:2]
+    fig = figure_cls(figsize=(3.2 * max(1, len(recalls)) + 1.5, 2.2 * max(1, len(datasets))))
+    canvas(fig)
+    axes = np.atleast_2d(fig.subplots(max(1, len(datasets)), max(1, len(recalls)),
+                                      squeeze=False))
+    width = 0.6 / max(1, len(series))
+    for i, ds in enumerate(datasets):
+        for j, rk in enumerate(recalls):
+            ax, col = axes[i, j], f"{ds}/{rk}"
+            for k, name in enumerate(series):
+                ys = []
+                for g in groups:
+                    r = next((r for r in multi if r["label"].get(series_key, "") == name
+                              and r["label"].get(group_key, "") == g), None)
+                    v = r["values"].get(col) if r else None
+                    ys.append(v["mean"] if v else np.nan)
+                ax.plot(np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width * 0.5, ys,
+                        marker="os^v"[k % 4], linestyle="none", label=name, color=f"C{k}")
+            for r in single:
+                v = r["values"].get(col)
+                if v:
+                    ax.axhline(v["mean"], color="k", linestyle="--", linewidth=1,
+                               label=f"{r['label'].get(series_key, '')} (single scale)")
+            ax.set_xticks(np.arange(len(groups)))
+            ax.set_xticklabels(groups, fontsize=6)
+            ax.set_xlim(-0.5, len(groups) - 0.5)
+            ax.set_title(col, fontsize=8)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.grid(alpha=0.3, axis="y")
+            ax.margins(y=0.25)  # the differences are a few points: the axis shows their range
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="upper center", ncol=len(names), fontsize=7)
+    fig.supylabel("recall (%)", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the legend
+    return fig
 
 
 def write_plots(suite: Suite, rows: list[dict], runs_dir: Path, out: Path) -> list[Path]:
@@ -293,21 +365,16 @@ def write_plots(suite: Suite, rows: list[dict], runs_dir: Path, out: Path) -> li
             ax.set_xlabel("brightness factor of the training queries")
             ax.set_ylabel("recall (%)")
         elif kind == "multiscale":
-            cols = list(rows[0]["values"]) if rows else []
-            width = 0.8 / max(1, len(rows))
-            for i, r in enumerate(rows):
-                ys = [r["values"][c]["mean"] if r["values"][c] else 0 for c in cols]
-                ax.bar(np.arange(len(cols)) + i * width, ys, width, label=label(r))
-            ax.set_xticks(np.arange(len(cols)) + 0.4 - width / 2)
-            ax.set_xticklabels(cols, rotation=45, ha="right", fontsize=7)
-            ax.set_ylabel("recall (%)")
+            fig = _multiscale_figure(rows, figure_cls=Figure, canvas=FigureCanvasAgg)
+            ax = None
         else:
             raise ConfigError(f"suite {suite.name}: unknown plot {kind!r} "
                               "(accepted: val, lr, brightness, multiscale)")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, ncol=2)
-        fig.tight_layout()
+        if ax is not None:
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6, ncol=2)
+            fig.tight_layout()
         path = out / f"{suite.name}_{kind}.png"
         fig.savefig(path, dpi=90)
         written.append(path)
