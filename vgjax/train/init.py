@@ -1,11 +1,15 @@
-"""A run's initial variables: a fresh init, a pretrained model dir merged in, then the
-NetVLAD k-means initialisation when the head is not pretrained."""
+"""A run's initial state: resumed from its newest usable checkpoint, or fresh: a random
+init, a pretrained model dir merged in, then the NetVLAD k-means initialisation when the
+head is not pretrained."""
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vgjax.config import ConfigError
 from vgjax.data.dataset import Split
@@ -13,7 +17,10 @@ from vgjax.data.pipeline import BatchLoader
 from vgjax.models.aggregation import uses_kmeans_init
 from vgjax.models.io import load_model, merge_pretrained, read_model_info
 from vgjax.models.netvlad_init import initialize_netvlad, sample_init_paths
-from vgjax.models.network import init_variables
+from vgjax.models.network import abstract_variables, init_variables, trainable_mask
+from vgjax.train import checkpoint, multihost, optim, run_dir
+from vgjax.train.adaptation import DOMAIN
+from vgjax.train.state import Progress, TrainState
 
 log = logging.getLogger("vgjax.train")
 
@@ -74,3 +81,59 @@ def initial_variables(config, net, train_split: Split, reader=None) -> dict:
         log.info("NetVLAD initialised by k-means on %d images in %.1f s", len(paths),
                  time.perf_counter() - t0)
     return variables
+
+
+def _domain_params(domain, net, model_cfg, size, seed: int):
+    """Initial parameters of the domain classifier for the backbone's feature shape."""
+    feats = jax.eval_shape(
+        lambda v, x: net.apply(v, x, method=type(net).features),
+        abstract_variables(model_cfg), jax.ShapeDtypeStruct((1, *size, 3), np.uint8))
+    return domain.init(jax.random.fold_in(jax.random.key(seed), 1), feats.shape)
+
+
+def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, domain):
+    """(state, progress, negative cache, tx) of a run: resumed from the newest usable
+    checkpoint in `run` if there is one, else fresh (`initial_variables`, plus the domain
+    classifier's parameters with domain adaptation), replicated over `mesh`."""
+    t = config.train
+    size = tuple(config.data.resize)
+    replicated = NamedSharding(mesh, P())
+
+    def with_domain(variables, domain_params):
+        if domain is None:
+            return variables
+        return {"params": {**variables["params"], DOMAIN: domain_params},
+                "batch_stats": variables["batch_stats"]}
+
+    abstract = abstract_variables(config.model)
+    domain_abstract = (jax.eval_shape(lambda: _domain_params(domain, net, config.model,
+                                                             size, 0))
+                       if domain is not None else None)
+    abstract = with_domain(abstract, domain_abstract)
+    tx = optim.make_optimizer(t, trainable_mask(abstract["params"], config.model))
+    target = jax.eval_shape(lambda v: TrainState.create(v, tx), abstract)
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), target)
+    restored = checkpoint.restore_latest(
+        run, target, None if negative_cache is None else negative_cache.shape)
+    if restored is None:
+        if multihost.is_primary():  # records of an earlier attempt that never saved a round
+            (run / "metrics.jsonl").unlink(missing_ok=True)
+        variables = initial_variables(config, net, train, reader)
+        if domain is not None:
+            variables = with_domain(variables, _domain_params(domain, net, config.model, size,
+                                                              int(config.seed)))
+        variables = multihost.from_process_zero(variables)
+        # host copies: device_put places those on every process of a multi-process mesh
+        state = jax.device_put(jax.tree.map(np.asarray, TrainState.create(variables, tx)),
+                               replicated)
+        return state, Progress(), negative_cache, tx
+    state, progress, cache, found, _ = restored
+    if negative_cache is not None:
+        negative_cache = cache.copy()
+    log.info("Resuming from %s: epoch %d, %d mining rounds of it done, step %d, best %s %.2f",
+             found, progress.epoch, progress.round, int(state.step), t.best_metric,
+             progress.best_value)
+    if multihost.is_primary():
+        run_dir.truncate_metrics(run / "metrics.jsonl", int(state.step), progress.epoch)
+    return state, progress, negative_cache, tx

@@ -28,12 +28,12 @@ from vgjax.eval import evaluators
 from vgjax.eval.extract import Describer
 from vgjax.eval.report import format_table
 from vgjax.models.io import load_model
-from vgjax.models.network import abstract_variables, build_network, make_describe_fn, trainable_mask
+from vgjax.models.network import build_network, make_describe_fn
 from vgjax.train import checkpoint, mining, multihost, optim, run_dir
-from vgjax.train.adaptation import DOMAIN, DomainAdaptation, network_variables
+from vgjax.train.adaptation import DomainAdaptation, network_variables
 from vgjax.train.augment import make_query_augment
 from vgjax.train.images import decode_once, target_images
-from vgjax.train.init import initial_variables
+from vgjax.train.init import initial_state
 from vgjax.train.interrupt import interrupted
 from vgjax.train.losses import make_term
 from vgjax.train.rounds import RoundContext, run_round
@@ -78,61 +78,6 @@ def _check_devices(t, mesh) -> None:
                  jax.local_device_count(), n_dev, rows.start, rows.stop, step_images)
 
 
-def _domain_params(domain, net, model_cfg, size, seed: int):
-    """Initial parameters of the domain classifier for the backbone's feature shape."""
-    feats = jax.eval_shape(
-        lambda v, x: net.apply(v, x, method=type(net).features),
-        abstract_variables(model_cfg), jax.ShapeDtypeStruct((1, *size, 3), np.uint8))
-    return domain.init(jax.random.fold_in(jax.random.key(seed), 1), feats.shape)
-
-
-def _initial_state(config, run: Path, net, train, reader, mesh, negative_cache, domain):
-    """(state, progress, negative cache, tx): resumed from the newest usable checkpoint
-    if there is one."""
-    t = config.train
-    size = tuple(config.data.resize)
-    replicated = NamedSharding(mesh, P())
-
-    def with_domain(variables, domain_params):
-        if domain is None:
-            return variables
-        return {"params": {**variables["params"], DOMAIN: domain_params},
-                "batch_stats": variables["batch_stats"]}
-
-    abstract = abstract_variables(config.model)
-    domain_abstract = (jax.eval_shape(lambda: _domain_params(domain, net, config.model,
-                                                             size, 0))
-                       if domain is not None else None)
-    abstract = with_domain(abstract, domain_abstract)
-    tx = optim.make_optimizer(t, trainable_mask(abstract["params"], config.model))
-    target = jax.eval_shape(lambda v: TrainState.create(v, tx), abstract)
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), target)
-    restored = checkpoint.restore_latest(
-        run, target, None if negative_cache is None else negative_cache.shape)
-    if restored is None:
-        if multihost.is_primary():  # records of an earlier attempt that never saved a round
-            (run / "metrics.jsonl").unlink(missing_ok=True)
-        variables = initial_variables(config, net, train, reader)
-        if domain is not None:
-            variables = with_domain(variables, _domain_params(domain, net, config.model, size,
-                                                              int(config.seed)))
-        variables = multihost.from_process_zero(variables)
-        # host copies: device_put places those on every process of a multi-process mesh
-        state = jax.device_put(jax.tree.map(np.asarray, TrainState.create(variables, tx)),
-                               replicated)
-        return state, Progress(), negative_cache, tx
-    state, progress, cache, found, _ = restored
-    if negative_cache is not None:
-        negative_cache = cache.copy()
-    log.info("Resuming from %s: epoch %d, %d mining rounds of it done, step %d, best %s %.2f",
-             found, progress.epoch, progress.round, int(state.step), t.best_metric,
-             progress.best_value)
-    if multihost.is_primary():
-        run_dir.truncate_metrics(run / "metrics.jsonl", int(state.step), progress.epoch)
-    return state, progress, negative_cache, tx
-
-
 def _train_and_evaluate(config, run: Path) -> dict:
     t = config.train
     if multihost.is_primary():
@@ -162,7 +107,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
                       if mining.get_miner(t.mining).remembers_negatives else None)
     domain = (DomainAdaptation.from_config(t.da, _steps_per_epoch(t)) if target is not None
               else None)
-    state, progress, negative_cache, tx = _initial_state(config, run, net, train, reader, mesh,
+    state, progress, negative_cache, tx = initial_state(config, run, net, train, reader, mesh,
                                                          negative_cache, domain)
     if progress.finished:
         log.info("Training already finished; evaluating the best model")
