@@ -314,6 +314,7 @@ def write_plots(suite: Suite, rows: list[dict], runs_dir: Path, out: Path) -> li
     """The plots the suite asks for, as PNGs in OUT/."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     def figure(w=7, h=4):
         fig = Figure(figsize=(w, h))
@@ -332,15 +333,21 @@ def write_plots(suite: Suite, rows: list[dict], runs_dir: Path, out: Path) -> li
             if kind == "lr":  # Fig. 3: the rows that schedule their rate
                 shown = [c["name"] for c in suite.cells
                          if c["label"].get("scheduler", "none") != "none"] or trained
-            for name in shown:
-                recs = epoch_records(runs_dir / run_name(name, 0))
-                key = "val/R@5"
-                ys = [r["metrics"].get(key) if kind == "val" else r["lr"] for r in recs
-                      if kind == "lr" or key in r.get("metrics", {})]
-                if ys:
-                    ax.plot(range(len(ys)), ys, marker="o", markersize=3,
-                            label=label(next(c for c in suite.cells if c["name"] == name)))
-            ax.set_xlabel("epoch")
+            for i, name in enumerate(shown):  # every repetition: the first solid, others dashed
+                k = 0
+                while (runs_dir / run_name(name, k)).is_dir():
+                    recs = epoch_records(runs_dir / run_name(name, k))
+                    key = "val/R@5"
+                    ys = [r["metrics"].get(key) if kind == "val" else r["lr"] for r in recs
+                          if kind == "lr" or key in r.get("metrics", {})]
+                    if ys:
+                        cell_label = label(next(c for c in suite.cells if c["name"] == name))
+                        ax.plot(range(len(ys)), ys, marker="o", markersize=3, color=f"C{i % 10}",
+                                linestyle="-" if k == 0 else "--",
+                                label=cell_label if k == 0 else None)
+                    k += 1
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("epoch (dashed: repetitions after the first)")
             ax.set_ylabel("validation R@5 (%)" if kind == "val" else "learning rate")
             if kind == "lr":
                 ax.set_yscale("log")
