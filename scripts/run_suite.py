@@ -70,8 +70,8 @@ def _commit() -> str:
         return "unknown"
 
 
-def _machine() -> str:
-    """e.g. 'Intel(R) Xeon(R) ... (x86_64), 2 CPU cores, cpu'."""
+def _host() -> str:
+    """e.g. 'Intel(R) Xeon(R) Processor, 2 CPU cores', without starting JAX."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -80,15 +80,21 @@ def _machine() -> str:
                 break
     except OSError:
         pass
+    return f"{model}, {os.cpu_count()} CPU cores"
+
+
+def _machine() -> str:
+    """`_host()` and JAX's backend. Starts JAX in this process: call it only once the runs
+    are over, so that the runner never holds the accelerator its runs need."""
     import jax
-    return f"{model}, {os.cpu_count()} CPU cores, JAX on {jax.default_backend()}"
+    return f"{_host()}, JAX on {jax.default_backend()}"
 
 
 def _run(cmd: list[str], folder: Path) -> str | None:
     """Runs `cmd` with its output in folder/run.log; the error text if it failed."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "error.txt").unlink(missing_ok=True)
-    provenance = {"commit": _commit(), "machine": _machine(),
+    provenance = {"commit": _commit(), "machine": _host(),  # the run's log names its device
                   "command": " ".join(shlex.quote(c) for c in cmd),
                   "started": datetime.datetime.now().isoformat(timespec="seconds")}
     t0 = time.perf_counter()

@@ -261,9 +261,18 @@ def epoch_records(run: Path) -> list[dict]:
     return out
 
 
-def _multiscale_figure(rows: list[dict], figure_cls, canvas):
+def _figure(w: float, h: float, nrows: int = 1, ncols: int = 1):
+    """(figure, axes (nrows, ncols)) drawn off-screen (no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _multiscale_figure(rows: list[dict]):
     """Recall per multi-scale method: one panel per dataset and recall (the first two
-    recalls), the scale lists along x, one bar per method, the single-scale row dashed."""
+    recalls), the scale lists along x, one marker per method, the single-scale row dashed."""
     keys = list(rows[0]["label"]) if rows else []
     series_key, group_key = (keys + [None, None])[:2]
     single = [r for r in rows if group_key and r["label"].get(group_key) == "-"]
@@ -273,10 +282,8 @@ def _multiscale_figure(rows: list[dict], figure_cls, canvas):
     cols = list(rows[0]["values"]) if rows else []
     datasets = list(dict.fromkeys(c.split("/")[0] for c in cols))
     recalls = list(dict.fromkeys(c.split("/", 1)[-1] for c in cols))[:2]
-    fig = figure_cls(figsize=(3.2 * max(1, len(recalls)) + 1.5, 2.2 * max(1, len(datasets))))
-    canvas(fig)
-    axes = np.atleast_2d(fig.subplots(max(1, len(datasets)), max(1, len(recalls)),
-                                      squeeze=False))
+    fig, axes = _figure(3.2 * max(1, len(recalls)) + 1.5, 2.2 * max(1, len(datasets)),
+                        max(1, len(datasets)), max(1, len(recalls)))
     width = 0.6 / max(1, len(series))
     for i, ds in enumerate(datasets):
         for j, rk in enumerate(recalls):
@@ -312,14 +319,7 @@ def _multiscale_figure(rows: list[dict], figure_cls, canvas):
 
 def write_plots(suite: Suite, rows: list[dict], runs_dir: Path, out: Path) -> list[Path]:
     """The plots the suite asks for, as PNGs in OUT/."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-
-    def figure(w=7, h=4):
-        fig = Figure(figsize=(w, h))
-        FigureCanvasAgg(fig)
-        return fig, fig.subplots()
 
     def label(row):
         return ", ".join(v for v in row["label"].values())
@@ -327,21 +327,30 @@ def write_plots(suite: Suite, rows: list[dict], runs_dir: Path, out: Path) -> li
     written = []
     trained = [c["name"] for c in suite.cells]
     for kind in suite.plots:
-        fig, ax = figure()
+        if kind not in ("val", "lr", "brightness", "multiscale"):
+            raise ConfigError(f"suite {suite.name}: unknown plot {kind!r} "
+                              "(accepted: val, lr, brightness, multiscale)")
+        path = out / f"{suite.name}_{kind}.png"
+        if kind == "multiscale":  # a grid of panels of its own
+            _multiscale_figure(rows).savefig(path, dpi=90)
+            written.append(path)
+            continue
+        fig, axes = _figure(7, 4)
+        ax = axes[0, 0]
         if kind in ("val", "lr"):
             shown = trained
             if kind == "lr":  # Fig. 3: the rows that schedule their rate
                 shown = [c["name"] for c in suite.cells
                          if c["label"].get("scheduler", "none") != "none"] or trained
+            key = "val/R@5"
             for i, name in enumerate(shown):  # every repetition: the first solid, others dashed
+                cell_label = label(next(c for c in suite.cells if c["name"] == name))
                 k = 0
                 while (runs_dir / run_name(name, k)).is_dir():
                     recs = epoch_records(runs_dir / run_name(name, k))
-                    key = "val/R@5"
                     ys = [r["metrics"].get(key) if kind == "val" else r["lr"] for r in recs
                           if kind == "lr" or key in r.get("metrics", {})]
                     if ys:
-                        cell_label = label(next(c for c in suite.cells if c["name"] == name))
                         ax.plot(range(len(ys)), ys, marker="o", markersize=3, color=f"C{i % 10}",
                                 linestyle="-" if k == 0 else "--",
                                 label=cell_label if k == 0 else None)
@@ -371,18 +380,10 @@ def write_plots(suite: Suite, rows: list[dict], runs_dir: Path, out: Path) -> li
                     ax.axhline(base[0][col]["mean"], color=colour, linestyle="--", alpha=0.5)
             ax.set_xlabel("brightness factor of the training queries")
             ax.set_ylabel("recall (%)")
-        elif kind == "multiscale":
-            fig = _multiscale_figure(rows, figure_cls=Figure, canvas=FigureCanvasAgg)
-            ax = None
-        else:
-            raise ConfigError(f"suite {suite.name}: unknown plot {kind!r} "
-                              "(accepted: val, lr, brightness, multiscale)")
-        if ax is not None:
-            ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=6, ncol=2)
-            fig.tight_layout()
-        path = out / f"{suite.name}_{kind}.png"
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
         fig.savefig(path, dpi=90)
         written.append(path)
     return written
