@@ -6,6 +6,7 @@ import ast
 import math
 from collections.abc import Mapping
 
+
 class ConfigError(ValueError):
     """A config file or option that cannot be used; the message names it."""
 

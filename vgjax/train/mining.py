@@ -32,13 +32,13 @@ import numpy as np
 
 from vgjax.data.positives import to_padded
 from vgjax.registry import Registry
-from vgjax.train.multihost import to_host
-
-MINERS = Registry("train.mining")
 from vgjax.train.mining_ops import (DEFAULT_CHUNK_BYTES, PAIR_BYTES, _distinct_count,
                                     _draw_chunked, _flat_index_words, _full_chunked, best_positives,
                                     chunk_rows, nearest_candidates, pairwise_sq_dists,
                                     random_rows, rows_to_mask, uniform_block)
+from vgjax.train.multihost import to_host
+
+MINERS = Registry("train.mining")
 
 # the building blocks, under the names tests and benchmarks use
 __all__ = ["MINERS", "DEFAULT_CHUNK_BYTES", "PAIR_BYTES", "MiningTables", "RoundPlan",
