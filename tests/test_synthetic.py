@@ -1,15 +1,17 @@
 """The synthetic city: determinism, folder format, and that nearby views really look alike."""
 
+import dataclasses
 import hashlib
+import json
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from vgjax import synthetic
 from vgjax.data import dataset as ds
 from vgjax.data import format as fmt
-from vgjax import synthetic
 
 
 def _digests(root, name):
@@ -290,3 +292,81 @@ def test_cli_rejects_bad_options(tmp_path, capsys):
     with pytest.raises(SystemExit):
         synthetic.main(["--out", str(tmp_path), "--workers", "0"])
     assert "--workers" in capsys.readouterr().err
+
+
+def test_varied_conditions_change_only_the_queries_looks(tiny, tmp_path, capsys):
+    """--varied-conditions draws each query's capture conditions (the season from its time
+    stamp's month) and leaves every position, file name and database image as it was."""
+    plain = synthetic.plan("/out", "tiny", 0)
+    varied = synthetic.plan("/out", "tiny", 0, varied_conditions=True)
+    seasons = set()
+    for name, splits in plain.items():
+        for split, views in splits.items():
+            for a, b in zip(views, varied[name][split], strict=True):
+                assert a.conditions == synthetic.Conditions()
+                assert dataclasses.replace(b, conditions=a.conditions) == a
+                if "/database/" in a.path:
+                    assert b.conditions == a.conditions
+                    continue
+                month = int(fmt.parse_fields(os.path.basename(b.path))["timestamp"][4:6])
+                season = ("winter", "spring", "summer", "autumn")[(month % 12) // 3]
+                assert b.conditions.season == season, (month, b.conditions)
+                if b.time_of_day == "day":
+                    assert 90 <= b.conditions.sun_azimuth <= 270
+                    assert 0.8 <= b.conditions.exposure <= 1.2
+                else:
+                    assert b.conditions.sun_azimuth is None
+                if b.time_of_day == "night":
+                    assert b.conditions.overcast == 0.0
+                seasons.add(b.conditions.season)
+    assert seasons == set(synthetic.SEASONS)
+    assert sum(v.conditions.overcast > 0.5 for v in varied["pitts30k"]["train"]) > 5
+
+    assert synthetic.main(["--out", str(tmp_path), "--preset", "tiny", "--datasets", "sf-xs",
+                           "--workers", "1", "--varied-conditions"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["varied_conditions"] is True
+    root, summary = tiny
+    assert summary["varied_conditions"] is False
+    before, after = _digests(root, "sf-xs"), _digests(tmp_path, "sf-xs")
+    assert before.keys() == after.keys()
+    changed = {k.split(os.sep)[-2] for k in before if before[k] != after[k]}
+    assert changed == {"queries"}
+    assert sum(before[k] != after[k] for k in before) == 30
+
+
+def test_conditions_change_the_light_and_the_trees(tiny):
+    root, _ = tiny
+    rng = np.random.default_rng(4)
+    points = _street_points(root, 6, rng)
+    render = lambda e, n, h, **kw: synthetic.render_view(
+        e, n, h, size=(48, 64), rng=7, **kw
+    ).astype(np.float64)
+    default = [render(e, n, 90.0) for e, n in points]
+    assert all(
+        np.array_equal(a, render(e, n, 90.0, conditions=synthetic.Conditions()))
+        for a, (e, n) in zip(default, points)
+    )
+    # An overcast sky is greyer: less spread between the colour channels in the top rows.
+    overcast = [render(e, n, 90.0, conditions=synthetic.Conditions(overcast=1.0)) for e, n in points]
+    spread = lambda imgs: np.mean([np.ptp(im[:4], axis=-1).mean() for im in imgs])
+    assert spread(overcast) < 0.6 * spread(default)
+    # The sun lights the other side of the street.
+    east = [render(e, n, 0.0, conditions=synthetic.Conditions(sun_azimuth=90.0)) for e, n in points]
+    west = [render(e, n, 0.0, conditions=synthetic.Conditions(sun_azimuth=270.0)) for e, n in points]
+    assert np.mean([np.abs(a - b).mean() for a, b in zip(east, west)]) > 3.0
+    # Winter thins and browns the broadleaf canopies: some views change, none gets greener.
+    winter = [render(e, n, 90.0, conditions=synthetic.Conditions(season="winter")) for e, n in points]
+    changed = [not np.array_equal(a, b) for a, b in zip(default, winter)]
+    assert any(changed)
+    green = lambda im: (im[..., 1] - im[..., [0, 2]].mean(-1)).mean()
+    assert sum(map(green, winter)) < sum(map(green, default))
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [({"season": "monsoon"}, "season"), ({"overcast": 1.5}, "overcast"),
+     ({"exposure": 0.0}, "exposure")],
+)
+def test_conditions_refuse_bad_values(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        synthetic.Conditions(**kwargs)

@@ -18,7 +18,10 @@ occluders (cars, people) are depth-tested billboards.
 Database images are day-time views on a regular grid of street positions, several headings
 each (like a panorama cut into views). Queries differ in position (up to ~8 m), heading,
 field of view, pitch, occluders, camera response and time of day (`day`, `sunset`,
-`night`, written in the file name's `note` field).
+`night`, written in the file name's `note` field). With `--varied-conditions` they also
+differ in capture conditions (`Conditions`: sun position, overcast sky, exposure, the season
+of their time stamp's month, which colours and thins the broadleaf trees); the database
+views, every position and every file name stay the same.
 
 Every image draws its randomness from (seed, dataset, split, role, index), so the output is
 byte-identical for a seed whatever the number of worker processes.
@@ -48,13 +51,22 @@ from vgjax.synthetic.specs import (
 from vgjax.synthetic.styles import (
     CAMERAS,
     DISTRICTS,
+    SEASONS,
     TIMES,
     TIMES_OF_DAY,
     Camera,
+    Conditions,
     District,
     TimeOfDay,
 )
-from vgjax.synthetic.views import View, on_street, plan, street_positions, utm_to_latlon
+from vgjax.synthetic.views import (
+    View,
+    on_street,
+    plan,
+    query_conditions,
+    street_positions,
+    utm_to_latlon,
+)
 
 __all__ = [
     "ALL_OUTPUTS",
@@ -64,12 +76,14 @@ __all__ = [
     "DISTRICTS",
     "NIGHT_SUBSET",
     "PRESETS",
+    "SEASONS",
     "TARGETS",
     "TARGET_SPECS",
     "TIMES",
     "TIMES_OF_DAY",
     "Camera",
     "City",
+    "Conditions",
     "DatasetSpec",
     "District",
     "Preset",
@@ -81,6 +95,7 @@ __all__ = [
     "make_city",
     "on_street",
     "plan",
+    "query_conditions",
     "render_view",
     "street_free",
     "street_positions",

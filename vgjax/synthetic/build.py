@@ -15,7 +15,13 @@ import numpy as np
 from vgjax.data.format import parse_fields
 from vgjax.synthetic.layout import make_city
 from vgjax.synthetic.render import render
-from vgjax.synthetic.specs import ALL_OUTPUTS, DATASET_SPECS, NIGHT_SUBSET, PRESETS, TARGET_SPECS
+from vgjax.synthetic.specs import (
+    ALL_OUTPUTS,
+    DATASET_SPECS,
+    NIGHT_SUBSET,
+    PRESETS,
+    TARGET_SPECS,
+)
 from vgjax.synthetic.styles import CAMERAS, TIMES
 from vgjax.synthetic.views import View, plan
 
@@ -42,6 +48,7 @@ def _render_and_write(view: View, size, supersample: int, quality: int, seed: in
         view.cars,
         view.people,
         supersample,
+        view.conditions,
     )
     Image.fromarray(img).save(view.path, quality=quality)
 
@@ -72,6 +79,7 @@ def generate(
     datasets: tuple[str, ...] = ALL_OUTPUTS,
     overwrite: bool = False,
     progress: bool = False,
+    varied_conditions: bool | None = None,
 ) -> dict:
     """Renders the preset's datasets under `out_root`; returns a summary (counts, images/s).
 
@@ -80,7 +88,10 @@ def generate(
     `<out_root>/night-target/images/`). Refuses to write into an existing
     `<out_root>/<name>/images` unless `overwrite`, which deletes that folder first. tokyo-night
     is a copy of tokyo-xs's database and night queries; asked for without tokyo-xs, those are
-    rendered in a temporary folder inside tokyo-night.
+    rendered in a temporary folder inside tokyo-night. `varied_conditions` (None: the
+    preset's, off in every preset) renders the queries and target images under other capture
+    conditions than the database (sun position, overcast, exposure, season; see
+    `views.query_conditions`).
     """
     if workers is not None and workers < 1:
         raise ValueError(f"workers {workers}: expected at least 1")
@@ -88,14 +99,15 @@ def generate(
         raise ValueError(f"seed {seed}: expected a non-negative integer")
     workers = workers or os.cpu_count() or 1
     start = time.perf_counter()
-    views = plan(out_root, preset, seed, datasets)
+    views = plan(out_root, preset, seed, datasets, varied_conditions)
     p = PRESETS[preset]
+    varied = p.varied_conditions if varied_conditions is None else bool(varied_conditions)
     root = Path(out_root)
     night_name, source = NIGHT_SUBSET
     staging = None
     if night_name in datasets and source not in datasets:
         staging = root / night_name / ".source"
-        night_views = plan(staging, preset, seed, (source,))[source]["test"]
+        night_views = plan(staging, preset, seed, (source,), varied)[source]["test"]
         views[source] = {
             "test": [v for v in night_views if "database" in v.path or v.time_of_day == "night"]
         }
@@ -157,6 +169,7 @@ def generate(
         "out": str(root),
         "size": list(p.size),
         "workers": workers,
+        "varied_conditions": varied,
         "datasets": {},
         "targets": {},
     }

@@ -31,6 +31,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing <name>/images folders"
     )
+    parser.add_argument(
+        "--varied-conditions",
+        action="store_true",
+        help="render queries and target images under other conditions than the database "
+        "(sun position, overcast, exposure, the season of their time stamp)",
+    )
     args = parser.parse_args(argv)
     names = tuple(n for n in args.datasets.split(",") if n)
     if args.workers is not None and args.workers < 1:
@@ -49,6 +55,7 @@ def main(argv=None) -> int:
             names,
             args.overwrite,
             progress=sys.stderr.isatty(),
+            varied_conditions=args.varied_conditions or None,
         )
     except FileExistsError as e:
         parser.error(str(e))

@@ -11,7 +11,16 @@ import numpy as np
 from vgjax.synthetic.layout import City, block_rect, cell, make_city, street_free
 from vgjax.synthetic.specs import DATASET_SPECS, DATASETS, NIGHT_SUBSET
 from vgjax.synthetic.sprites import LAMP, furniture, sprite_shape, transients
-from vgjax.synthetic.styles import CAMERAS, TIMES, TIMES_OF_DAY, Camera, TimeOfDay
+from vgjax.synthetic.styles import (
+    CAMERAS,
+    CLEAR,
+    OVERCAST_SKY,
+    TIMES,
+    TIMES_OF_DAY,
+    Camera,
+    Conditions,
+    TimeOfDay,
+)
 from vgjax.synthetic.surfaces import facade_columns, facade_pixels, ground_pixels
 
 MAX_DIST = 260.0  # metres a ray travels before it counts as "open sky"
@@ -113,12 +122,14 @@ def render_view(
     cars: int = 0,
     people: int = 0,
     supersample: int = 2,
+    conditions: Conditions = CLEAR,
 ) -> np.ndarray:
     """Renders the view from UTM (east, north) with compass `heading` (degrees clockwise from
     north) in `dataset`'s district of the city of `seed`. Returns uint8 (H, W, 3).
 
     `rng` (or an int seed for it) drives what is not a property of the place: clouds,
-    cars/people, exposure jitter, which extra windows are lit and sensor noise.
+    cars/people, exposure jitter, which extra windows are lit and sensor noise; `conditions`
+    (sun, overcast, exposure, season) are the capture's beyond its time of day.
     """
     if dataset == NIGHT_SUBSET[0]:
         dataset = NIGHT_SUBSET[1]
@@ -154,6 +165,7 @@ def render_view(
         cars,
         people,
         supersample,
+        conditions,
     )
 
 
@@ -172,8 +184,10 @@ def render(
     n_cars: int,
     n_people: int,
     ss: int,
+    conditions: Conditions = CLEAR,
 ) -> np.ndarray:
     """`render_view` in local metres of `city`, unchecked; `ss` is the supersampling factor."""
+    cond = conditions
     H, W = size[0] * ss, size[1] * ss
     f = (W / 2) / math.tan(math.radians(hfov) / 2)
     cx, cy = W / 2, H / 2 + f * math.tan(math.radians(pitch))
@@ -200,8 +214,14 @@ def render(
     sky_noise = 0.65 * _smooth_noise(rng, coarse, (3, 5)) + 0.35 * _smooth_noise(
         rng, coarse, (7, 12)
     )
-    exposure = tod.exposure * rng.uniform(0.92, 1.08)
+    exposure = tod.exposure * rng.uniform(0.92, 1.08) * cond.exposure
     sun_az = tod.sun_azimuth + rng.uniform(-20, 20)
+    if cond.sun_azimuth is not None:
+        sun_az = cond.sun_azimuth
+    # Overcast: the sun fades into diffuse light, the sky greys, the air thickens.
+    sun = np.array(tod.sun) * (1 - 0.85 * cond.overcast)
+    ambient = np.array(tod.ambient) * (1 + 0.35 * cond.overcast * (tod.sun[1] > 0.4))
+    fog_distance = tod.fog_distance * (1 - 0.4 * cond.overcast)
 
     # Sky.
     elev = np.clip(np.arctan(v) / (math.pi / 2.2), 0, 1)[:, None, None]
@@ -217,6 +237,9 @@ def render(
         )
         above = int(np.clip(math.ceil(cy), 0, H))  # rows above the horizon can show sky
         img[:above] = img[:above] * (1 - cloud[:above]) + cloud_col * cloud[:above]
+    if cond.overcast > 0:
+        grey = np.array(OVERCAST_SKY, np.float32) * np.float32(np.mean(tod.sky_horizon) / 0.873)
+        img = img * np.float32(1 - cond.overcast) + grey * np.float32(cond.overcast)
     depth = np.full((H, W), np.inf, np.float32)
 
     lamps = None
@@ -233,13 +256,13 @@ def render(
         zs = z[r0:r1]
         albedo, emit = facade_pixels(cols, zs, tod, salt)
         facing = np.maximum(np.cos(np.radians(FACE_AZIMUTH[cols["face"]] - sun_az)), 0)
-        colour = albedo * (np.array(tod.ambient) + np.array(tod.sun) * facing[:, None])
+        colour = albedo * (ambient + sun * facing[:, None])
         if lamps is not None:
             lamp = 0.45 * _lamp_light(*lamps, cols["hx"][None], cols["hy"][None], zs, tod.lamps)
             colour += albedo * lamp[..., None] * LAMP_COLOUR
         if emit is not None:
             colour += emit
-        fog = (1 - np.exp(-dperp / tod.fog_distance))[:, None]
+        fog = (1 - np.exp(-dperp / fog_distance))[:, None]
         colour = colour * (1 - fog) + np.array(tod.fog_colour) * fog
         m = wall[r0:r1]
         img[r0:r1][m] = colour[m]
@@ -252,11 +275,11 @@ def render(
         reach = tg / cos_off[cc]
         gx, gy = ox + dx[cc] * reach, oy + dy[cc] * reach
         albedo = ground_pixels(city, gx, gy)
-        light = (np.array(tod.ambient) + np.array(tod.sun) * 0.55) * tod.ground
+        light = (ambient + sun * 0.55) * tod.ground
         light = np.broadcast_to(light, albedo.shape)
         if lamps is not None:
             light = light + _lamp_light(*lamps, gx, gy, 0.0, tod.lamps)[:, None] * LAMP_COLOUR
-        fog = (1 - np.exp(-tg / tod.fog_distance))[:, None]
+        fog = (1 - np.exp(-tg / fog_distance))[:, None]
         img[rr, cc] = albedo * light * (1 - fog) + np.array(tod.fog_colour) * fog
         depth[rr, cc] = tg
 
@@ -282,12 +305,12 @@ def render(
         a = ((np.arange(x0, x1) + 0.5 - xc) / half_px)[None, :]
         b = ((y_bot - (np.arange(y0, y1) + 0.5)) / (y_bot - y_top))[:, None]
         mask, albedo, emit = sprite_shape(
-            kind, int(sprites["id"][i]), a, b, city.key, tod, city.district
+            kind, int(sprites["id"][i]), a, b, city.key, tod, city.district, cond.season
         )
         mask = mask & (depth[y0:y1, x0:x1] > d_i)
         if not mask.any():
             continue
-        light = np.array(tod.ambient) + np.array(tod.sun) * 0.6
+        light = ambient + sun * 0.6
         if lamps is not None:
             light = (
                 light
@@ -296,7 +319,7 @@ def render(
                 )
                 * LAMP_COLOUR
             )
-        fog = 1 - math.exp(-d_i / tod.fog_distance)
+        fog = 1 - math.exp(-d_i / fog_distance)
         colour = (albedo * light + emit) * (1 - fog) + np.array(tod.fog_colour) * fog
         region = img[y0:y1, x0:x1]
         region[mask] = colour[mask]

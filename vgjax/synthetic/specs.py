@@ -97,6 +97,10 @@ class Preset:
     counts: dict  # dataset -> split -> (database, queries)
     quality: int = 90  # JPEG quality
     target_images: int = 30  # images in each target folder (night-target)
+    # Queries (and target images) captured under other conditions than the database: where
+    # the sun stands, overcast, exposure, season (`views.query_conditions`); False (every
+    # preset's default) renders them under the database's clear summer day.
+    varied_conditions: bool = False
 
 
 PRESETS = {

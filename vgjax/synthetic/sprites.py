@@ -9,8 +9,7 @@ import numpy as np
 
 from vgjax.synthetic.hashing import hash_unit, lerp, mix
 from vgjax.synthetic.layout import City, nearest_line, street_free
-from vgjax.synthetic.styles import District, TimeOfDay
-
+from vgjax.synthetic.styles import SEASON_FOLIAGE, District, TimeOfDay
 
 TREE, LAMP, UTILITY, CAR, PERSON = range(5)
 
@@ -107,8 +106,10 @@ def sprite_shape(
     key: int,
     tod: TimeOfDay,
     district: District,
+    season: str = "summer",
 ):
-    """Mask, albedo and emission of a billboard in its unit box (a in [-1, 1], b in [0, 1] up)."""
+    """Mask, albedo and emission of a billboard in its unit box (a in [-1, 1], b in [0, 1] up);
+    `season` colours and thins the canopies of broadleaf trees (conifers stay as they are)."""
     shape = np.broadcast_shapes(a.shape, b.shape)
     col = np.zeros(shape + (3,))
     emit = np.zeros(shape + (3,))
@@ -126,6 +127,10 @@ def sprite_shape(
         fol = np.array(
             district.foliage[int(hsh(4) * len(district.foliage)) % len(district.foliage)]
         )
+        tint, density = SEASON_FOLIAGE[season]
+        if style < 0.7 and tint is not None:
+            fol = 0.3 * fol + 0.7 * np.array(tint)
+            canopy &= hash_unit(key, 502, sid, np.floor(a * 11), np.floor(b * 15)) < density
         col[:] = fol
         col = col * lerp(0.8, 1.15, leaf)[..., None] * (0.7 + 0.3 * b - 0.15 * a)[..., None]
         col = np.where(trunk[..., None] & ~canopy[..., None], np.array([0.30, 0.22, 0.15]), col)

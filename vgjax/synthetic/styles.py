@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 TIMES_OF_DAY = ("day", "sunset", "night")
+SEASONS = ("summer", "autumn", "winter", "spring")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,4 +279,34 @@ TIMES = {
         noise=0.04,
         clouds=0.0,
     ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Conditions:
+    """What else than the time of day a capture depends on: where the sun stands, how overcast
+    the sky is, the exposure and the season (the trees' foliage). The defaults are the
+    database's conditions: the time of day's sun (with its small jitter), clear, summer."""
+
+    sun_azimuth: float | None = None  # degrees; None: the time of day's, jittered by +-20
+    overcast: float = 0.0  # 0 clear .. 1 fully overcast: less sun, more diffuse light, grey sky
+    exposure: float = 1.0  # multiplies the time of day's exposure
+    season: str = "summer"
+
+    def __post_init__(self):
+        if self.season not in SEASONS:
+            raise ValueError(f"season {self.season!r}: expected one of {', '.join(SEASONS)}")
+        if not 0.0 <= self.overcast <= 1.0:
+            raise ValueError(f"overcast {self.overcast}: expected 0..1")
+        if self.exposure <= 0:
+            raise ValueError(f"exposure {self.exposure}: expected a positive factor")
+
+
+CLEAR = Conditions()
+OVERCAST_SKY = (0.72, 0.74, 0.77)  # the sky's colour under full overcast, before exposure
+SEASON_FOLIAGE = {  # foliage colour of a season (None: the district's) and its density
+    "summer": (None, 1.0),
+    "spring": ((0.42, 0.58, 0.22), 0.85),
+    "autumn": ((0.62, 0.36, 0.12), 0.8),
+    "winter": ((0.36, 0.30, 0.24), 0.3),
 }

@@ -22,7 +22,7 @@ from vgjax.synthetic.specs import (
     DatasetSpec,
     Preset,
 )
-from vgjax.synthetic.styles import CAMERAS
+from vgjax.synthetic.styles import CAMERAS, CLEAR, Conditions
 
 TRAIN_POSITIVE_DIST = 9.5  # every training query gets a database image this close (< 10 m)
 SPLIT_GAP = 120.0  # metres between split areas: wider than the 25 m soft-positive radius
@@ -133,6 +133,7 @@ class View:
     cars: int
     people: int
     key: tuple[int, ...]  # (seed, dataset, split (or target key), role, index)
+    conditions: Conditions = CLEAR  # sun, overcast, exposure and season of the capture
 
 
 def _file_name(spec: DatasetSpec, east, north, heading, pitch, height, tod, pano, stamp) -> str:
@@ -188,11 +189,33 @@ def _query_view(rng, city, spec, street, preset, tod, folder, pano, key, within=
     month, day, minute = rng.integers(1, 13), rng.integers(1, 29), rng.integers(0, 60)
     stamp = f"2014{month:02d}{day:02d}T{hour:02d}{minute:02d}"
     name = _file_name(spec, east, north, heading, pitch, height, tod, pano, stamp)
+    cars, people = int(rng.integers(0, 4)), int(rng.integers(0, 5))
+    conditions = query_conditions(rng, tod, int(month)) if preset.varied_conditions else CLEAR
     return View(
         path=str(folder / name), dataset=spec.name, east=east, north=north, heading=heading,
         hfov=hfov, pitch=pitch, height=height, time_of_day=tod, camera=spec.query_camera,
-        cars=int(rng.integers(0, 4)), people=int(rng.integers(0, 5)), key=key,
+        cars=cars, people=people, key=key, conditions=conditions,
     )  # fmt: skip
+
+
+def season_of(month: int) -> str:
+    """The (northern) season of a month 1..12."""
+    return ("winter", "spring", "summer", "autumn")[(month % 12) // 3]
+
+
+def query_conditions(rng: np.random.Generator, tod: str, month: int) -> Conditions:
+    """A query's capture conditions, unlike the database's clear summer days around noon: by
+    day the sun anywhere from east to west and 40% of the queries under an overcast sky; an
+    exposure within +-20% (+-15% at sunset and night); the season of its time stamp's month.
+    Draws the same numbers whatever `tod`, so the views' other draws do not depend on it."""
+    azimuth = rng.uniform(90.0, 270.0)
+    cloudy, heavy, light = rng.random() < 0.4, rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.25)
+    exposure = rng.uniform(-1.0, 1.0)
+    season = season_of(month)
+    if tod == "day":
+        return Conditions(azimuth, heavy if cloudy else light, 1.0 + 0.2 * exposure, season)
+    overcast = light if tod == "sunset" else 0.0
+    return Conditions(None, overcast, 1.0 + 0.15 * exposure, season)
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,16 +299,20 @@ def plan(
     preset: str = "tiny",
     seed: int = 0,
     datasets: tuple[str, ...] = ALL_OUTPUTS,
+    varied_conditions: bool | None = None,
 ) -> dict[str, dict[str, list[View]]]:
     """Every view of a preset: {dataset: {split: [View, ...]}} (tokyo-night: see `NIGHT_SUBSET`);
     a target folder (night-target) is {name: {"images": [View, ...]}}, written flat into
-    `<out_root>/<name>/images/`."""
+    `<out_root>/<name>/images/`. `varied_conditions` (None: the preset's) draws each query's
+    capture conditions (`query_conditions`); it changes no database view and no position."""
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r}: expected one of {', '.join(PRESETS)}")
     unknown = [d for d in datasets if d not in ALL_OUTPUTS]
     if unknown:
         raise ValueError(f"datasets {unknown}: expected names among {', '.join(ALL_OUTPUTS)}")
     p = PRESETS[preset]
+    if varied_conditions is not None:
+        p = dataclasses.replace(p, varied_conditions=bool(varied_conditions))
     root = Path(out_root)
     out = {}
     for name, spec in DATASET_SPECS.items():
