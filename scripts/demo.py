@@ -3,9 +3,10 @@
 1. builds the synthetic city (`demo` preset: a Pitts30k-like train/val/test set, sf-xs,
    tokyo-xs and tokyo-night-like test sets, an unlabeled night-target folder) unless it is
    already there, and checks it with `vgjax.data.inspect`;
-2. a trivial baseline, raw-pixel thumbnails, on the four test sets;
+2. two reference points on the four test sets: the recalls of a random ranking (chance) and
+   a trivial baseline, raw-pixel thumbnails;
 3. trains ResNet-18-conv4 + NetVLAD and + GeM from scratch (configs/demo.py); the NetVLAD
-   run also tests the untrained network first: the two reference points of the table;
+   run also tests the untrained network first: the third reference point of the table;
 4. the paper's extensions on the NetVLAD model: multi-scale testing (avg of scales
    [0.667, 1, 1.5], one of the paper's Table III lists) and darkened training queries
    (brightness 0.1, the paper's Table IV) for the night queries;
@@ -56,6 +57,15 @@ def trivial_baseline(root: Path, out: Path) -> dict:
     return json.loads(results.read_text())
 
 
+def chance(root: Path) -> dict:
+    """Expected recalls of a random ranking on each test set: what the recalls mean only
+    above (each query's positives are every database image within 25 m, any heading)."""
+    from vgjax.data import format as fmt
+    from vgjax.eval.recalls import chance_recalls
+    utm = lambda d, role: fmt.utm_array(fmt.list_images(root / d / "images" / "test" / role))
+    return {d: chance_recalls(utm(d, "queries"), utm(d, "database"), (1, 5)) for d in DATASETS}
+
+
 def table(title: str, columns: dict[str, dict], datasets=DATASETS, recalls=RECALLS) -> str:
     """Rows = datasets, columns = models x recalls (the paper's Table I shape)."""
     head = "| dataset | " + " | ".join(f"{m} {r}" for m in columns for r in recalls) + " |"
@@ -100,8 +110,8 @@ def main() -> int:
     untrained = next(r["results"] for r in records if r["type"] == "initial_untrained")
     report = [
         f"# vgjax demo: the synthetic city ({args.preset} preset)", "",
-        table("Table I shape: test recalls (%) of the models and two reference points",
-              {"trivial (thumbnails)": trivial, "untrained NetVLAD": untrained,
+        table("Table I shape: test recalls (%) of the models and three reference points",
+              {"chance (random ranking)": chance(root), "trivial (thumbnails)": trivial, "untrained NetVLAD": untrained,
                "NetVLAD": load(work / "netvlad" / "results.json"),
                "GeM": load(work / "gem" / "results.json")}),
         "",

@@ -342,3 +342,27 @@ def test_netvlad_precision_field():
             name == "default" and "precision_config" not in text)           # the 1x1 conv
     with pytest.raises(ValueError, match="model.matmul_precision"):
         NetVLAD(3, precision="tf32").apply(variables, x)
+
+
+def test_chance_recalls_match_random_rankings():
+    """The closed form equals the mean recall of many random rankings, and its edge cases."""
+    from vgjax.eval.recalls import chance_recalls, compute_recalls
+
+    rng = np.random.default_rng(0)
+    db = rng.uniform(0, 200, (120, 2))
+    queries = np.concatenate([rng.uniform(0, 200, (30, 2)), [[5000.0, 5000.0]]])  # one far away
+    expected = chance_recalls(queries, db, (1, 5, 20))
+    draws = [compute_recalls(np.stack([rng.permutation(len(db))[:20] for _ in queries]),
+                             queries, db, (1, 5, 20), 25.0) for _ in range(3000)]
+    for key, value in expected.items():
+        simulated = np.mean([d[key] for d in draws])
+        assert abs(simulated - value) < 0.6, (key, simulated, value)
+    assert expected["R@1"] < expected["R@5"] < expected["R@20"] < 100.0
+    near = np.zeros((3, 2))
+    assert chance_recalls(near[:1], near, (1, 5)) == {"R@1": 100.0, "R@5": 100.0}  # all in range
+    assert chance_recalls([[0.0, 0.0]], [[100.0, 0.0]], (1,)) == {"R@1": 0.0}  # none in range
+    assert chance_recalls([[0.0, 0.0]], np.zeros((0, 2)), (1,)) == {"R@1": 0.0}
+    assert np.isnan(chance_recalls(np.zeros((0, 2)), near, (1,))["R@1"])
+    one = chance_recalls([[0.0, 0.0]], [[0.0, 0.0], [100.0, 0.0], [200.0, 0.0], [300.0, 0.0]],
+                         (1, 2, 10))
+    assert one == pytest.approx({"R@1": 25.0, "R@2": 50.0, "R@10": 100.0})

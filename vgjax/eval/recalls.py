@@ -49,3 +49,27 @@ def recalls_from_predictions(npz_path: str | os.PathLike, recall_values=(1, 5, 1
                                positive_dist)
 
 
+
+
+def chance_recalls(query_utm, db_utm, recall_values=(1, 5, 10, 20),
+                   positive_dist: float = 25.0) -> dict[str, float]:
+    """Expected recall@N (%) of a uniformly random ranking of the database: per query with p
+    of n database images in range, 1 - C(n - p, N) / C(n, N). The level any model must beat
+    before its recalls mean anything (a small database with many positives per query makes
+    it high)."""
+    from vgjax.data.positives import positives_within
+
+    db = np.asarray(db_utm, np.float64).reshape(-1, 2)
+    queries = np.asarray(query_utm, np.float64).reshape(-1, 2)
+    if len(queries) == 0:
+        return {f"R@{n}": float("nan") for n in recall_values}
+    n = len(db)
+    if n == 0:
+        return {f"R@{k}": 0.0 for k in recall_values}
+    p = np.array([len(x) for x in positives_within(db, queries, positive_dist)], np.float64)
+    out = {}
+    for k in recall_values:
+        i = np.arange(min(int(k), n), dtype=np.float64)
+        miss = np.prod(np.clip(n - p[:, None] - i, 0, None) / (n - i), axis=1)
+        out[f"R@{k}"] = float(100.0 * (1.0 - miss).mean())
+    return out
