@@ -195,7 +195,8 @@ def test_uniform_block_is_jax_uniform():
     legacy = mining.uniform_block(jax.random.PRNGKey(11), jnp.arange(37), jnp.arange(101), 101)
     np.testing.assert_array_equal(np.asarray(legacy), full)
     rows, cols, m = np.array([0, 70_000, 99_999]), np.array([0, 5, 99_999]), 100_000
-    hi, lo = mining._flat_index_words(jnp.asarray(rows), jnp.asarray(cols), m)
+    from vgjax.train.mining_ops import _flat_index_words
+    hi, lo = _flat_index_words(jnp.asarray(rows), jnp.asarray(cols), m)
     flat = rows[:, None].astype(np.uint64) * m + cols[None].astype(np.uint64)
     got = np.asarray(hi).astype(np.uint64) << np.uint64(32) | np.asarray(lo).astype(np.uint64)
     np.testing.assert_array_equal(got, flat)

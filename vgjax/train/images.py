@@ -55,7 +55,7 @@ def check_cache_size(mode: str, n_images: int, size, folder: Path,
     """Refuses, before anything is allocated, a cache that does not fit, naming its size
     and the fallback."""
     need = _bytes(n_images, size)
-    where = "given"
+    where = "memory given"
     if free is None:
         free, where = available_memory(mode, folder)
     if free is not None and need > 0.9 * free:

@@ -33,9 +33,9 @@ import numpy as np
 from vgjax.data.positives import to_padded
 from vgjax.registry import Registry
 from vgjax.train.mining_ops import (DEFAULT_CHUNK_BYTES, PAIR_BYTES, _distinct_count,
-                                    _draw_chunked, _flat_index_words, _full_chunked, best_positives,
-                                    chunk_rows, nearest_candidates, pairwise_sq_dists,
-                                    random_rows, rows_to_mask, uniform_block)
+                                    _draw_chunked, _full_chunked, best_positives, chunk_rows,
+                                    nearest_candidates, pairwise_sq_dists, random_rows,
+                                    rows_to_mask, uniform_block)
 from vgjax.train.multihost import to_host
 
 MINERS = Registry("train.mining")
@@ -44,7 +44,7 @@ MINERS = Registry("train.mining")
 __all__ = ["MINERS", "DEFAULT_CHUNK_BYTES", "PAIR_BYTES", "MiningTables", "RoundPlan",
            "Miner", "chunk_rows", "get_miner", "mine", "mine_full", "mine_partial",
            "mine_random", "pairwise_sq_dists", "plan_round", "random_rows", "rows_to_mask",
-           "uniform_block", "_flat_index_words"]
+           "uniform_block"]
 
 
 @functools.partial(jax.jit, static_argnames=("num_negatives",))
