@@ -73,6 +73,17 @@ def test_cli_writes_results_with_standin(tmp_path, monkeypatch, capsys):
     _check_outputs(out, ["alpha", "beta"], 20)
     printed = capsys.readouterr().out
     assert "alpha/day" in printed and "R@20" in printed
+    # each dataset's chance level (a random ranking's recalls) is printed and saved
+    from vgjax.data import format as fmt
+    from vgjax.eval.recalls import chance_recalls
+    info = json.loads((out / "eval_info.json").read_text())
+    for name, root in (("alpha", a), ("beta", b)):
+        utm = lambda role, root=root: fmt.utm_array(fmt.list_images(root / "images" / "test" / role))
+        expected = chance_recalls(utm("queries"), utm("database"), (1, 5, 10, 20))
+        assert info["datasets"][name]["chance"] == pytest.approx(expected)
+        line = next(l for l in printed.splitlines() if l.startswith(f"{name} (chance)"))
+        assert [float(x) for x in line.split()[3:]] == pytest.approx(
+            [round(expected[k], 1) for k in ("R@1", "R@5", "R@10", "R@20")], abs=0.051)
     assert results["alpha"]["R@1"] == pytest.approx(
         json.loads((out / "results.json").read_text())["alpha"]["R@1"])
     assert (out / "recall_curve.png").is_file()

@@ -102,12 +102,17 @@ def run(argv: list[str]) -> dict:
         log.info("%s", evaluator.open(d)[0].summary())
     results = evaluator.run(describer, out_dir=out, progress=args.progress)
     rows, counts = evaluator.table(results)
+    for r in results:  # the level each dataset's recalls mean something above
+        rows[f"{r.name} (chance)"] = r.chance
+        counts[f"{r.name} (chance)"] = r.num_queries
     print(format_table(rows, counts, title=f"{args.split} recalls (%), method "
-                                           f"{evaluator.settings.method}, {args.checkpoint}"))
+                                           f"{evaluator.settings.method}, {args.checkpoint}; "
+                                           "(chance): a random ranking's"))
     info = {"checkpoint": str(args.checkpoint), "split": args.split,
             "datasets": {r.name: {"queries": r.num_queries, "database": r.num_database,
                                   "model_dim": r.model_dim, "descriptor_dim": r.descriptor_dim,
-                                  "timings": r.timings, "domain_counts": r.domain_counts}
+                                  "timings": r.timings, "domain_counts": r.domain_counts,
+                                  "chance": r.chance}
                          for r in results},
             "config": json.loads(cfg.to_json()), "model": json.loads(model_cfg.to_json())}
     (out / "eval_info.json").write_text(json.dumps(info, indent=2) + "\n")

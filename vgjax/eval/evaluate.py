@@ -28,7 +28,8 @@ from vgjax.eval.report import save_pictures, save_predictions, save_recall_curve
 from vgjax.eval.extract import extract_descriptors
 from vgjax.eval.methods import ViewPlan
 from vgjax.eval.pca import PCA, sample_rows
-from vgjax.eval.recalls import correct_matrix, recalls_from_correct
+from vgjax.eval.recalls import (chance_from_counts, chance_recalls, correct_matrix,
+                                recalls_from_correct)
 from vgjax.eval.search import search
 from vgjax.eval.store import DescriptorStore
 
@@ -51,6 +52,7 @@ class EvalResult:
     method: str
     correct: np.ndarray                         # (Q, K) bool: prediction within positive_dist
     predictions_path: str | None = None
+    chance: dict[str, float] = dataclasses.field(default_factory=dict)  # random ranking
 
     def summary(self) -> str:
         return ", ".join(f"{k}: {v:.1f}" for k, v in self.recalls.items())
@@ -192,6 +194,13 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
             domain_recalls[dom] = recalls_from_correct(correct[mask], recall_values)
             domain_counts[dom] = int(mask.sum())
 
+    if float(split.soft_dist) == float(test_cfg.positive_dist):
+        chance = chance_from_counts([len(p) for p in split.soft_positives], len(split.database),
+                                    recall_values)
+    else:
+        chance = chance_recalls(split.queries.utm, split.database.utm, recall_values,
+                                float(test_cfg.positive_dist))
+
     timings = {"database_s": db_stats["seconds"], "database_img_per_s": db_stats["images_per_s"],
                "queries_s": q_stats["seconds"], "queries_img_per_s": q_stats["images_per_s"],
                "pca_s": t_search - t_pca, "search_s": search_s}
@@ -200,7 +209,7 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
         domain_counts=domain_counts, topk_indices=indices, topk_distances=distances,
         timings=timings, descriptor_dim=descriptor_dim, model_dim=model_dim,
         num_queries=len(split.queries), num_database=len(split.database),
-        method=test_cfg.method, correct=correct)
+        method=test_cfg.method, correct=correct, chance=chance)
     if out_dir is not None:
         out_dir = Path(out_dir)
         if test_cfg.save_predictions:

@@ -63,10 +63,19 @@ def chance_recalls(query_utm, db_utm, recall_values=(1, 5, 10, 20),
     queries = np.asarray(query_utm, np.float64).reshape(-1, 2)
     if len(queries) == 0:
         return {f"R@{n}": float("nan") for n in recall_values}
-    n = len(db)
-    if n == 0:
+    if len(db) == 0:
         return {f"R@{k}": 0.0 for k in recall_values}
-    p = np.array([len(x) for x in positives_within(db, queries, positive_dist)], np.float64)
+    counts = [len(x) for x in positives_within(db, queries, positive_dist)]
+    return chance_from_counts(counts, len(db), recall_values)
+
+
+def chance_from_counts(positives_per_query, database_size: int,
+                       recall_values=(1, 5, 10, 20)) -> dict[str, float]:
+    """`chance_recalls` from each query's number of positives among `database_size` images."""
+    p = np.asarray(positives_per_query, np.float64).reshape(-1)
+    n = int(database_size)
+    if len(p) == 0:
+        return {f"R@{k}": float("nan") for k in recall_values}
     out = {}
     for k in recall_values:
         i = np.arange(min(int(k), n), dtype=np.float64)
