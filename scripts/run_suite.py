@@ -114,6 +114,24 @@ def _run(cmd: list[str], folder: Path) -> str | None:
     return message
 
 
+def chance_levels(root: Path, suite: Suite, positive_dist: float) -> dict:
+    """{dataset: recalls of a random ranking} on the test split of each dataset under `root`
+    that is there (a missing one is the failed cells' business)."""
+    from vgjax.data import format as fmt
+    from vgjax.eval.recalls import chance_recalls
+
+    ns = [int(r.split("@", 1)[1]) for r in suite.recalls if r.startswith("R@")]
+    out = {}
+    for ds in suite.datasets:
+        folder = root / ds / "images" / "test"
+        if not all((folder / role).is_dir() for role in ("database", "queries")):
+            continue
+        utm = {role: fmt.utm_array(fmt.list_images(folder / role))
+               for role in ("database", "queries")}
+        out[ds] = chance_recalls(utm["queries"], utm["database"], ns, positive_dist)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="scripts/run_suite.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,7 +225,13 @@ def main(argv=None) -> int:
             "note": "synthetic city, tiny preset (--smoke)" if args.smoke else "",
             "seconds": round(time.perf_counter() - start, 1)}
     out.mkdir(parents=True, exist_ok=True)
-    write_tables(suite, rows, out, args.repeats, meta)
+    try:
+        positive_dist = float(load_config(config, override_args(common)).test.positive_dist)
+        chance = chance_levels(root, suite, positive_dist)
+    except (ConfigError, ValueError) as e:  # unreadable names: the cells say so
+        print(f"no chance row: {e}", flush=True)
+        chance = None
+    write_tables(suite, rows, out, args.repeats, meta, chance)
     plots = write_plots(suite, rows, runs, out)
     print((out / f"{suite.name}.md").read_text())
     print("wrote", out / f"{suite.name}.md", out / f"{suite.name}.csv",

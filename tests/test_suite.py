@@ -56,7 +56,13 @@ def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
     assert header == "| setting | pitts30k/R@1 | pitts30k/R@5 |"
     rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]]
             for l in table if l.startswith("| ") and not l.startswith("| setting")}
-    assert set(rows) == {"smoke", "bad option", "missing dataset"}
+    assert set(rows) == {"smoke", "bad option", "missing dataset", "*chance (random ranking)*"}
+    from vgjax.data import format as fmt
+    from vgjax.eval.recalls import chance_recalls
+    test = root / "pitts30k" / "images" / "test"
+    chance = chance_recalls(fmt.utm_array(fmt.list_images(test / "queries")),
+                            fmt.utm_array(fmt.list_images(test / "database")), (1, 5))
+    assert rows["*chance (random ranking)*"] == [f"*{chance['R@1']:.1f}*", f"*{chance['R@5']:.1f}*"]
     assert all(float(v) >= 0 for v in rows["smoke"])
     assert rows["bad option"] == ["failed", "failed"] == rows["missing dataset"]
     assert "train.optimizer" in (out / "runs" / "bad-option-rep0" / "error.txt").read_text()
@@ -64,6 +70,7 @@ def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
     data = json.loads((out / "mini.json").read_text())
     ok = next(r for r in data["rows"] if r["name"] == "ok")
     assert ok["runs"][0]["status"] == "done" and data["meta"]["commit"]
+    assert data["chance"]["pitts30k"] == pytest.approx(chance)
     provenance = ok["runs"][0]["provenance"]
     assert provenance["commit"] and provenance["exit_status"] == 0
     assert "vgjax.train" in provenance["command"] and provenance["seconds"] > 0

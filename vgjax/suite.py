@@ -206,9 +206,13 @@ def _cell_text(v, repeats: int) -> str:
     return text
 
 
+CHANCE_LABEL = "chance (random ranking)"
+
+
 def write_tables(suite: Suite, rows: list[dict], out: Path, repeats: int,
-                 meta: Mapping) -> None:
-    """OUT/<name>.md, .csv and .json."""
+                 meta: Mapping, chance: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    """OUT/<name>.md, .csv and .json; `chance` ({dataset: {"R@1": ..}}, the recalls of a
+    random ranking) is a last, italic row where given."""
     labels = list(dict.fromkeys(k for r in rows for k in r["label"]))
     cols = [f"{ds}/{rc}" for ds in suite.datasets for rc in suite.recalls]
     status = lambda r: ("failed" if any(x["status"] == "failed" for x in r["runs"])
@@ -221,6 +225,13 @@ def write_tables(suite: Suite, rows: list[dict], out: Path, repeats: int,
         vals = [_cell_text(r["values"][c], repeats) if r["values"][c] else status(r)
                 for c in cols]
         md.append("| " + " | ".join([r["label"].get(k, "") for k in labels] + vals) + " |")
+    chance_cells = [(chance or {}).get(ds, {}).get(rc) for ds in suite.datasets
+                    for rc in suite.recalls]
+    chance_labels = [CHANCE_LABEL] + [""] * (len(labels) - 1) if labels else []
+    if chance:
+        md.append("| " + " | ".join([f"*{x}*" if x else "" for x in chance_labels]
+                                    + ["-" if v is None else f"*{v:.1f}*"
+                                       for v in chance_cells]) + " |")
     failed = [(r["name"], x.get("error", "")) for r in rows for x in r["runs"]
               if x["status"] == "failed"]
     if failed:
@@ -241,8 +252,13 @@ def write_tables(suite: Suite, rows: list[dict], out: Path, repeats: int,
             w.writerow([r["label"].get(k, "") for k in labels]
                        + [("" if x is None else round(x["mean"], 3)) for x in v]
                        + [("" if x is None else round(x["std"], 3)) for x in v])
+        if chance:
+            w.writerow(chance_labels
+                       + ["" if x is None else round(x, 3) for x in chance_cells]
+                       + [""] * len(cols))
     (out / f"{suite.name}.json").write_text(json.dumps(
-        {"suite": dataclasses.asdict(suite), "meta": dict(meta), "rows": rows},
+        {"suite": dataclasses.asdict(suite), "meta": dict(meta), "rows": rows,
+         "chance": dict(chance or {})},
         indent=1, default=str) + "\n")
 
 
