@@ -102,9 +102,6 @@ def run(argv: list[str]) -> dict:
         log.info("%s", evaluator.open(d)[0].summary())
     results = evaluator.run(describer, out_dir=out, progress=args.progress)
     rows, counts = evaluator.table(results)
-    for r in results:  # the level each dataset's recalls mean something above
-        rows[f"{r.name} (chance)"] = r.chance
-        counts[f"{r.name} (chance)"] = r.num_queries
     print(format_table(rows, counts, title=f"{args.split} recalls (%), method "
                                            f"{evaluator.settings.method}, {args.checkpoint}; "
                                            "(chance): a random ranking's"))

@@ -39,7 +39,8 @@ def format_table(rows: Mapping[str, Mapping[str, float]], counts: Mapping[str, i
 
 
 def results_rows(results: Sequence) -> tuple[dict, dict]:
-    """{'name': recalls, 'name/night': recalls, ...} and query counts, from EvalResults."""
+    """{'name': recalls, 'name/night': recalls, ..., 'name (chance)': a random ranking's
+    recalls} and query counts, from EvalResults."""
     rows, counts = {}, {}
     for r in results:
         rows[r.name] = r.recalls
@@ -47,6 +48,9 @@ def results_rows(results: Sequence) -> tuple[dict, dict]:
         for dom, rec in r.domain_recalls.items():
             rows[f"{r.name}/{dom}"] = rec
             counts[f"{r.name}/{dom}"] = r.domain_counts[dom]
+        if r.chance:  # the level the dataset's recalls mean something above
+            rows[f"{r.name} (chance)"] = r.chance
+            counts[f"{r.name} (chance)"] = r.num_queries
     return rows, counts
 
 
