@@ -11,10 +11,8 @@ table of R@1 / R@5 per dataset, the first row being ROOT itself.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -25,8 +23,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from vgjax.synthetic import Conditions
-from vgjax.synthetic.build import _render_chunk
-from vgjax.synthetic.specs import NIGHT_SUBSET, PRESETS
+from vgjax.synthetic.build import render_views
+from vgjax.synthetic.specs import NIGHT_SUBSET
 from vgjax.synthetic.views import plan
 
 PARTS = {  # which fields of the drawn conditions a variant keeps
@@ -52,11 +50,7 @@ def build_variant(root: Path, out: Path, part: str, preset: str, workers: int) -
                         os.link(root / Path(v.path).relative_to(out), v.path)
                 else:
                     todo.append(dataclasses.replace(v, conditions=PARTS[part](v.conditions)))
-    p = PRESETS[preset]
-    jobs = [(todo[i:i + 24], p.size, p.supersample, p.quality, 0) for i in range(0, len(todo), 24)]
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        list(pool.map(_render_chunk, jobs))
+    render_views(todo, preset, 0, workers)
     night, source = NIGHT_SUBSET
     for v in views[source]["test"]:
         role = Path(v.path).parent.name

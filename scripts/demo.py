@@ -60,10 +60,8 @@ def trivial_baseline(root: Path, out: Path) -> dict:
 def chance(root: Path) -> dict:
     """Expected recalls of a random ranking on each test set: what the recalls mean only
     above (each query's positives are every database image within 25 m, any heading)."""
-    from vgjax.data import format as fmt
-    from vgjax.eval.recalls import chance_recalls
-    utm = lambda d, role: fmt.utm_array(fmt.list_images(root / d / "images" / "test" / role))
-    return {d: chance_recalls(utm(d, "queries"), utm(d, "database"), (1, 5)) for d in DATASETS}
+    from vgjax.eval.recalls import chance_of_folder
+    return {d: chance_of_folder(root / d / "images" / "test", (1, 5)) for d in DATASETS}
 
 
 def table(title: str, columns: dict[str, dict], datasets=DATASETS, recalls=RECALLS) -> str:
@@ -111,7 +109,8 @@ def main() -> int:
     report = [
         f"# vgjax demo: the synthetic city ({args.preset} preset)", "",
         table("Table I shape: test recalls (%) of the models and three reference points",
-              {"chance (random ranking)": chance(root), "trivial (thumbnails)": trivial, "untrained NetVLAD": untrained,
+              {"chance (random ranking)": chance(root), "trivial (thumbnails)": trivial,
+               "untrained NetVLAD": untrained,
                "NetVLAD": load(work / "netvlad" / "results.json"),
                "GeM": load(work / "gem" / "results.json")}),
         "",

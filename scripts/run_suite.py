@@ -117,19 +117,12 @@ def _run(cmd: list[str], folder: Path) -> str | None:
 def chance_levels(root: Path, suite: Suite, positive_dist: float) -> dict:
     """{dataset: recalls of a random ranking} on the test split of each dataset under `root`
     that is there (a missing one is the failed cells' business)."""
-    from vgjax.data import format as fmt
-    from vgjax.eval.recalls import chance_recalls
+    from vgjax.eval.recalls import chance_of_folder
 
     ns = [int(r.split("@", 1)[1]) for r in suite.recalls if r.startswith("R@")]
-    out = {}
-    for ds in suite.datasets:
-        folder = root / ds / "images" / "test"
-        if not all((folder / role).is_dir() for role in ("database", "queries")):
-            continue
-        utm = {role: fmt.utm_array(fmt.list_images(folder / role))
-               for role in ("database", "queries")}
-        out[ds] = chance_recalls(utm["queries"], utm["database"], ns, positive_dist)
-    return out
+    folders = {ds: root / ds / "images" / "test" for ds in suite.datasets}
+    return {ds: chance_of_folder(f, ns, positive_dist) for ds, f in folders.items()
+            if all((f / role).is_dir() for role in ("database", "queries"))}
 
 
 def main(argv=None) -> int:

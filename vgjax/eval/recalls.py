@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -49,8 +50,6 @@ def recalls_from_predictions(npz_path: str | os.PathLike, recall_values=(1, 5, 1
                                positive_dist)
 
 
-
-
 def chance_recalls(query_utm, db_utm, recall_values=(1, 5, 10, 20),
                    positive_dist: float = 25.0) -> dict[str, float]:
     """Expected recall@N (%) of a uniformly random ranking of the database: per query with p
@@ -61,12 +60,20 @@ def chance_recalls(query_utm, db_utm, recall_values=(1, 5, 10, 20),
 
     db = np.asarray(db_utm, np.float64).reshape(-1, 2)
     queries = np.asarray(query_utm, np.float64).reshape(-1, 2)
-    if len(queries) == 0:
-        return {f"R@{n}": float("nan") for n in recall_values}
-    if len(db) == 0:
-        return {f"R@{k}": 0.0 for k in recall_values}
-    counts = [len(x) for x in positives_within(db, queries, positive_dist)]
+    counts = ([len(x) for x in positives_within(db, queries, positive_dist)]
+              if len(db) and len(queries) else [0] * len(queries))
     return chance_from_counts(counts, len(db), recall_values)
+
+
+def chance_of_folder(folder: str | os.PathLike, recall_values=(1, 5, 10, 20),
+                     positive_dist: float = 25.0) -> dict[str, float]:
+    """`chance_recalls` of a split folder holding `database/` and `queries/` (UTM from the
+    file names)."""
+    from vgjax.data import format as fmt
+
+    utm = {role: fmt.utm_array(fmt.list_images(Path(folder) / role))
+           for role in ("database", "queries")}
+    return chance_recalls(utm["queries"], utm["database"], recall_values, positive_dist)
 
 
 def chance_from_counts(positives_per_query, database_size: int,

@@ -62,6 +62,38 @@ def _render_chunk(args) -> tuple[int, float]:
     return len(views), time.process_time() - start
 
 
+def render_views(views: list[View], preset: str, seed: int = 0, workers: int = 1,
+                 progress: bool = False) -> float:
+    """Renders and writes `views` (their folders must exist) at `preset`'s size and quality,
+    in `workers` processes; returns the CPU seconds the rendering took."""
+    p = PRESETS[preset]
+    chunk = 8 if p.size[0] >= 240 else 24
+    jobs = [
+        (views[i : i + chunk], p.size, p.supersample, p.quality, seed)
+        for i in range(0, len(views), chunk)
+    ]
+    done, cpu_s = 0, 0.0
+    if workers == 1 or len(jobs) == 1:
+        results = map(_render_chunk, jobs)
+        pool = None
+    else:
+        # "spawn": forking a process that has started JAX's threads can deadlock
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(_render_chunk, jobs)
+    try:
+        for n, cpu in results:
+            done, cpu_s = done + n, cpu_s + cpu
+            if progress:
+                print(f"\r{done}/{len(views)} images", end="", file=sys.stderr, flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    if progress:
+        print(file=sys.stderr)
+    return cpu_s
+
+
 def _times(names: list[str]) -> dict[str, int]:
     """How many of the file names carry each time of day (the `note` field)."""
     notes: dict[str, int] = {}
@@ -125,30 +157,7 @@ def generate(
             for folder in {Path(v.path).parent for v in vs}:
                 folder.mkdir(parents=True, exist_ok=True)
             todo.extend(vs)
-    chunk = 8 if p.size[0] >= 240 else 24
-    jobs = [
-        (todo[i : i + chunk], p.size, p.supersample, p.quality, seed)
-        for i in range(0, len(todo), chunk)
-    ]
-    done, cpu_s = 0, 0.0
-    if workers == 1 or len(jobs) == 1:
-        results = map(_render_chunk, jobs)
-        pool = None
-    else:
-        # "spawn": forking a process that has started JAX's threads can deadlock
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        results = pool.map(_render_chunk, jobs)
-    try:
-        for n, cpu in results:
-            done, cpu_s = done + n, cpu_s + cpu
-            if progress:
-                print(f"\r{done}/{len(todo)} images", end="", file=sys.stderr, flush=True)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    if progress:
-        print(file=sys.stderr)
+    cpu_s = render_views(todo, preset, seed, workers, progress)
     rendered_s = time.perf_counter() - start
 
     copied = 0
