@@ -2,7 +2,7 @@
 minutes on 2 CPU cores: ResNet-18-conv4 at half width from scratch + NetVLAD-16 at 96x128,
 2 epochs of 304 queries, validated each epoch and before training, and the untrained
 network tested on the four test sets before training (`evals.untrained`, a reference
-point), then the best model at the end.
+point; its predictions are in RUN/before/untrained/), then the best model at the end.
 
 Only layer3 and the head train (`model.trainable_from=layer3`, the reference's default; the
 earlier stages keep their random weights): on the synthetic city this generalises better to
@@ -27,6 +27,6 @@ def get_config(arg=None):
     c.model.trainable_from = "layer3"
     c.data.cache_decoded = "device"
     c.evals.val.when = ["before", "epoch"]    # also validate the untrained model
-    c.evals.untrained = dict(type="retrieval", split="test", datasets=[], when=["before"],
-                             save_predictions=False)
+    # its predictions go to RUN/before/untrained/predictions/: the demo's paired tests
+    c.evals.untrained = dict(type="retrieval", split="test", datasets=[], when=["before"])
     return default.smoke(c) if arg.smoke else c

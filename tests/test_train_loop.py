@@ -39,7 +39,10 @@ def test_train_run_folder_and_resume_reproduces(synthetic_root, tmp_path, monkey
     from vgjax.train import checkpoint, loop
 
     full = tmp_path / "full"
-    results = loop.train_and_evaluate(_config(synthetic_root), full)
+    # the full run also validates the untrained model; the resumed run below does not, and
+    # must still take the same steps
+    results = loop.train_and_evaluate(_config(synthetic_root, "evals.val.when=[before,epoch]"),
+                                      full)
     assert set(results) == {"pitts30k", "sf-xs"}
     assert set(results["pitts30k"]) == {"R@1", "R@5", "R@10", "R@20"}
     for name in ("config.json", "train.log", "metrics.jsonl", "lr.png", "results.json",
@@ -54,6 +57,13 @@ def test_train_run_folder_and_resume_reproduces(synthetic_root, tmp_path, monkey
         assert e["train_loss"] == pytest.approx(np.mean([l for s, l in losses_full
                                                          if (s - 1) // 8 == e["epoch"]]))
     assert "mean loss" in (full / "train.log").read_text()
+    initial = [json.loads(l) for l in (full / "metrics.jsonl").read_text().splitlines()
+               if json.loads(l)["type"] == "initial_val"]
+    assert len(initial) == 1   # the "before" evaluation writes its files in RUN/before/<entry>
+    before = json.loads((full / "before" / "val" / "results.json").read_text())
+    assert set(before) == set(initial[0]["results"]) == {"pitts30k"}
+    assert before["pitts30k"] == pytest.approx(initial[0]["results"]["pitts30k"], abs=1e-3)
+    assert not (full / "before" / "val" / "predictions").exists()  # test.save_predictions=false
     assert all(np.isfinite(l) for _, l in losses_full)
 
     # Interrupt after the first mining round of epoch 1, then resume in a new call.

@@ -5,9 +5,10 @@ then the evaluators of the best model.
 
 Per epoch, `queries_per_epoch` training queries in rounds of `cache_refresh_rate`
 (`vgjax.train.rounds`), each followed by checkpoint `last`. The entries of `config.evals`
-run before training (`when` has "before"), after every epoch ("epoch": validation, whose
-`train.best_metric` picks the best model, drives the scheduler and early stopping) and on
-the best model at the end ("end": the final test, which writes `results.json`).
+run before training (`when` has "before"; their files go to RUN/before/<entry>/), after
+every epoch ("epoch": validation, whose `train.best_metric` picks the best model, drives the
+scheduler and early stopping) and on the best model at the end ("end": the final test, which
+writes `results.json`).
 """
 from __future__ import annotations
 
@@ -160,14 +161,17 @@ def _save(config, run, name: str, state, progress, negative_cache):
                     image_size=tuple(config.data.resize))
 
 
-def _evaluate(evals, when: str, describe, variables) -> tuple[dict, dict, dict]:
+def _evaluate(evals, when: str, describe, variables,
+              out_root: Path | None = None) -> tuple[dict, dict, dict]:
     """Runs the evaluators scheduled `when`: (flat metrics, {entry: recalls} where an entry
-    has one dataset, {entry: {dataset: recalls}})."""
+    has one dataset, {entry: {dataset: recalls}}). With `out_root`, each entry writes its
+    files (results.json, predictions/<dataset>.npz as its settings ask) to out_root/<entry>."""
     metrics, recalls, by_dataset = {}, {}, {}
     for e in evals.values():
         if when not in e.when:
             continue
-        results = e.run(lambda images: describe(variables, images))
+        out_dir = None if out_root is None else out_root / e.name
+        results = e.run(lambda images: describe(variables, images), out_dir=out_dir)
         metrics.update(e.metrics(results))
         by_dataset[e.name] = {r.name: r.recalls for r in results}
         if len(results) == 1:
@@ -185,8 +189,11 @@ def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progre
         scheduler.load_state_dict(progress.scheduler)
     _, best_key = evaluators.parse_metric(config, t.best_metric)
     if progress.epoch == 0 and progress.round == 0 and not progress.finished:
-        _, recalls, by_dataset = _evaluate(evals, "before", ctx.describe,
-                                           _eval_variables(config, state))
+        # the untrained model's files (RUN/before/<entry>/): what paired comparisons with
+        # the trained model (`python -m vgjax.eval.compare`) need
+        _, recalls, by_dataset = _evaluate(
+            evals, "before", ctx.describe, _eval_variables(config, state),
+            out_root=run / "before" if multihost.is_primary() else None)
         for name, results in by_dataset.items():  # e.g. "initial_val": {"val": recalls}
             single = {name: recalls[name]} if name in recalls else {}
             ctx.metrics.write(type=f"initial_{name}", results=results, **single)
