@@ -9,7 +9,9 @@ with `python -m vgjax.eval` into OUT/runs/<row>-rep<k>/. Finished runs (results.
 skipped and killed ones resume from their checkpoint, so rerunning the same command
 continues. A cell whose config is refused or whose run fails is recorded as failed with
 its error (OUT/runs/<run>/error.txt) and the others go on. Then OUT/<suite>.md / .csv /
-.json hold the table (mean ± std over the repetitions) and OUT/<suite>_*.png the plots.
+.json hold the table (mean ± std over the repetitions), OUT/<suite>_paired.md every row
+tested against the baseline row query by query (exact McNemar p-value per repetition) and
+OUT/<suite>_*.png the plots.
 
 `--smoke` runs every cell on the tiny synthetic city (generated into OUT/synthetic-tiny
 unless --datasets-root is given) with the config's `:smoke` variant: a whole suite in
@@ -34,8 +36,8 @@ sys.path.insert(0, str(REPO))
 
 from vgjax.checks import load_config  # noqa: E402
 from vgjax.config import ConfigError  # noqa: E402
-from vgjax.suite import (PROVENANCE, Suite, aggregate, override_args, read_run,  # noqa: E402
-                         run_name, write_plots, write_tables)
+from vgjax.suite import (PROVENANCE, Suite, aggregate, override_args, paired,  # noqa: E402
+                         read_run, run_name, write_plots, write_tables)
 
 
 def load_suite(path: Path, arg: str | None = None) -> Suite:
@@ -218,17 +220,24 @@ def main(argv=None) -> int:
             "note": "synthetic city, tiny preset (--smoke)" if args.smoke else "",
             "seconds": round(time.perf_counter() - start, 1)}
     out.mkdir(parents=True, exist_ok=True)
+    positive_dist = 25.0
     try:
         positive_dist = float(load_config(config, override_args(common)).test.positive_dist)
         chance = chance_levels(root, suite, positive_dist)
     except (ConfigError, ValueError) as e:  # unreadable names: the cells say so
         print(f"no chance row: {e}", flush=True)
         chance = None
-    write_tables(suite, rows, out, args.repeats, meta, chance)
+    try:
+        tests = paired(suite, runs, args.repeats, positive_dist)
+    except ValueError as e:  # predictions that cannot be paired: say why, keep the table
+        print(f"no paired tests: {e}", flush=True)
+        tests = None
+    write_tables(suite, rows, out, args.repeats, meta, chance, tests)
     plots = write_plots(suite, rows, runs, out)
     print((out / f"{suite.name}.md").read_text())
+    extra = [out / f"{suite.name}_paired.md"] if tests is not None else []
     print("wrote", out / f"{suite.name}.md", out / f"{suite.name}.csv",
-          out / f"{suite.name}.json", *plots)
+          out / f"{suite.name}.json", *extra, *plots)
     return 0
 
 

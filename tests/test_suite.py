@@ -77,6 +77,10 @@ def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
     assert ok["runs"][0]["config"]["train"]["epochs"] == 1  # the run's own resolved config
     assert f"runs at commit {provenance['commit']}" in table[-1]
     assert (out / "mini.csv").exists() and (out / "mini_val.png").exists()
+    paired_rows = [l for l in (out / "mini_paired.md").read_text().splitlines()
+                   if l.startswith("| ") and not l.startswith("| setting")]
+    # against the first row ("ok"); the failed cells have no predictions to test
+    assert paired_rows == ["| bad option | - | - |", "| missing dataset | - | - |"]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert again.returncode == 0
     assert "[done]    ok-rep0" in again.stdout and "[train]   ok-rep0" not in again.stdout
@@ -134,3 +138,59 @@ def test_multiscale_plot_of_methods_and_scale_lists(tmp_path):
     rows[2]["values"]["b/R@5"] = None  # a failed cell leaves a gap, not a zero
     [path] = write_plots(suite, rows, tmp_path / "runs", tmp_path)
     assert path.name == "m_multiscale.png" and path.stat().st_size > 10_000
+
+
+def _predictions(folder: Path, found: set, queries: int = 30):
+    """predictions/city.npz where query i (at x = 100 i) is found at rank 1 iff i in
+    `found` (database image i is its only positive; image `queries` is far away)."""
+    import numpy as np
+    folder.mkdir(parents=True, exist_ok=True)
+    top = [[i if i in found else queries] for i in range(queries)]
+    np.savez(folder / "city.npz", query_paths=np.array([f"q{i}.jpg" for i in range(queries)]),
+             db_paths=np.array([f"d{j}.jpg" for j in range(queries + 1)]),
+             topk_indices=np.array(top, np.int64), topk_distances=np.zeros((queries, 1)),
+             query_utm=np.array([(100.0 * i, 0.0) for i in range(queries)]),
+             db_utm=np.array([(100.0 * j, 0.0) for j in range(queries)] + [(1e5, 0.0)]),
+             recall_values=np.array([1]), method=np.array("hard_resize"))
+
+
+def test_paired_tests_against_the_baseline_row(tmp_path):
+    from vgjax.config import ConfigError
+    from vgjax.eval.compare import mcnemar_p
+    from vgjax.suite import Suite, aggregate, paired, write_tables
+
+    spec = dict(name="pairs", title="Pairs", config="configs/smoke.py",
+                cells=[cell("base", {"model": "baseline"}), cell("better", {"model": "better"}),
+                       cell("mixed", {"model": "mixed"}), cell("broken", {"model": "broken"})],
+                datasets=["city"], recalls=["R@1"])
+    with pytest.raises(ConfigError, match="baseline 'nope' is not a row"):
+        Suite.from_dict({**spec, "baseline": "nope"})
+    assert paired(Suite.from_dict({**spec, "baseline": None}), tmp_path, 2) is None
+    suite = Suite.from_dict(spec)   # the baseline is the first row
+    runs = tmp_path / "runs"
+    for k in range(2):
+        _predictions(runs / f"base-rep{k}" / "predictions", set(range(5)))
+        _predictions(runs / f"better-rep{k}" / "predictions", set(range(25)))  # +20 queries
+        # rep 0 clearly better, rep 1 worse: no clear verdict
+        _predictions(runs / f"mixed-rep{k}" / "predictions",
+                     set(range(25)) if k == 0 else set())
+    tests = paired(suite, runs, 2)
+    assert tests["baseline"] == "base" and [r["name"] for r in tests["rows"]] == [
+        "better", "mixed", "broken"]
+    better, mixed, broken = (r["cells"]["city/R@1"] for r in tests["rows"])
+    assert [(x["rep"], x["only_row"], x["only_baseline"], x["clear"]) for x in better] == [
+        (0, 20, 0, 1), (1, 20, 0, 1)]
+    assert better[0]["p"] == pytest.approx(mcnemar_p(20, 0))
+    assert better[0]["difference"] == pytest.approx(100 * 20 / 30)
+    assert [(x["only_row"], x["only_baseline"], x["clear"]) for x in mixed] == [
+        (20, 0, 0), (0, 5, 0)]
+    assert broken == []   # no predictions: no test, never a number
+    write_tables(suite, aggregate(suite, runs, 2), tmp_path, 2, {"command": "x"}, None, tests)
+    lines = (tmp_path / "pairs_paired.md").read_text().splitlines()
+    p20 = f"{mcnemar_p(20, 0):.2g}"
+    assert "| better | **+66.7 (p " + p20 + " / " + p20 + ")** |" in lines
+    p5 = f"{mcnemar_p(0, 5):.2g}"
+    assert f"| mixed | +25.0 (p {p20} / {p5}) |" in lines
+    assert "| broken | - |" in lines
+    assert json.loads((tmp_path / "pairs.json").read_text())["paired"]["rows"][0]["name"] == \
+        "better"

@@ -14,6 +14,8 @@ A suite file (`configs/suites/<table>.py`) has `get_suite(arg=None)` returning a
               its best model (no retraining per row; the paper's Table III)
     datasets  test datasets = table columns; recalls: recall columns, e.g. ["R@1", "R@5"]
     plots     any of "val", "lr", "brightness", "multiscale"
+    baseline  the row every other row is tested against, query by query (default "": the
+              first row; None: no paired tests) -> OUT/<name>_paired.md
 
 Each run lives in `OUT/runs/<cell>-rep<k>/` (seed k); one that has `results.json` is done
 and skipped, one that was killed resumes from its checkpoint. A run that fails is recorded
@@ -89,6 +91,7 @@ class Suite:
     evals: list[dict] = dataclasses.field(default_factory=list)
     plots: list[str] = dataclasses.field(default_factory=list)
     notes: str = ""
+    baseline: str | None = ""  # "": the first row; None: no paired tests
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Suite:
@@ -104,7 +107,18 @@ class Suite:
                 raise ConfigError(f"suite {suite.name}: cell names must be unique, non-empty "
                                   f"and without '/': {c['name']!r}")
             seen.add(c["name"])
+        names = [r["name"] for r in suite.rows()]
+        if suite.baseline and suite.baseline not in names:
+            raise ConfigError(f"suite {suite.name}: baseline {suite.baseline!r} is not a row "
+                              f"(rows: {', '.join(names)})")
         return suite
+
+    def baseline_row(self) -> dict | None:
+        """The row the paired tests compare every other row with (None: no paired tests)."""
+        if self.baseline is None:
+            return None
+        rows = self.rows()
+        return next((r for r in rows if r["name"] == self.baseline), rows[0] if rows else None)
 
     def rows(self) -> list[dict]:
         """The table's rows: the cells, or the eval rows of each cell."""
@@ -195,6 +209,74 @@ def aggregate(suite: Suite, runs_dir: Path, repeats: int) -> list[dict]:
     return out
 
 
+def paired(suite: Suite, runs_dir: Path, repeats: int, positive_dist: float = 25.0,
+           alpha: float = 0.05) -> dict | None:
+    """Every row against the suite's baseline row, repetition by repetition (the row's and
+    the baseline's runs of the same seed), on the same test queries: per dataset x recall,
+    the difference in recall points and the exact McNemar p-value of each repetition both
+    finished (`vgjax.eval.compare`). A cell is `clear` when every repetition gives
+    p < alpha in the same direction (+1 / -1, else 0). None without a baseline."""
+    from vgjax.eval.compare import paired_recalls
+    base = suite.baseline_row()
+    if base is None:
+        return None
+    ns = [int(rc[2:]) for rc in suite.recalls]
+    out = []
+    for row in suite.rows():
+        if row["name"] == base["name"]:
+            continue
+        cells = {f"{ds}/{rc}": [] for ds in suite.datasets for rc in suite.recalls}
+        for k in range(repeats):
+            for ds in suite.datasets:
+                a, b = (runs_dir / run_name(name, k) / "predictions" / f"{ds}.npz"
+                        for name in (row["name"], base["name"]))
+                if not (a.exists() and b.exists()):
+                    continue
+                for rc, r in zip(suite.recalls, paired_recalls(a, b, ns, positive_dist, ds)):
+                    cells[f"{ds}/{rc}"].append({"rep": k, "difference": r.difference,
+                                                "only_row": r.only_a, "only_baseline": r.only_b,
+                                                "p": r.p_value})
+        for reps in cells.values():
+            signs = {np.sign(x["difference"]) for x in reps if x["p"] < alpha}
+            every = bool(reps) and all(x["p"] < alpha for x in reps)
+            clear = int(next(iter(signs))) if every and len(signs) == 1 else 0
+            reps[:] = [{**x, "clear": clear} for x in reps]
+        out.append({"name": row["name"], "label": row["label"], "cells": cells})
+    return {"baseline": base["name"], "baseline_label": base["label"], "alpha": alpha,
+            "rows": out}
+
+
+def _paired_text(reps: list[dict]) -> str:
+    if not reps:
+        return "-"
+    mean = round(float(np.mean([x["difference"] for x in reps])), 1) + 0.0  # no "-0.0"
+    text = (f"{mean:+.1f} (p "
+            + " / ".join(f"{x['p']:.2g}" for x in reps) + ")")
+    clear = reps[0]["clear"]
+    return f"**{text}**" if clear > 0 else f"*{text}*" if clear < 0 else text
+
+
+def _write_paired(suite: Suite, tests: Mapping, out: Path, labels: list[str],
+                  cols: list[str], meta: Mapping) -> None:
+    base = ", ".join(f"{v}" for v in tests["baseline_label"].values()) or tests["baseline"]
+    alpha = tests["alpha"]
+    md = [f"# {suite.title}: paired tests against {base}", "",
+          f"Each cell: the row's recall minus the baseline row's ({base}) in points, the mean "
+          f"over the repetitions, then the exact McNemar p-value of each repetition (the "
+          f"row's and the baseline's runs of the same seed, on the same test queries; "
+          f"`python -m vgjax.eval.compare`). **Bold**: higher with p < {alpha:g} in every "
+          f"repetition; *italic*: lower with p < {alpha:g} in every repetition. The p-values "
+          f"are per cell, not corrected for the number of cells.", ""]
+    md.append("| " + " | ".join(labels + cols) + " |")
+    md.append("|" + "---|" * (len(labels) + len(cols)))
+    for r in tests["rows"]:
+        md.append("| " + " | ".join([r["label"].get(k, "") for k in labels]
+                                    + [_paired_text(r["cells"][c]) for c in cols]) + " |")
+    md += ["", f"Produced by `{meta.get('command', '')}` on {meta.get('machine', '')}, "
+           f"{meta.get('date', '')}, table at commit {meta.get('commit', '')}."]
+    (out / f"{suite.name}_paired.md").write_text("\n".join(md) + "\n")
+
+
 def _cell_text(v, repeats: int) -> str:
     if v is None:
         return "failed" if repeats else "-"
@@ -210,9 +292,11 @@ CHANCE_LABEL = "chance (random ranking)"
 
 
 def write_tables(suite: Suite, rows: list[dict], out: Path, repeats: int,
-                 meta: Mapping, chance: Mapping[str, Mapping[str, float]] | None = None) -> None:
+                 meta: Mapping, chance: Mapping[str, Mapping[str, float]] | None = None,
+                 tests: Mapping | None = None) -> None:
     """OUT/<name>.md, .csv and .json; `chance` ({dataset: {"R@1": ..}}, the recalls of a
-    random ranking) is a last, italic row where given."""
+    random ranking) is a last, italic row where given; `tests` (from `paired`) also
+    writes OUT/<name>_paired.md and goes into the .json as "paired"."""
     labels = list(dict.fromkeys(k for r in rows for k in r["label"]))
     cols = [f"{ds}/{rc}" for ds in suite.datasets for rc in suite.recalls]
     status = lambda r: ("failed" if any(x["status"] == "failed" for x in r["runs"])
@@ -258,8 +342,10 @@ def write_tables(suite: Suite, rows: list[dict], out: Path, repeats: int,
                        + [""] * len(cols))
     (out / f"{suite.name}.json").write_text(json.dumps(
         {"suite": dataclasses.asdict(suite), "meta": dict(meta), "rows": rows,
-         "chance": dict(chance or {})},
+         "chance": dict(chance or {}), "paired": tests},
         indent=1, default=str) + "\n")
+    if tests is not None:
+        _write_paired(suite, tests, out, labels, cols, meta)
 
 
 def epoch_records(run: Path) -> list[dict]:
