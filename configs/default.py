@@ -99,6 +99,10 @@ def get_config(arg=None):
     c.train.da.ramp_epochs = 5                # ganin: p = 1 after this many epochs
     c.train.da.classifier = "mlp"             # mlp(hidden=256, layers=2) | conv(channels=128)
     c.train.infer_batch_size = 32             # images per batch when computing caches
+    # what the mining cache and NetVLAD's k-means init see: "train" = the training images
+    # (Pillow resize, queries ratio-cropped; served by data.cache_decoded); "eval" = the
+    # reference's: each file at full size, resized as evaluation resizes (data.eval_resize)
+    c.train.cache_resize = "train"
     c.train.num_devices = 0                   # data-parallel devices (0 = all)
 
     # Evaluation: settings of the final test; `evals` entries override them -----------------

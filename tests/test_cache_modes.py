@@ -50,3 +50,72 @@ def test_a_cache_too_big_is_refused_before_training(city, tmp_path, monkeypatch)
         loop.train_and_evaluate(_config(city, "host"), tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
     assert not np.any([p.suffix == ".npy" for p in (tmp_path / "run").rglob("*")])
+
+
+def _context(config, train, reader, cache_load=None, pool=None):
+    """A RoundContext whose 'descriptor' is the image itself, flattened, in [0, 1]."""
+    import jax
+    import jax.numpy as jnp
+    from vgjax.train import mining
+    from vgjax.train.rounds import RoundContext
+    from vgjax.train.step import make_mesh
+
+    def describe(variables, images):
+        x = images.astype(jnp.float32)
+        x = x / 255.0 if images.dtype == jnp.uint8 else x
+        return x.reshape(x.shape[0], -1)
+
+    describe = jax.jit(describe)
+    return RoundContext(
+        train=train, reader=reader, tables=mining.MiningTables.from_split(train),
+        mining="partial", describe=describe, train_step=None, mesh=make_mesh(1), metrics=None,
+        target=None, size=tuple(config.data.resize), seed=0, queries_per_step=2,
+        negatives_per_query=3, neg_samples_num=8, infer_batch_size=4, num_workers=2,
+        prefetch=1, pool=pool, describe_rows=jax.jit(lambda v, p, rows: describe(v, p[rows])),
+        cache_load=cache_load)
+
+
+def test_cache_resize_eval_caches_what_the_reference_caches(city):
+    """train.cache_resize=eval: the mining cache describes each training file at full size,
+    resized as evaluation resizes it (the reference's BaseDataset path: no query crop, no
+    Pillow), even where the training images sit on the device; `train` keeps the training
+    images."""
+    import jax.numpy as jnp
+    from vgjax.data.ops import Resampling, resize
+    from vgjax.data.sources import FOLDER_READER, open_split, with_view
+    from vgjax.data.ops import train_query
+    from vgjax.train.images import cache_loader
+    from vgjax.train.rounds import device_descriptors
+
+    cfg = _config(city, "none", "data.resize=[30,40]", "train.cache_resize=eval")
+    train, source = open_split(cfg.data, "pitts30k", "train")
+    reader = with_view(source, train.queries.paths, train_query)
+    rows = np.array([0, 5, len(train.database) + 1, len(train.database) + 7])
+    paths = np.concatenate([train.database.paths, train.queries.paths])[rows]
+    float_resize = Resampling(mode="float", antialias=bool(cfg.data.resize_antialias))
+    expected = np.stack([resize(FOLDER_READER(p), (30, 40), float_resize).reshape(-1)
+                         for p in paths])
+    zeros = jnp.zeros((len(train.database) + len(train.queries), 30, 40, 3), jnp.uint8)
+    load = cache_loader(cfg, source)
+    got = device_descriptors(_context(cfg, train, reader, load, pool=zeros), None, rows)
+    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-6)  # not the pool's zeros
+
+    train_cfg = _config(city, "none", "data.resize=[30,40]")
+    assert cache_loader(train_cfg, source) is None
+    pillow = np.stack([reader(p, (30, 40)).reshape(-1) / 255.0 for p in paths])
+    got = device_descriptors(_context(train_cfg, train, reader), None, rows)
+    np.testing.assert_allclose(np.asarray(got), pillow, atol=1e-6)
+    assert np.abs(pillow - expected).max() > 0.01   # the two resizes differ visibly here
+
+
+def test_training_with_the_reference_cache_resize(city, tmp_path):
+    """A run with train.cache_resize=eval (NetVLAD init and every mining cache from the
+    evaluation resize of the files) trains from the device cache and tests."""
+    from vgjax.train import loop
+    results = loop.train_and_evaluate(
+        _config(city, "device", "train.cache_resize=eval"), tmp_path / "eval")
+    losses = _losses(tmp_path / "eval")
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    assert set(results) == {"pitts30k"}
+    config = json.loads((tmp_path / "eval" / "config.json").read_text())
+    assert config["train"]["cache_resize"] == "eval"

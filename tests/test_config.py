@@ -34,7 +34,8 @@ def test_netvlad_init_sampling_must_fit_the_feature_map(tmp_path):
     ("test.index=hnsw", "test.index"), ("test.scales=[-1.0]", "test.scales"),
     ("test.multiscale_method=median", "test.multiscale_method"),
     ("test.recall_values=[0]", "test.recall_values"), ("test.pca_dim=-1", "test.pca_dim"),
-    ("test.pictures_topk=0", "test.pictures_topk")])
+    ("test.pictures_topk=0", "test.pictures_topk"),
+    ("train.cache_resize=pillow", "train.cache_resize")])
 def test_bad_test_options_are_refused_before_any_work(override, option):
     with pytest.raises(ConfigError, match=option.replace(".", r"\.")):
         load_config(REPO / "configs" / "default.py", [override])

@@ -35,7 +35,7 @@ from vgjax.models.domain import DOMAIN_CLASSIFIERS
 from vgjax.train import mining, optim
 from vgjax.train.adaptation import LAMBDA_SCHEDULES
 from vgjax.train.augment import check_specs
-from vgjax.train.images import CACHE_MODES
+from vgjax.train.images import CACHE_MODES, CACHE_RESIZE
 from vgjax.train.mining import MINERS
 from vgjax.train.optim import OPTIMIZERS, keeps_averaged_weights, optimizer_kwargs
 from vgjax.train.schedules import SCHEDULERS, plateau_patience, scheduler_kwargs
@@ -162,6 +162,8 @@ def check_train(c) -> None:
                f"needs an optimizer that averages the weights, train.optimizer=asgd "
                f"(got {t.optimizer!r})")
     _check(int(t.num_devices) >= 0, "train.num_devices", "must be >= 0 (0 = all)")
+    _check(t.cache_resize in CACHE_RESIZE, "train.cache_resize",
+           f"unknown value {t.cache_resize!r} (accepted: {', '.join(CACHE_RESIZE)})")
     check_specs(list(t.query_augment))
     b, rq, qpe = int(t.queries_per_step), int(t.cache_refresh_rate), int(t.queries_per_epoch)
     dropped = (qpe // rq) * (rq % b) + (qpe % rq) % b

@@ -2,9 +2,11 @@
 every-epoch evaluation images) and the domain-adaptation target set."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -13,12 +15,30 @@ import numpy as np
 from vgjax.config import ConfigError
 from vgjax.data.cache import DecodedImages
 from vgjax.data.format import list_images
+from vgjax.data.ops import resize
 from vgjax.data.sources import FOLDER_READER
 
 log = logging.getLogger("vgjax.train")
 
 
 CACHE_MODES = ("none", "host", "device")
+CACHE_RESIZE = ("train", "eval")  # train.cache_resize
+
+
+def cache_loader(config, source_reader) -> Callable[[str], np.ndarray] | None:
+    """`train.cache_resize=eval`: path -> what the reference's mining cache and NetVLAD init
+    see, the full-size file (`source_reader`: no training-query crop) resized as evaluation
+    resizes it (`data.eval_resize`, `data.resize_antialias`); float32 in [0, 1] for the float
+    resize. None for `train`: they see the training images, as the train steps do."""
+    if config.train.cache_resize == "train":
+        return None
+    from vgjax.eval.evaluate import resampling  # the evaluation path's settings
+    return functools.partial(_resized, source_reader, tuple(config.data.resize),
+                             resampling(config.data, config.test))
+
+
+def _resized(reader, size, how, path: str) -> np.ndarray:
+    return resize(reader(path), size, how)
 
 
 def _bytes(n: int, hw) -> int:

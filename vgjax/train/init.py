@@ -53,9 +53,10 @@ def pretrained_variables(model_cfg, variables) -> tuple[dict, bool]:
     return variables, has_head
 
 
-def initial_variables(config, net, train_split: Split, reader=None) -> dict:
+def initial_variables(config, net, train_split: Split, reader=None, load_fn=None) -> dict:
     """Pretrained model dir if given, else a fresh init; then NetVLAD k-means init when
-    enabled and the pretrained model brings no NetVLAD head."""
+    enabled and the pretrained model brings no NetVLAD head, on images read by `load_fn`
+    (`train.cache_resize=eval`), else by `reader` at the model size."""
     model_cfg = config.model
     size = tuple(config.data.resize)
     variables = init_variables(model_cfg, jax.random.key(config.seed), size)
@@ -76,7 +77,8 @@ def initial_variables(config, net, train_split: Split, reader=None) -> dict:
         batches = BatchLoader(paths, size, int(config.train.infer_batch_size),
                               num_workers=int(config.data.num_workers),
                               prefetch=int(config.data.prefetch),
-                              load_fn=reader.loader(size) if reader is not None else None)
+                              load_fn=load_fn or (reader.loader(size) if reader is not None
+                                                  else None))
         variables = initialize_netvlad(net, variables, batches, model_cfg, seed=int(config.seed))
         log.info("NetVLAD initialised by k-means on %d images in %.1f s", len(paths),
                  time.perf_counter() - t0)
@@ -91,7 +93,8 @@ def _domain_params(domain, net, model_cfg, size, seed: int):
     return domain.init(jax.random.fold_in(jax.random.key(seed), 1), feats.shape)
 
 
-def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, domain):
+def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, domain,
+                  init_load=None):
     """(state, progress, negative cache, tx) of a run: resumed from the newest usable
     checkpoint in `run` if there is one, else fresh (`initial_variables`, plus the domain
     classifier's parameters with domain adaptation), replicated over `mesh`."""
@@ -119,7 +122,7 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
     if restored is None:
         if multihost.is_primary():  # records of an earlier attempt that never saved a round
             (run / "metrics.jsonl").unlink(missing_ok=True)
-        variables = initial_variables(config, net, train, reader)
+        variables = initial_variables(config, net, train, reader, init_load)
         if domain is not None:
             variables = with_domain(variables, _domain_params(domain, net, config.model, size,
                                                               int(config.seed)))

@@ -33,7 +33,7 @@ from vgjax.models.network import build_network, make_describe_fn
 from vgjax.train import checkpoint, mining, multihost, optim, run_dir
 from vgjax.train.adaptation import DomainAdaptation, network_variables
 from vgjax.train.augment import make_query_augment
-from vgjax.train.images import decode_once, target_images
+from vgjax.train.images import cache_loader, decode_once, target_images
 from vgjax.train.init import initial_state
 from vgjax.train.interrupt import interrupted
 from vgjax.train.losses import make_term
@@ -84,6 +84,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
     if multihost.is_primary():
         run_dir.write_config(run, config)
     train, reader = open_split(config.data, config.data.train_dataset, "train")
+    cache_load = cache_loader(config, reader)  # None: the cache reads the training images
     if config.data.train_query_crop:  # the reference's RandomResizedCrop(scale=(1, 1))
         reader = with_view(reader, train.queries.paths, train_query)
     evals = evaluators.build_all(config)
@@ -109,7 +110,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
     domain = (DomainAdaptation.from_config(t.da, _steps_per_epoch(t)) if target is not None
               else None)
     state, progress, negative_cache, tx = initial_state(config, run, net, train, reader, mesh,
-                                                         negative_cache, domain)
+                                                         negative_cache, domain, cache_load)
     if progress.finished:
         log.info("Training already finished; evaluating the best model")
     terms = [make_term(t.loss, dict(t.loss_args))]
@@ -123,7 +124,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
         train_step=make_train_step(net, tx, terms, int(t.negatives_per_query), mesh,
                                    augment=augment, seed=int(config.seed), domain=domain,
                                    gather=pool is not None),
-        target=target, pool=pool,
+        target=target, pool=pool, cache_load=cache_load,
         describe_rows=jax.jit(lambda v, images, rows: describe(v, images[rows])),
         mesh=mesh, metrics=run_dir.MetricsWriter(run / "metrics.jsonl",
                                                  enabled=multihost.is_primary()),

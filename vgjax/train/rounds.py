@@ -57,6 +57,9 @@ class RoundContext:
     mining_chunk_bytes: int = 256 << 20  # full / random mining: memory bound per chunk
     pool: jax.Array | None = None
     describe_rows: Callable | None = None  # jitted (variables, pool, rows) -> descriptors
+    # train.cache_resize=eval: path -> the image the cache descriptors see (the reference's
+    # evaluation resize of the full-size file); None: the training images (pool or reader)
+    cache_load: Callable[[str], np.ndarray] | None = None
 
     @property
     def batch_sharding(self) -> NamedSharding:
@@ -67,12 +70,13 @@ class RoundContext:
         paths = np.concatenate([self.train.database.paths, self.train.queries.paths])
         return paths[np.asarray(rows)]
 
-    def loader(self, paths, batch_size: int, rows: slice) -> BatchLoader:
-        """Batches of this process's `rows` of every global batch of `paths`."""
+    def loader(self, paths, batch_size: int, rows: slice, load_fn=None) -> BatchLoader:
+        """Batches of this process's `rows` of every global batch of `paths` (read by
+        `load_fn`, else as training reads them)."""
         local = multihost.local_batch_paths(paths, batch_size, rows)
         return BatchLoader(local, self.size, rows.stop - rows.start,
                            num_workers=self.num_workers, prefetch=self.prefetch,
-                           load_fn=self.reader.loader(self.size))
+                           load_fn=load_fn or self.reader.loader(self.size))
 
 
 @dataclasses.dataclass
@@ -103,7 +107,7 @@ def device_descriptors(ctx: RoundContext, variables, rows: np.ndarray,
     sharding, batch = ctx.batch_sharding, ctx.infer_batch_size
     outs = []
     local = multihost.process_rows(sharding, batch)
-    if ctx.pool is not None:
+    if ctx.pool is not None and ctx.cache_load is None:
         padded = multihost.local_batch_paths(np.asarray(rows, np.int32), batch, local)
         width = local.stop - local.start
         for start in range(0, len(padded), width):
@@ -111,7 +115,7 @@ def device_descriptors(ctx: RoundContext, variables, rows: np.ndarray,
                                                          (batch,))
             outs.append(ctx.describe_rows(variables, ctx.pool, ids))
     else:
-        loader = ctx.loader(ctx.paths_of(rows), batch, local)
+        loader = ctx.loader(ctx.paths_of(rows), batch, local, ctx.cache_load)
         for images, _ in tqdm(loader, desc=desc, leave=False, total=len(loader),
                               disable=desc is None or not multihost.is_primary()):
             images = jax.make_array_from_process_local_data(sharding, images,
