@@ -67,7 +67,8 @@ def sample_init_paths(paths, num_images: int, seed: int = 0) -> list:
 def initialize_netvlad(net, variables, image_batches: Iterable, model_cfg, seed: int = 0):
     """New variables whose NetVLAD centroids/kernel come from k-means on `image_batches`.
 
-    `image_batches` yields uint8 (B, H, W, 3) batches, or `(batch, n_valid)` pairs as
+    `image_batches` yields (B, H, W, 3) batches, uint8 or float in [0, 1] (the float
+    resize of `train.cache_resize=eval`), or `(batch, n_valid)` pairs as
     `vgjax.data.pipeline.BatchLoader` does. Features are computed in eval mode.
     """
     if "centroids" not in variables["params"].get("aggregation", {}):
