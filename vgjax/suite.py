@@ -235,11 +235,10 @@ def paired(suite: Suite, runs_dir: Path, repeats: int, positive_dist: float = 25
                 for rc, r in zip(suite.recalls, paired_recalls(a, b, ns, positive_dist, ds)):
                     cells[f"{ds}/{rc}"].append({"rep": k, "difference": r.difference,
                                                 "only_row": r.only_a, "only_baseline": r.only_b,
-                                                "p": r.p_value})
+                                                "p": r.p_value, "verdict": r.verdict(alpha)})
         for reps in cells.values():
-            signs = {np.sign(x["difference"]) for x in reps if x["p"] < alpha}
-            every = bool(reps) and all(x["p"] < alpha for x in reps)
-            clear = int(next(iter(signs))) if every and len(signs) == 1 else 0
+            verdicts = {x.pop("verdict") for x in reps}  # 'A' = the row, 'B' = the baseline
+            clear = {frozenset("A"): 1, frozenset("B"): -1}.get(frozenset(verdicts), 0)
             reps[:] = [{**x, "clear": clear} for x in reps]
         out.append({"name": row["name"], "label": row["label"], "cells": cells})
     return {"baseline": base["name"], "baseline_label": base["label"], "alpha": alpha,
@@ -258,7 +257,7 @@ def _paired_text(reps: list[dict]) -> str:
 
 def _write_paired(suite: Suite, tests: Mapping, out: Path, labels: list[str],
                   cols: list[str], meta: Mapping) -> None:
-    base = ", ".join(f"{v}" for v in tests["baseline_label"].values()) or tests["baseline"]
+    base = ", ".join(map(str, tests["baseline_label"].values())) or tests["baseline"]
     alpha = tests["alpha"]
     md = [f"# {suite.title}: paired tests against {base}", "",
           f"Each cell: the row's recall minus the baseline row's ({base}) in points, the mean "
