@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 from pathlib import Path
 
 from vgjax import quiet_library_logs
@@ -107,7 +109,9 @@ def check_writable(run: Path) -> None:
         raise OSError(f"--workdir {run}: is a file, not a folder")
     try:
         run.mkdir(parents=True, exist_ok=True)
-        probe = run / ".write-test"
+        # one probe per process: processes of a multi-host run share the folder, and a shared
+        # name lets one process delete the probe another is about to delete
+        probe = run / f".write-test.{socket.gethostname()}.{os.getpid()}"
         probe.write_bytes(b"0" * 4096)
         probe.unlink()
     except OSError as e:
