@@ -89,7 +89,11 @@ def get_config(arg=None):
     #                                           cosine: t_max (epochs), eta_min
     c.train.query_augment = []                # training queries only, in order, e.g.
     #   ["brightness(0.1)"], ["colour_jitter(brightness=0.4, contrast=0.4)", "hflip(0.5)"]
-    #   (README "Query augmentations"; torchvision semantics, on the device)
+    #   (README "Query augmentations"; torchvision semantics)
+    # where they run: "device" = in the train step, on the model-sized image; "host" = the
+    # reference's order: on the full-size decoded query, with PIL (uint8 after every op),
+    # before its crop and resize (whole-batch hflip stays on the device)
+    c.train.augment_on = "device"
     c.train.da = ml_collections.ConfigDict()  # unsupervised domain adaptation (README)
     c.train.da.enabled = False
     c.train.da.target_dir = ""                # folder of unlabeled target-domain images

@@ -1,14 +1,17 @@
 """Draws one training query under each configured query augmentation, side by side.
 
     python scripts/augment_preview.py [--image PATH | --dataset ROOT/NAME]
-        [--augment SPEC ...] [--size H W] [--seed 0] --out docs/augment_preview.png
+        [--augment SPEC ...] [--size H W] [--seed 0] [--on device|host]
+        --out docs/augment_preview.png
 
 The query is `--image`, or the first (by name) of `<dataset>/images/train/queries`; the
 default dataset is `data/synthetic-demo/pitts30k` (the synthetic city's `demo` preset, which
 `make demo` writes; `python -m vgjax.synthetic --out /tmp/syn --preset tiny` makes a small
 one to pass as `--dataset /tmp/syn/pitts30k`). Each `--augment` is a `train.query_augment`
 spec, applied as the train step applies it (`vgjax.train.augment.make_query_augment`, key
-`jax.random.key(seed)`); each panel is titled with its spec. With no `--augment` the picture
+`jax.random.key(seed)`), or with `--on host` as `train.augment_on=host` applies it (on the
+full-size file, then cropped and resized as a training query; `vgjax.train.augment_host`);
+each panel is titled with its spec. With no `--augment` the picture
 is the paper's Fig. 5: the original and brightness factors 0.10, 0.30 and 1.50.
 `docs/augment_preview.png` is that default, drawn from the demo preset's first pitts30k
 training query at its own size (120 x 160).
@@ -24,8 +27,10 @@ import jax
 import numpy as np
 
 from vgjax.config import ConfigError
+from vgjax.data.ops import train_query
 from vgjax.data.pipeline import load_image
 from vgjax.train.augment import check_specs, make_query_augment
+from vgjax.train.augment_host import AUGMENT_ON, HostQueryAugment
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = ROOT / "data" / "synthetic-demo" / "pitts30k"
@@ -52,12 +57,22 @@ def augmented(image: np.ndarray, spec: str, seed: int) -> np.ndarray:
     return np.asarray(out)
 
 
-def draw(image: np.ndarray, specs, seed: int, out: Path) -> Path:
+def augmented_host(path: Path, size, spec: str, seed: int) -> np.ndarray:
+    """The query file under one spec as `train.augment_on=host` applies it (train step 0,
+    the batch's first query), at `size`; a whole-batch op still runs as the step runs it."""
+    augment = HostQueryAugment([spec], size, seed, load_image, train_query)
+    out = augment(str(path), 0, 0)
+    return augmented(out, spec, seed) if augment.device_specs else out / np.float32(255)
+
+
+def draw(image: np.ndarray, specs, seed: int, out: Path, path: Path | None = None) -> Path:
+    """One panel per spec; with the query's file `path`, on the host (`--on host`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     panels = [("original", image.astype(np.float32) / 255.0)]
-    panels += [(spec, augmented(image, spec, seed)) for spec in specs]
+    panels += [(spec, augmented(image, spec, seed) if path is None else
+                augmented_host(path, image.shape[:2], spec, seed)) for spec in specs]
     titles = [textwrap.fill(title, 30) for title, _ in panels]
     lines = max(t.count("\n") + 1 for t in titles)
     h, w = image.shape[:2]
@@ -87,6 +102,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", nargs=2, type=int, default=None, metavar=("H", "W"),
                         help="resize the query first (default: its own size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--on", choices=AUGMENT_ON, default="device",
+                        help="train.augment_on: the train step on the model-sized query "
+                             "(default), or the host on the full-size file first")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -97,9 +115,11 @@ def main(argv=None) -> int:
         parser.error(str(e))
     path = args.image or first_query(args.dataset or DEFAULT_DATASET)
     image = load_image(path, tuple(args.size) if args.size else None)
-    out = draw(image, specs, args.seed, args.out)
-    print(f"{out}: {path.name}, {image.shape[0]}x{image.shape[1]}, panels: original, "
-          + ", ".join(specs))
+    if args.on == "host":  # the original as training reads the query at that size
+        image = train_query(load_image(path), image.shape[:2])
+    out = draw(image, specs, args.seed, args.out, path if args.on == "host" else None)
+    print(f"{out}: {path.name}, {image.shape[0]}x{image.shape[1]}, on the {args.on}, "
+          "panels: original, " + ", ".join(specs))
     return 0
 
 

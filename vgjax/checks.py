@@ -35,6 +35,7 @@ from vgjax.models.domain import DOMAIN_CLASSIFIERS
 from vgjax.train import mining, optim
 from vgjax.train.adaptation import LAMBDA_SCHEDULES
 from vgjax.train.augment import check_specs
+from vgjax.train.augment_host import AUGMENT_ON
 from vgjax.train.images import CACHE_MODES, CACHE_RESIZE
 from vgjax.train.mining import MINERS
 from vgjax.train.optim import OPTIMIZERS, keeps_averaged_weights, optimizer_kwargs
@@ -165,6 +166,13 @@ def check_train(c) -> None:
     _check(t.cache_resize in CACHE_RESIZE, "train.cache_resize",
            f"unknown value {t.cache_resize!r} (accepted: {', '.join(CACHE_RESIZE)})")
     check_specs(list(t.query_augment))
+    _check(t.augment_on in AUGMENT_ON, "train.augment_on",
+           f"unknown value {t.augment_on!r} (accepted: {', '.join(AUGMENT_ON)})")
+    if t.augment_on == "host":
+        _check(c.data.cache_decoded != "device", "train.augment_on",
+               "host decodes every training query from its file at full size, but "
+               "data.cache_decoded=device serves the train steps from the device; use "
+               "data.cache_decoded=host or none")
     b, rq, qpe = int(t.queries_per_step), int(t.cache_refresh_rate), int(t.queries_per_epoch)
     dropped = (qpe // rq) * (rq % b) + (qpe % rq) % b
     if dropped:

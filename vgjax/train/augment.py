@@ -30,6 +30,7 @@ Where this differs from the reference: the reference runs these transforms on PI
 their original resolution (uint8 after every op, PIL's enhancers and resamplers) before
 resizing to the model size; here they run on the already model-sized float image (no
 rounding between ops), so `resized_crop` crops the model-sized query and upsamples the crop.
+`train.augment_on=host` runs the reference's order instead (`vgjax.train.augment_host`).
 Random numbers come from `jax.random`, not torch's generator: the distributions are
 torchvision's, the draws are not. Arithmetic is float32 throughout, so where torchvision
 solves the perspective system in float64, or sits exactly on a rounding tie (nearest

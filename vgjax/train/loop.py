@@ -12,6 +12,7 @@ writes `results.json`).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -23,7 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vgjax.checks import validate_training
 from vgjax.data.dataset import check_evaluable
-from vgjax.data.ops import train_query
+from vgjax.data.ops import PIL, resize, train_query
 from vgjax.data.sources import open_split, with_view
 from vgjax.eval import evaluators
 from vgjax.eval.extract import Describer
@@ -33,6 +34,7 @@ from vgjax.models.network import build_network, make_describe_fn
 from vgjax.train import checkpoint, mining, multihost, optim, run_dir
 from vgjax.train.adaptation import DomainAdaptation, network_variables
 from vgjax.train.augment import make_query_augment
+from vgjax.train.augment_host import HostQueryAugment
 from vgjax.train.images import cache_loader, decode_once, target_images
 from vgjax.train.init import initial_state
 from vgjax.train.interrupt import interrupted
@@ -85,6 +87,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
         run_dir.write_config(run, config)
     train, reader = open_split(config.data, config.data.train_dataset, "train")
     cache_load = cache_loader(config, reader)  # None: the cache reads the training images
+    host_augment = _host_augment(config, reader)  # None: queries augmented in the train step
     if config.data.train_query_crop:  # the reference's RandomResizedCrop(scale=(1, 1))
         reader = with_view(reader, train.queries.paths, train_query)
     evals = evaluators.build_all(config)
@@ -117,14 +120,15 @@ def _train_and_evaluate(config, run: Path) -> dict:
     if domain is not None:
         terms.append(make_term("domain", weight=float(t.da.weight)))
     describe = make_describe_fn(net)
-    augment = make_query_augment(list(t.query_augment), 2 + int(t.negatives_per_query))
+    augment = make_query_augment(list(t.query_augment) if host_augment is None else
+                                 host_augment.device_specs, 2 + int(t.negatives_per_query))
     ctx = RoundContext(
         train=train, reader=reader, tables=mining.MiningTables.from_split(train),
         mining=t.mining, describe=describe,
         train_step=make_train_step(net, tx, terms, int(t.negatives_per_query), mesh,
                                    augment=augment, seed=int(config.seed), domain=domain,
                                    gather=pool is not None),
-        target=target, pool=pool, cache_load=cache_load,
+        target=target, pool=pool, cache_load=cache_load, host_augment=host_augment,
         describe_rows=jax.jit(lambda v, images, rows: describe(v, images[rows])),
         mesh=mesh, metrics=run_dir.MetricsWriter(run / "metrics.jsonl",
                                                  enabled=multihost.is_primary()),
@@ -138,6 +142,17 @@ def _train_and_evaluate(config, run: Path) -> dict:
     finally:
         ctx.metrics.close()
     return _final(config, run, evals, describe)
+
+
+def _host_augment(config, source_reader) -> HostQueryAugment | None:
+    """`train.augment_on=host`: the query read at full size from its file (`source_reader`,
+    never a decoded cache), augmented, then cropped and resized as training queries are."""
+    if config.train.augment_on != "host":
+        return None
+    finish = train_query if config.data.train_query_crop else \
+        functools.partial(resize, resampling=PIL)
+    return HostQueryAugment(list(config.train.query_augment), tuple(config.data.resize),
+                            int(config.seed), read_full=source_reader, finish=finish)
 
 
 def _steps_per_epoch(t) -> int:

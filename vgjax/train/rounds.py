@@ -60,6 +60,9 @@ class RoundContext:
     # train.cache_resize=eval: path -> the image the cache descriptors see (the reference's
     # evaluation resize of the full-size file); None: the training images (pool or reader)
     cache_load: Callable[[str], np.ndarray] | None = None
+    # train.augment_on=host: (path, step, index in the step's batch) -> the augmented query
+    # at the model size; None: the queries load as the other training images do
+    host_augment: Callable[[str, int, int], np.ndarray] | None = None
 
     @property
     def batch_sharding(self) -> NamedSharding:
@@ -172,6 +175,18 @@ def target_batches(ctx: RoundContext, progress: Progress, steps: int):
     return batches()
 
 
+def _load_augmented(ctx: RoundContext, paths: np.ndarray, group: int, step_images: int,
+                    base_step: int, place) -> np.ndarray:
+    """Image `place` of a round's train batches (flattened): a query through
+    `ctx.host_augment`, keyed by its train step and its place in that step's batch; any
+    other image as training reads it."""
+    place = int(place)
+    if place % group:
+        return ctx.reader(paths[place], ctx.size)
+    step, row = divmod(place, step_images)
+    return ctx.host_augment(paths[place], base_step + step, row // group)
+
+
 def run_round(ctx: RoundContext, state: TrainState, progress: Progress, queries: np.ndarray,
               negative_cache: np.ndarray | None) -> RoundResult:
     """One mining round then its train steps (`negative_cache` is updated in place)."""
@@ -186,15 +201,19 @@ def run_round(ctx: RoundContext, state: TrainState, progress: Progress, queries:
     step_images = b * groups.shape[1]
     # this process's rows of every step's batch: whole groups, as b is a multiple of the devices
     rows = multihost.process_rows(ctx.batch_sharding, step_images)
+    base_step = int(jax.device_get(state.step))
     if ctx.pool is not None:
         local = multihost.local_batch_paths(groups.reshape(-1), step_images, rows)
         width = rows.stop - rows.start
         loader = ((local[i * width:(i + 1) * width], width) for i in range(steps))
+    elif ctx.host_augment is not None:  # items: places in the round's batches
+        load = functools.partial(_load_augmented, ctx, ctx.paths_of(groups.reshape(-1)),
+                                 groups.shape[1], step_images, base_step)
+        loader = ctx.loader(np.arange(groups.size), step_images, rows, load)
     else:
         loader = ctx.loader(ctx.paths_of(groups.reshape(-1)), step_images, rows)
     losses: list[float] = []
     pending = None
-    base_step = int(jax.device_get(state.step))
 
     def record(i, metrics) -> bool:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
