@@ -44,15 +44,17 @@ def get_config(arg=None):
 
     # Model ---------------------------------------------------------------------------------
     c.model = ml_collections.ConfigDict()
-    c.model.backbone = "resnet18conv4"        # resnet{18,50,101}conv{4,5}
-    c.model.resnet_width = 64                 # channels of conv1 (64 = torchvision; smaller for tests)
+    c.model.backbone = "resnet18conv4"        # resnet{18,50,101}conv{4,5}, vgg16, alexnet
+    c.model.resnet_width = 64                 # channels of conv1 (64 = torchvision; smaller for tests;
+    #                                           vgg16 / alexnet: every layer scaled by it / 64)
     c.model.aggregation = "netvlad"           # netvlad | gem | mac | spoc
     c.model.netvlad_clusters = 64
     c.model.gem_p = 3.0
     c.model.gem_eps = 1e-6
     c.model.l2 = "before_pool"                # GeM/MAC/SPoC: before_pool | after_pool | none
     c.model.fc_output_dim = 0                 # >0: Linear to this size + L2 after aggregation
-    c.model.trainable_from = "layer3"         # first trained stage; earlier ones are frozen
+    c.model.trainable_from = "auto"           # first trained stage; earlier ones are frozen.
+    #   auto = the reference's: layer3 (ResNets), conv5 (vgg16), conv3 (alexnet)
     c.model.freeze_frozen_bn_stats = False    # reference: frozen stages' BN stats still update
     c.model.dtype = "float32"                 # compute dtype: float32 | bfloat16
     c.model.matmul_precision = "highest"      # NetVLAD's float32 matmuls: default | high |

@@ -1,12 +1,13 @@
-"""PyTorch ResNet / benchmark checkpoints -> a vgjax model dir.
+"""PyTorch ResNet, VGG-16 and AlexNet weights / benchmark checkpoints -> a vgjax model dir.
 
     python scripts/convert_torch_weights.py --input X.pth --output DIR \
-        [--backbone resnet18conv4] [--aggregation netvlad|gem|mac|spoc] \
+        [--backbone resnet18conv4|vgg16|alexnet] [--aggregation netvlad|gem|mac|spoc] \
         [--netvlad-clusters K] [--fc-output-dim N] [--l2 before_pool|after_pool|none] \
         [--image-size H W]
 
-Reads torchvision ImageNet weights (e.g. resnet18-f37072fd.pth; cut at conv4 unless
---backbone says conv5; the head is freshly initialised) or the reference benchmark's
+Reads torchvision ImageNet weights (e.g. resnet18-f37072fd.pth, vgg16-397923af.pth;
+ResNets cut at conv4 unless --backbone says conv5, VGG-16 / AlexNet as the reference cuts
+them; the head is freshly initialised) or the reference benchmark's
 checkpoints (a dict with model_state_dict, or a bare state_dict; `module.` prefixes are
 fine). Depth, width, cut and head are inferred from the keys; flags override them. The
 output dir works with training (model.pretrained), evaluation and `python -m vgjax.describe`.
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help=".pth file")
     parser.add_argument("--output", required=True, help="vgjax model dir to write")
-    parser.add_argument("--backbone", help="resnet{18,50,101}conv{4,5} (default: inferred)")
+    parser.add_argument("--backbone", help="resnet{18,50,101}conv{4,5}, vgg16 or alexnet (default: inferred)")
     parser.add_argument("--aggregation", choices=("netvlad", "gem", "mac", "spoc"))
     parser.add_argument("--netvlad-clusters", type=int)
     parser.add_argument("--fc-output-dim", type=int)

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 import torch
-from torch_reference import ReferenceNet, TorchResNet, randomize, state_dict_numpy
+from torch_reference import (ReferenceNet, TorchAlexNet, TorchResNet, TorchVGG16, randomize,
+                             state_dict_numpy)
 
 from configs.default import get_config
 from vgjax.models.convert import CheckpointError, convert_state_dict, load_torch_checkpoint
@@ -161,3 +162,40 @@ def test_converted_variables_are_a_tree_of_float32():
     _, variables, _ = convert_state_dict(sd, get_config().model)
     assert set(variables) == {"params", "batch_stats"}
     assert all(v.dtype == np.float32 for v in jax.tree_util.tree_leaves(variables))
+
+
+def test_torchvision_vgg16_and_reference_alexnet_checkpoints(tmp_path):
+    vgg = randomize(TorchVGG16(width=8), seed=3).eval()
+    torch.save(vgg.state_dict(), tmp_path / "vgg16.pth")
+    assert run_script("--input", tmp_path / "vgg16.pth", "--output", tmp_path / "vgg",
+                      "--image-size", 32, 48) == 0
+    cfg, variables = load_model(tmp_path / "vgg")
+    info = read_model_info(tmp_path / "vgg")
+    assert (cfg.backbone, cfg.resnet_width, info["extra"]["format"]) == ("vgg16", 8, "torchvision")
+    imgs = uint8_images((40, 56))
+    feats = make_features_fn(build_network(cfg))(variables, imgs)
+    with torch.no_grad():  # the reference's cut: features[:-2]
+        expected = vgg.features[:-2](torch_input(imgs)).numpy().transpose(0, 2, 3, 1)
+    assert_close(feats, expected)
+
+    alex = randomize(ReferenceNet(TorchAlexNet(width=8), aggregation="gem"), seed=4).eval()
+    sd = state_dict_numpy(alex)
+    assert "backbone.0.weight" in sd and not any(k.startswith("backbone.1.") for k in sd)
+    cfg, variables, report = convert_state_dict(sd, get_config().model)
+    assert (cfg.backbone, cfg.aggregation, report["format"]) == ("alexnet", "gem", "reference")
+    imgs = uint8_images((67, 67), seed=1)
+    with torch.no_grad():
+        assert_close(make_describe_fn(build_network(cfg))(variables, imgs),
+                     alex(torch_input(imgs)).numpy())
+
+    with pytest.raises(CheckpointError, match="backbone is alexnet, not vgg16"):
+        convert_state_dict(sd, get_config().model, backbone="vgg16")
+    with pytest.raises(CheckpointError, match="backbone is alexnet, not resnet18conv4"):
+        convert_state_dict(sd, get_config().model, backbone="resnet18conv4")
+    no_conv5 = {k: v for k, v in sd.items() if not k.startswith("backbone.10.")}
+    with pytest.raises(CheckpointError, match=r"features indices \[0, 3, 6, 8\], which is "
+                                              r"neither vgg16 .* nor alexnet"):
+        convert_state_dict(no_conv5, get_config().model)
+    wrong = dict(sd, **{"backbone.6.weight": np.zeros((48, 40, 3, 3), np.float32)})
+    with pytest.raises(CheckpointError, match=r"shape mismatches: backbone\.6\.weight"):
+        convert_state_dict(wrong, get_config().model)

@@ -7,7 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 import torch
-from torch_reference import ReferenceNet, TorchResNet, randomize, state_dict_numpy
+from torch_reference import (ReferenceNet, TorchAlexNet, TorchResNet, TorchVGG16, randomize,
+                             state_dict_numpy)
 
 from configs.default import get_config
 from vgjax.models import aggregation as agg
@@ -103,6 +104,72 @@ def test_resnet50_conv5_bottleneck_gem_fc_matches_torch():
     desc = jax.jit(build_network(cfg).apply)(variables, x)
     with torch.no_grad():
         assert_close(desc, ref(xt).numpy())
+
+
+PLAIN_NETS = {"vgg16": TorchVGG16, "alexnet": TorchAlexNet}
+# the reference trains VGG-16 from conv5_1 (features 24) and AlexNet from conv3 (features 6)
+PLAIN_TRAINED = {"vgg16": {"features_24", "features_26", "features_28"},
+                 "alexnet": {"features_6", "features_8", "features_10"}}
+
+
+@pytest.mark.parametrize("name", ["vgg16", "alexnet"])
+@pytest.mark.parametrize("aggregation, size", [("netvlad", (67, 75)), ("gem", (64, 80))])
+def test_vgg16_and_alexnet_match_torch(name, aggregation, size):
+    """The reference's cut (`features` without its last ReLU and max-pool), converted from
+    the reference's state_dict: the same local features and descriptors as torch."""
+    ref = randomize(ReferenceNet(PLAIN_NETS[name](width=16), aggregation=aggregation,
+                                 clusters=4), seed=11).eval()
+    cfg, variables = converted(ref)
+    assert (cfg.backbone, cfg.resnet_width, cfg.aggregation) == (name, 16, aggregation)
+    x, xt = images(size, seed=12)
+    net = build_network(cfg)
+    desc, feats = jax.jit(lambda v, x: net.apply(v, x, return_features=True))(variables, x)
+    with torch.no_grad():
+        feats_t = ref.backbone(xt)
+        desc_t = ref.aggregation(feats_t)
+    from vgjax.models.backbones import parse_backbone
+    assert feats.shape[1:3] == feats_t.shape[2:] == parse_backbone(name).feature_size(*size)
+    assert feats.shape[-1] == feats_t.shape[1] == (128 if name == "vgg16" else 64)
+    assert_close(feats, feats_t.numpy().transpose(0, 2, 3, 1))
+    assert_close(desc, desc_t.numpy())
+    assert variables["batch_stats"] == {}  # no BatchNorm
+
+
+@pytest.mark.parametrize("name", ["vgg16", "alexnet"])
+def test_plain_backbones_freeze_as_the_reference(name):
+    cfg = model_cfg(backbone=name, resnet_width=8, aggregation="gem")
+    assert cfg.trainable_from == "auto"
+    from vgjax.models.network import init_variables
+    variables = init_variables(cfg, 0, (64, 64))
+    net = build_network(cfg)
+    x, _ = images((64, 64), n=2)
+
+    def loss(params):
+        desc = net.apply({"params": params, "batch_stats": {}}, x, train=True)
+        return jnp.sum(desc[0] * desc[1])
+
+    grads = jax.jit(jax.grad(loss))(variables["params"])
+    mask = trainable_mask(variables["params"], cfg)
+    for layer, sub in mask["backbone"].items():
+        trainable = layer in PLAIN_TRAINED[name]
+        assert all(m is trainable for m in jax.tree_util.tree_leaves(sub)), layer
+        g = sum(float(jnp.abs(l).sum()) for l in jax.tree_util.tree_leaves(
+            grads["backbone"][layer]))
+        assert (g > 0) == trainable, layer
+    # every stage can be named; the whole backbone too
+    everything = trainable_mask(variables["params"], model_cfg(
+        backbone=name, resnet_width=8, aggregation="gem", trainable_from="conv1"))
+    assert all(jax.tree_util.tree_leaves(everything["backbone"]))
+    head_only = trainable_mask(variables["params"], model_cfg(
+        backbone=name, resnet_width=8, aggregation="gem", trainable_from="aggregation"))
+    assert not any(jax.tree_util.tree_leaves(head_only["backbone"]))
+    if name == "vgg16":  # torchvision's conv5 block (3 x 3x3x512x512 + biases) and NetVLAD-64
+        info = network_info(model_cfg(backbone=name), (64, 64))
+        assert (info["trainable_params"], info["frozen_params"]) == (7_144_960, 7_635_264)
+        assert info["descriptor_dim"] == 64 * 512
+    with pytest.raises(ValueError, match=rf"'layer3' is not a stage of {name} \(accepted: "
+                                         r"auto, conv1, conv2, conv3, conv4, conv5"):
+        build_network(model_cfg(backbone=name, trainable_from="layer3"))
 
 
 def test_train_mode_batchnorm_matches_torch():

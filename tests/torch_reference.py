@@ -1,7 +1,8 @@
 """A small hand-written PyTorch side for parity tests (torchvision is not needed).
 
 `TorchResNet` has torchvision's module names (conv1, bn1, relu, maxpool, layer1..4,
-avgpool, fc) so its state_dict keys are torchvision's; `ReferenceNet` arranges it the way
+avgpool, fc) so its state_dict keys are torchvision's, as do `TorchVGG16` and
+`TorchAlexNet` (features, avgpool, classifier); `ReferenceNet` arranges them the way
 the reference benchmark does (`backbone` = Sequential of the first children,
 `aggregation` = NetVLAD or Sequential(L2Norm, GeM, Flatten), optional Linear + L2Norm).
 """
@@ -81,6 +82,45 @@ class TorchResNet(nn.Module):
         return nn.Sequential(*layers)
 
 
+def _features(cfg, width):
+    """torchvision's `features` Sequential: ('C', out, kernel, stride, pad) / 'M' (pool k, s)."""
+    layers, c_in = [], 3
+    for item in cfg:
+        if item[0] == "M":
+            layers.append(nn.MaxPool2d(item[1], item[2]))
+        else:
+            _, out, k, stride, pad = item
+            out = out * width // 64
+            layers += [nn.Conv2d(c_in, out, k, stride, pad), nn.ReLU(inplace=True)]
+            c_in = out
+    return nn.Sequential(*layers)
+
+
+class TorchVGG16(nn.Module):
+    """torchvision's vgg16 module names (`features`, `avgpool`, `classifier`)."""
+
+    def __init__(self, width=64, num_classes=10):
+        super().__init__()
+        cfg = []
+        for block in ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)):
+            cfg += [("C", c, 3, 1, 1) for c in block] + [("M", 2, 2)]
+        self.features = _features(cfg, width)
+        self.avgpool = nn.AdaptiveAvgPool2d(7)
+        self.classifier = nn.Sequential(nn.Linear(512 * width // 64 * 49, num_classes))
+
+
+class TorchAlexNet(nn.Module):
+    """torchvision's alexnet module names."""
+
+    def __init__(self, width=64, num_classes=10):
+        super().__init__()
+        self.features = _features([("C", 64, 11, 4, 2), ("M", 3, 2), ("C", 192, 5, 1, 2),
+                                   ("M", 3, 2), ("C", 384, 3, 1, 1), ("C", 256, 3, 1, 1),
+                                   ("C", 256, 3, 1, 1), ("M", 3, 2)], width)
+        self.avgpool = nn.AdaptiveAvgPool2d(6)
+        self.classifier = nn.Sequential(nn.Dropout(), nn.Linear(256 * width // 64 * 36, num_classes))
+
+
 class L2Norm(nn.Module):
     def forward(self, x):
         return F.normalize(x, p=2, dim=1)
@@ -125,13 +165,18 @@ class NetVLAD(nn.Module):
 
 
 class ReferenceNet(nn.Module):
-    def __init__(self, resnet: TorchResNet, conv5=False, aggregation="netvlad", clusters=8,
+    def __init__(self, resnet, conv5=False, aggregation="netvlad", clusters=8,
                  fc_output_dim=0):
         super().__init__()
-        children = list(resnet.children())
-        self.backbone = nn.Sequential(*children[:-2] if conv5 else children[:-3])
-        last = (resnet.layer4 if conv5 else resnet.layer3)[-1]
-        dim = (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
+        if hasattr(resnet, "features"):  # VGG-16 / AlexNet: features without the last ReLU, pool
+            layers = list(resnet.features.children())[:-2]
+            self.backbone = nn.Sequential(*layers)
+            dim = layers[-1].out_channels
+        else:
+            children = list(resnet.children())
+            self.backbone = nn.Sequential(*children[:-2] if conv5 else children[:-3])
+            last = (resnet.layer4 if conv5 else resnet.layer3)[-1]
+            dim = (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
         if aggregation == "netvlad":
             self.aggregation = NetVLAD(clusters, dim)
             out_dim = clusters * dim
@@ -161,6 +206,8 @@ def randomize(module: nn.Module, seed=0):
             elif isinstance(m, nn.Conv2d):
                 fan_in = m.weight[0].numel()
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
             elif isinstance(m, nn.Linear):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
                 m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))

@@ -29,7 +29,7 @@ from vgjax.eval.methods import MULTISCALE, TEST_METHODS
 from vgjax.eval.search import INDEXES
 from vgjax.models.aggregation import uses_kmeans_init
 from vgjax.models.network import descriptor_dim, validate_model_config
-from vgjax.models.resnet import parse_backbone
+from vgjax.models.backbones import parse_backbone
 from vgjax.train.losses import LOSS_TERMS
 from vgjax.models.domain import DOMAIN_CLASSIFIERS
 from vgjax.train import mining, optim
@@ -283,9 +283,8 @@ def validate_training(config) -> None:
                f"{folder} holds no .jpg/.jpeg/.png images")
     init = config.model.get("netvlad_init")
     if uses_kmeans_init(config.model):
-        h, w = (int(s) for s in config.data.resize)
-        for _ in range(parse_backbone(config.model.backbone).num_layers + 1):
-            h, w = -(-h // 2), -(-w // 2)  # every stride-2 stage rounds up (torch padding)
+        h, w = parse_backbone(config.model.backbone).feature_size(
+            *(int(s) for s in config.data.resize))
         _check(int(init.descriptors_per_image) <= h * w,
                "model.netvlad_init.descriptors_per_image",
                f"({init.descriptors_per_image}) exceeds the {h}x{w} = {h * w} local "

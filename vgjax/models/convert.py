@@ -2,9 +2,11 @@
 
 Two sources are understood:
 - torchvision ImageNet ResNets (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`, ...;
-  `fc.*` is the classifier and is dropped);
-- the reference benchmark's checkpoints (`backbone.0` = conv1, `backbone.1` = bn1,
-  `backbone.4..7` = layer1..layer4, `aggregation.*`), optionally with a `module.` prefix.
+  `fc.*` is the classifier and is dropped), VGG-16 and AlexNet (`features.<i>.*`;
+  `classifier.*` is dropped);
+- the reference benchmark's checkpoints (ResNets: `backbone.0` = conv1, `backbone.1` = bn1,
+  `backbone.4..7` = layer1..layer4; VGG-16 / AlexNet: `backbone.<i>` = `features.<i>`;
+  `aggregation.*`), optionally with a `module.` prefix.
 
 `convert_state_dict` is a pure function on `{name: numpy array}`, so it is testable without
 torch; only `load_torch_checkpoint` imports torch (CPU build: `pip install torch==2.13.0`).
@@ -32,7 +34,9 @@ from vgjax.models.network import (
     init_key,
     validate_model_config,
 )
-from vgjax.models.resnet import backbone_name, parse_backbone
+from vgjax.models.backbones import parse_backbone
+from vgjax.models.resnet import backbone_name
+from vgjax.models.vgg import PLAIN, PlainSpec
 
 
 class CheckpointError(ValueError):
@@ -42,6 +46,14 @@ class CheckpointError(ValueError):
 REFERENCE_BACKBONE = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3",
                       "7": "layer4"}
 _TORCHVISION_HEAD = ("fc.weight", "fc.bias")
+_FEATURES = "features."  # torchvision VGG / AlexNet convolutions
+
+
+def _plain_reference(sd: Mapping[str, np.ndarray]) -> bool:
+    """A reference checkpoint of VGG-16 / AlexNet: its `backbone.1` is a ReLU (no keys),
+    where a ResNet's is bn1."""
+    return np.ndim(sd.get("backbone.0.weight")) == 4 and not any(
+        k.startswith("backbone.1.") for k in sd)
 
 
 def _short(keys, n=8) -> str:
@@ -59,9 +71,12 @@ def canonical_keys(state_dict: Mapping[str, np.ndarray]) -> tuple[str, dict, dic
     backbone, agg, unexpected = {}, {}, []
     if any(k.startswith("backbone.") for k in sd):
         fmt = "reference"
+        plain = _plain_reference(sd)
         for k, v in sd.items():
             parts = k.split(".", 2)
-            if parts[0] == "backbone" and len(parts) == 3 and parts[1] in REFERENCE_BACKBONE:
+            if parts[0] == "backbone" and len(parts) == 3 and plain and parts[1].isdigit():
+                backbone[f"{_FEATURES}{parts[1]}.{parts[2]}"] = v
+            elif parts[0] == "backbone" and len(parts) == 3 and parts[1] in REFERENCE_BACKBONE:
                 backbone[f"{REFERENCE_BACKBONE[parts[1]]}.{parts[2]}"] = v
             elif k.startswith("aggregation."):
                 agg[k[len("aggregation."):]] = v
@@ -76,18 +91,43 @@ def canonical_keys(state_dict: Mapping[str, np.ndarray]) -> tuple[str, dict, dic
                 backbone[k] = v
             else:
                 unexpected.append(k)
+    elif any(k.startswith(_FEATURES) for k in sd):
+        fmt = "torchvision"
+        for k, v in sd.items():
+            if k.startswith("classifier."):
+                continue
+            if k.startswith(_FEATURES):
+                backbone[k] = v
+            else:
+                unexpected.append(k)
     else:
         raise CheckpointError(
-            "not a ResNet state_dict: neither 'conv1.weight' (torchvision) nor "
-            f"'backbone.0.weight' (reference benchmark) is present; keys: {_short(sd)}")
+            "not a ResNet, VGG-16 or AlexNet state_dict: neither 'conv1.weight' nor "
+            "'features.0.weight' (torchvision) nor 'backbone.0.weight' (reference "
+            f"benchmark) is present; keys: {_short(sd)}")
     if unexpected:
         raise CheckpointError(f"unexpected keys in the {fmt} checkpoint: {_short(unexpected)}")
     backbone = {k: v for k, v in backbone.items() if not k.endswith("num_batches_tracked")}
     return fmt, backbone, agg
 
 
+def _infer_plain(backbone: Mapping[str, np.ndarray]) -> tuple[str, int]:
+    """('vgg16' | 'alexnet', width) from the indices of the `features.<i>` convolutions."""
+    convs = tuple(sorted({int(m.group(1)) for k in backbone
+                          if (m := re.fullmatch(r"features\.(\d+)\.weight", k))}))
+    for name, spec in PLAIN.items():
+        if convs == spec.conv_indices():
+            return name, int(np.shape(backbone[f"{_FEATURES}0.weight"])[0])
+    raise CheckpointError(
+        f"unsupported backbone: convolutions at features indices {list(convs)}, which is "
+        "neither " + " nor ".join(f"{n} ({list(s.conv_indices())})" for n, s in PLAIN.items()))
+
+
 def infer_backbone(backbone: Mapping[str, np.ndarray]) -> tuple[str, int]:
-    """(name like 'resnet18conv5' for the layers present, resnet_width) from torchvision keys."""
+    """(name like 'resnet18conv5' for the layers present, or 'vgg16' / 'alexnet';
+    resnet_width) from torchvision keys."""
+    if any(k.startswith(_FEATURES) for k in backbone):
+        return _infer_plain(backbone)
     if "conv1.weight" not in backbone:
         raise CheckpointError("missing key: conv1.weight (backbone.0.weight)")
     width = int(np.shape(backbone["conv1.weight"])[0])
@@ -145,6 +185,8 @@ def _torch_name(path: tuple[str, ...], agg: Mapping[str, np.ndarray], fc_prefix:
                 mods.append("downsample.0")
             elif m == "downsample_bn":
                 mods.append("downsample.1")
+            elif m.startswith("features_"):
+                mods.append(_FEATURES + m[len("features_"):])
             else:
                 mods.append(m)
         name = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
@@ -173,6 +215,8 @@ def _display_name(name: str, fmt: str) -> str:
     """A torchvision-style backbone key as the checkpoint spells it."""
     if fmt != "reference":
         return name
+    if name.startswith(_FEATURES):
+        return "backbone." + name[len(_FEATURES):]
     stage, rest = name.split(".", 1)
     return f"backbone.{_REFERENCE_INDEX[stage]}.{rest}"
 
@@ -223,13 +267,23 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
             cfg[k] = v
 
     spec_found = parse_backbone(found_name)
-    if backbone is None:
+    if isinstance(spec_found, PlainSpec):  # one cut only: the reference's
+        if backbone not in (None, found_name):
+            raise CheckpointError(f"the checkpoint's backbone is {found_name}, not "
+                                  f"{backbone}")
+        backbone = found_name
+    elif backbone is None:
         conv = 5 if (fmt == "reference" and spec_found.num_layers == 4) else 4
         backbone = f"{found_name[:-len('conv4')]}conv{conv}"
     cfg.backbone = backbone
     cfg.resnet_width = width
-    target = parse_backbone(backbone)
-    if target.num_layers < spec_found.num_layers:
+    try:
+        target = parse_backbone(backbone)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    if isinstance(target, PlainSpec) != isinstance(spec_found, PlainSpec):
+        raise CheckpointError(f"the checkpoint's backbone is {found_name}, not {backbone}")
+    if not isinstance(target, PlainSpec) and target.num_layers < spec_found.num_layers:
         dropped = [k for k in bb if k.startswith("layer4.")]
         bb = {k: v for k, v in bb.items() if not k.startswith("layer4.")}
         notes.append(f"layer4 dropped ({len(dropped)} tensors): backbone {backbone}")

@@ -1,4 +1,4 @@
-"""The geo-localization network: ResNet backbone -> aggregation [-> fc + L2].
+"""The geo-localization network: backbone (ResNet, VGG-16, AlexNet) -> aggregation [-> fc + L2].
 
 Everything is derived from the `model` section of the config, once, in `build_network`.
 Variables are `{'params', 'batch_stats'}` with top-level keys `backbone`, `aggregation`
@@ -24,9 +24,9 @@ import numpy as np
 
 from vgjax.models.aggregation import (AGGREGATIONS, L2_MODES, aggregation_dim, l2_normalize,
                                       matmul_precision)
-from vgjax.models.resnet import STAGES, ResNet, parse_backbone
+from vgjax.models.backbones import parse_backbone
 
-TRAINABLE_FROM = STAGES + ("aggregation",)  # the first trained part; all before it is frozen
+AUTO = "auto"  # model.trainable_from: the reference's choice for the backbone
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -67,14 +67,14 @@ class VGNetwork(nn.Module):
     gem_eps: float = 1e-6
     l2: str = "before_pool"
     fc_output_dim: int = 0
-    num_frozen: int = 3  # leading stages of STAGES without gradient
+    num_frozen: int = 3  # leading stages of the backbone's `stages` without gradient
     freeze_frozen_bn_stats: bool = False
     dtype: str = "float32"
     matmul_precision: str = "highest"  # NetVLAD's float32 matmuls (TF32 on GPUs otherwise)
 
     def setup(self):
-        self.backbone = ResNet(parse_backbone(self.backbone_arch), self.resnet_width,
-                               self.num_frozen, self.freeze_frozen_bn_stats, DTYPES[self.dtype])
+        self.backbone = parse_backbone(self.backbone_arch).module(
+            self.resnet_width, self.num_frozen, self.freeze_frozen_bn_stats, DTYPES[self.dtype])
         self.aggregation = AGGREGATIONS.get(self.aggregation_kind).module(self)
         if self.fc_output_dim > 0:
             self.fc = TorchLinear(self.fc_output_dim)
@@ -124,12 +124,14 @@ def validate_model_config(model_cfg) -> None:
     if int(_get(model_cfg, "resnet_width")) < 1:
         raise ValueError("model.resnet_width: must be >= 1")
     tf = _get(model_cfg, "trainable_from")
-    if tf not in TRAINABLE_FROM:
-        raise ValueError(f"model.trainable_from: unknown stage {tf!r} "
-                         f"(accepted: {', '.join(TRAINABLE_FROM)})")
-    if tf == "layer4" and spec.num_layers < 4:
+    accepted = (AUTO, *spec.stages, "aggregation")
+    if tf == "layer4" and spec.name.endswith("conv4"):
         raise ValueError(f"model.trainable_from: 'layer4' but {spec.name} has no layer4 "
                          "(use 'aggregation' to freeze the whole backbone)")
+    if tf not in accepted:
+        raise ValueError(f"model.trainable_from: {tf!r} is not a stage of {spec.name} "
+                         f"(accepted: {', '.join(accepted)}; auto = the reference's "
+                         f"{spec.reference_trainable_from})")
     matmul_precision(_get(model_cfg, "matmul_precision"))  # raises naming the option
     dtype = _get(model_cfg, "dtype")
     if dtype not in DTYPES:
@@ -148,11 +150,25 @@ def build_network(model_cfg) -> VGNetwork:
         gem_eps=float(_get(model_cfg, "gem_eps")),
         l2=_get(model_cfg, "l2"),
         fc_output_dim=int(_get(model_cfg, "fc_output_dim") or 0),
-        num_frozen=TRAINABLE_FROM.index(_get(model_cfg, "trainable_from")),
+        num_frozen=num_frozen(model_cfg),
         freeze_frozen_bn_stats=bool(_get(model_cfg, "freeze_frozen_bn_stats")),
         dtype=_get(model_cfg, "dtype"),
         matmul_precision=_get(model_cfg, "matmul_precision"),
     )
+
+
+def trainable_from(model_cfg) -> str:
+    """`model.trainable_from`, with `auto` resolved to what the reference trains for the
+    backbone (ResNets: layer3; vgg16: conv5; alexnet: conv3)."""
+    tf = _get(model_cfg, "trainable_from")
+    return parse_backbone(_get(model_cfg, "backbone")).reference_trainable_from \
+        if tf == AUTO else tf
+
+
+def num_frozen(model_cfg) -> int:
+    """How many leading backbone stages are frozen (all of them: only the head trains)."""
+    spec = parse_backbone(_get(model_cfg, "backbone"))
+    return (*spec.stages, "aggregation").index(trainable_from(model_cfg))
 
 
 def feature_dim(model_cfg) -> int:
@@ -191,7 +207,8 @@ def init_variables(model_cfg, rng, image_size=(64, 64)) -> dict:
     net = build_network(model_cfg)
     x = jnp.zeros((1, *(min(int(s), 64) for s in image_size), 3), jnp.uint8)
     variables = jax.jit(lambda k, x: net.init(k, x, train=False))(init_key(rng), x)
-    return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    # backbones without BatchNorm (vgg16, alexnet) have no statistics: an empty collection
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 def abstract_variables(model_cfg) -> dict:
@@ -199,21 +216,19 @@ def abstract_variables(model_cfg) -> dict:
     return jax.eval_shape(lambda k: init_variables(model_cfg, k), jax.random.key(0))
 
 
-def _stage_of(key: str) -> int:
-    return 0 if key in ("conv1", "bn1") else STAGES.index(key)
-
-
 def trainable_mask(params, model_cfg) -> Any:
     """Pytree of bools like `params`: False for the frozen backbone stages."""
     validate_model_config(model_cfg)
-    num_frozen = TRAINABLE_FROM.index(_get(model_cfg, "trainable_from"))
+    spec = parse_backbone(_get(model_cfg, "backbone"))
+    frozen = num_frozen(model_cfg)
+
     def fill(tree, value: bool):
         return jax.tree_util.tree_map(lambda _: value, tree)
 
     mask = {}
     for top, sub in params.items():
         if top == "backbone":
-            mask[top] = {k: fill(v, _stage_of(k) >= num_frozen) for k, v in sub.items()}
+            mask[top] = {k: fill(v, spec.stage_of(k) >= frozen) for k, v in sub.items()}
         else:
             mask[top] = fill(sub, True)
     return mask

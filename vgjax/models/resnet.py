@@ -31,10 +31,31 @@ class BackboneSpec:
     stage_sizes: tuple[int, ...]  # blocks in layer1..layer4
     num_layers: int               # 3 = cut after layer3 (conv4), 4 = keep layer4 (conv5)
 
+    reference_trainable_from = "layer3"  # the reference freezes every child before layer3
+
     def channels(self, width: int = 64) -> int:
         """Channels of the local features (e.g. 256 for resnet18conv4 at width 64)."""
         expansion = 4 if self.bottleneck else 1
         return width * 2 ** (self.num_layers - 1) * expansion
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """What `model.trainable_from` can name, in order (the stem is `conv1`)."""
+        return STAGES[:self.num_layers + 1]
+
+    @staticmethod
+    def stage_of(param_key: str) -> int:
+        """The stage of a backbone parameter group (`conv1`, `bn1`, `layer<i>`)."""
+        return 0 if param_key in ("conv1", "bn1") else STAGES.index(param_key)
+
+    def feature_size(self, h: int, w: int) -> tuple[int, int]:
+        """(h, w) of the local features: every stride-2 step rounds up (torch padding)."""
+        for _ in range(self.num_layers + 1):
+            h, w = -(-h // 2), -(-w // 2)
+        return h, w
+
+    def module(self, width: int, num_frozen: int, freeze_bn_stats: bool, dtype):
+        return ResNet(self, width, num_frozen, freeze_bn_stats, dtype)
 
 
 DEPTHS = {
@@ -47,18 +68,20 @@ DEPTHS = {
 SUPPORTED_DEPTHS = (18, 50, 101)
 
 
-def parse_backbone(name: str) -> BackboneSpec:
-    """'resnet18conv4' -> BackboneSpec; the error lists the accepted names."""
+RESNET_NAMES = tuple(f"resnet{d}conv{c}" for d in SUPPORTED_DEPTHS for c in (4, 5))
+
+
+def parse_resnet(name: str) -> BackboneSpec | None:
+    """'resnet18conv4' -> BackboneSpec; None for a name that is not a supported ResNet."""
     m = re.fullmatch(r"resnet(\d+)conv([45])", str(name))
     if not m or int(m.group(1)) not in SUPPORTED_DEPTHS:
-        accepted = ", ".join(f"resnet{d}conv{c}" for d in SUPPORTED_DEPTHS for c in (4, 5))
-        raise ValueError(f"model.backbone: unknown backbone {name!r} (accepted: {accepted})")
+        return None
     bottleneck, sizes = DEPTHS[int(m.group(1))]
     return BackboneSpec(name, bottleneck, sizes, int(m.group(2)) - 1)
 
 
 def backbone_name(bottleneck: bool, stage_sizes: Sequence[int], num_layers: int) -> str:
-    """Inverse of `parse_backbone` (used when reading checkpoints); raises on unknown depths."""
+    """Inverse of `parse_resnet` (used when reading checkpoints); raises on unknown depths."""
     for depth in SUPPORTED_DEPTHS:
         b, sizes = DEPTHS[depth]
         if b == bottleneck and tuple(sizes[:len(stage_sizes)]) == tuple(stage_sizes):

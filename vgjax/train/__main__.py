@@ -17,7 +17,7 @@ from vgjax.config import ConfigError, split_argv
 from vgjax.data.format import DatasetFormatError
 from vgjax.data.pipeline import ImageError
 from vgjax.models.io import ModelDirError
-from vgjax.train.interrupt import TrainingInterrupted, raise_on_sigterm
+from vgjax.train.interrupt import TrainingInterrupted, exit_now, raise_on_sigterm
 from vgjax.train.loop import train_and_evaluate
 from vgjax.train.step import NonFiniteLossError
 
@@ -66,4 +66,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code >= 128:  # interrupted by a signal: saved and reported, nothing left to tear down
+        exit_now(code)
+    sys.exit(code)

@@ -17,7 +17,9 @@ from vgjax.data.pipeline import BatchLoader
 from vgjax.models.aggregation import uses_kmeans_init
 from vgjax.models.io import load_model, merge_pretrained, read_model_info
 from vgjax.models.netvlad_init import initialize_netvlad, sample_init_paths
-from vgjax.models.network import abstract_variables, init_variables, trainable_mask
+from vgjax.models.backbones import parse_backbone
+from vgjax.models.network import (abstract_variables, init_variables, trainable_from,
+                                  trainable_mask)
 from vgjax.train import checkpoint, multihost, optim, run_dir
 from vgjax.train.adaptation import DOMAIN
 from vgjax.train.state import Progress, TrainState
@@ -64,9 +66,10 @@ def initial_variables(config, net, train_split: Split, reader=None, load_fn=None
     if model_cfg.pretrained:
         variables, has_head = pretrained_variables(model_cfg, variables)
     else:
-        frozen = model_cfg.trainable_from != "conv1"
+        first = trainable_from(model_cfg)
+        frozen = first != parse_backbone(model_cfg.backbone).stages[0]
         log.warning("model.pretrained is empty: the network starts from random weights%s",
-                    f" and the stages before {model_cfg.trainable_from} stay frozen at them "
+                    f" and the stages before {first} stay frozen at them "
                     "(convert ImageNet weights with scripts/convert_torch_weights.py)"
                     if frozen else "")
     if uses_kmeans_init(model_cfg) and not has_head:

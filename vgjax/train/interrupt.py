@@ -4,7 +4,10 @@ limit): the loop saves after every mining round, so the state worth keeping is a
 that the same command resumes, and the conventional exit code (128 + the signal)."""
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import sys
 from pathlib import Path
 
 from vgjax.train import checkpoint
@@ -41,3 +44,17 @@ def interrupted(run: Path, error: KeyboardInterrupt) -> TrainingInterrupted:
                  f"{p['epoch']} (step {p['step']})")
     return TrainingInterrupted(f"interrupted by {sig.name}: {saved}; run the same command "
                                "to resume", 128 + int(sig))
+
+
+def exit_now(code: int) -> None:
+    """Ends an interrupted process with `code` once its output is flushed, without the
+    interpreter's teardown: the state is saved, and teardown with decoding threads and
+    device work still in flight (the signal can land anywhere) can crash the process
+    that is stopping anyway, turning the conventional code into a segfault's."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -109,7 +109,7 @@ def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int
                 total = total + term.weight * value
                 metrics[f"loss/{term.name}"] = value
                 metrics.update(term_metrics)
-            return total, (metrics, updates["batch_stats"])
+            return total, (metrics, updates.get("batch_stats", {}))  # {}: no BatchNorm
 
         (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
             compute_loss, has_aux=True)(state.params)
