@@ -47,7 +47,7 @@ def get_config(arg=None):
     c.model.backbone = "resnet18conv4"        # resnet{18,50,101}conv{4,5}, vgg16, alexnet
     c.model.resnet_width = 64                 # channels of conv1 (64 = torchvision; smaller for tests;
     #                                           vgg16 / alexnet: every layer scaled by it / 64)
-    c.model.aggregation = "netvlad"           # netvlad | gem | mac | spoc
+    c.model.aggregation = "netvlad"           # netvlad | gem | mac | spoc | rmac | rrm
     c.model.netvlad_clusters = 64
     c.model.gem_p = 3.0
     c.model.gem_eps = 1e-6

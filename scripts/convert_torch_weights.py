@@ -1,7 +1,7 @@
 """PyTorch ResNet, VGG-16 and AlexNet weights / benchmark checkpoints -> a vgjax model dir.
 
     python scripts/convert_torch_weights.py --input X.pth --output DIR \
-        [--backbone resnet18conv4|vgg16|alexnet] [--aggregation netvlad|gem|mac|spoc] \
+        [--backbone resnet18conv4|vgg16|alexnet] [--aggregation netvlad|gem|mac|spoc|rmac|rrm] \
         [--netvlad-clusters K] [--fc-output-dim N] [--l2 before_pool|after_pool|none] \
         [--image-size H W]
 
@@ -32,12 +32,13 @@ def default_model_config():
 
 
 def main(argv=None) -> int:
+    from vgjax.models.aggregation import AGGREGATIONS
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help=".pth file")
     parser.add_argument("--output", required=True, help="vgjax model dir to write")
     parser.add_argument("--backbone", help="resnet{18,50,101}conv{4,5}, vgg16 or alexnet (default: inferred)")
-    parser.add_argument("--aggregation", choices=("netvlad", "gem", "mac", "spoc"))
+    parser.add_argument("--aggregation", choices=tuple(AGGREGATIONS.names()))
     parser.add_argument("--netvlad-clusters", type=int)
     parser.add_argument("--fc-output-dim", type=int)
     parser.add_argument("--l2", choices=("before_pool", "after_pool", "none"))

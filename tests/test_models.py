@@ -172,6 +172,40 @@ def test_plain_backbones_freeze_as_the_reference(name):
         build_network(model_cfg(backbone=name, trainable_from="layer3"))
 
 
+@pytest.mark.parametrize("aggregation, size", [("rmac", (64, 96)), ("rmac", (97, 63)),
+                                               ("rrm", (48, 64))])
+def test_rmac_and_rrm_heads_match_torch(aggregation, size):
+    """R-MAC (regions of the reference's `rmac`, after the default L2 over channels) and
+    RRM, converted from the reference's state_dict."""
+    ref = randomize(ReferenceNet(TorchResNet(width=8), aggregation=aggregation), seed=13)
+    if aggregation == "rrm":  # non-trivial LayerNorm affine parameters
+        with torch.no_grad():
+            for ln in (ref.aggregation.ln1, ref.aggregation.ln2):
+                ln.weight.uniform_(0.5, 1.5)
+                ln.bias.uniform_(-0.2, 0.2)
+    ref = ref.eval()
+    flags = {"aggregation": "rmac"} if aggregation == "rmac" else {}  # no parameters to tell
+    cfg, variables = converted(ref, **flags)
+    assert cfg.aggregation == aggregation and descriptor_dim(cfg) == 32
+    x, xt = images(size, seed=14)
+    desc = jax.jit(build_network(cfg).apply)(variables, x)
+    with torch.no_grad():
+        assert_close(desc, ref(xt).numpy())
+
+
+def test_rmac_regions_are_the_reference_regions():
+    from vgjax.models.aggregation import rmac_regions
+    # a 30 x 40 map (480 x 640 at stride 16): rows x columns of squares per level 1 x 2,
+    # 2 x 3, 3 x 4, as the reference's rmac places them (checked against its own function)
+    regions = rmac_regions(30, 40)
+    assert len(regions) == 2 + 6 + 12
+    assert regions[:2] == [(0, 0, 30), (0, 10, 30)]
+    assert regions[2:8] == [(0, 0, 20), (0, 10, 20), (0, 20, 20), (10, 0, 20), (10, 10, 20),
+                            (10, 20, 20)]
+    assert all(t + s <= 30 and l + s <= 40 for t, l, s in regions)
+    assert len(rmac_regions(16, 16)) == 1 + 4 + 9
+
+
 def test_train_mode_batchnorm_matches_torch():
     ref = randomize(ReferenceNet(TorchResNet(width=8), clusters=4), seed=6)
     cfg, variables = converted(ref)

@@ -8,6 +8,8 @@ the reference benchmark does (`backbone` = Sequential of the first children,
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -142,6 +144,55 @@ class GeM(nn.Module):
                             (x.size(-2), x.size(-1))).pow(1.0 / self.p)
 
 
+def rmac(x, levels=3, eps=1e-6):
+    """The reference's R-MAC (after Tolias et al.) on NCHW, in torch float32 arithmetic."""
+    h, w = x.shape[2], x.shape[3]
+    short = min(h, w)
+    steps = torch.tensor([2.0, 3, 4, 5, 6, 7])
+    b = (max(h, w) - short) / (steps - 1)
+    idx = int(torch.argmin(torch.abs((short ** 2 - short * b) / short ** 2 - 0.4)))
+    extra_w, extra_h = (idx + 1 if h < w else 0), (idx + 1 if h > w else 0)
+
+    def unit(v):
+        return v / (torch.norm(v, p=2, dim=1, keepdim=True) + eps)
+
+    out = unit(F.max_pool2d(x, (h, w)))
+    for level in range(1, levels + 1):
+        side = math.floor(2 * short / (level + 1))
+        half = math.floor(side / 2 - 1)
+        if side == 0:
+            continue
+        starts = []
+        for size, extra in ((h, extra_h), (w, extra_w)):
+            n = level + extra
+            step = 0 if n == 1 else (size - side) / (n - 1)
+            starts.append((torch.floor(half + torch.arange(n, dtype=torch.float32) * step)
+                           - half).long().tolist())
+        for top in starts[0]:
+            for left in starts[1]:
+                region = x[:, :, top:top + side, left:left + side]
+                out = out + unit(F.max_pool2d(region, (side, side)))
+    return out
+
+
+class RMAC(nn.Module):
+    def forward(self, x):
+        return rmac(x)
+
+
+class RRM(nn.Module):
+    """The reference's residual retrieval module (module names as its state_dict's)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        x = self.ln1(x.mean(dim=(2, 3)))
+        return F.normalize(self.ln2(self.fc2(F.relu(self.fc1(x))) + x), p=2, dim=1)
+
+
 class NetVLAD(nn.Module):
     """The reference's formulation, per-cluster loop included."""
 
@@ -180,8 +231,12 @@ class ReferenceNet(nn.Module):
         if aggregation == "netvlad":
             self.aggregation = NetVLAD(clusters, dim)
             out_dim = clusters * dim
-        else:
-            self.aggregation = nn.Sequential(L2Norm(), GeM(), Flatten())
+        elif aggregation == "rrm":
+            self.aggregation = RRM(dim)
+            out_dim = dim
+        else:  # the pooling heads with l2 before_pool, as the reference's default
+            pool = RMAC() if aggregation == "rmac" else GeM()
+            self.aggregation = nn.Sequential(L2Norm(), pool, Flatten())
             out_dim = dim
         if fc_output_dim:
             self.aggregation = nn.Sequential(self.aggregation, nn.Linear(out_dim, fc_output_dim),

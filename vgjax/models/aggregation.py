@@ -1,17 +1,20 @@
 """Aggregations: local features (N, h, w, D) -> global descriptor (N, D_out), float32.
 
-NetVLAD, GeM, MAC (global max) and SPoC (global average). All of them compute in float32
-whatever the backbone's compute dtype: they are a tiny share of the FLOPs, and the softmax
-and the normalisations are where bfloat16 would lose precision.
+NetVLAD, GeM, MAC (global max), SPoC (global average), R-MAC (regional max, the
+reference's `rmac`) and RRM (the reference's residual retrieval module). All of them compute
+in float32 whatever the backbone's compute dtype: they are a tiny share of the FLOPs, and the
+softmax and the normalisations are where bfloat16 would lose precision.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vgjax.registry import Registry
 
@@ -38,6 +41,24 @@ def l2_normalize(x, axis=-1, eps: float = 1e-12):
     """x / max(||x||, eps) along `axis` (torch's F.normalize)."""
     norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
     return x / jnp.maximum(norm, eps)
+
+
+class TorchLinear(nn.Module):
+    """`nn.Dense` initialised as torch's `nn.Linear`: weight and bias uniform in
+    +-1/sqrt(fan_in) (kernel (fan_in, features), bias (features,))."""
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        bound = 1.0 / np.sqrt(x.shape[-1])
+
+        def uniform(key, shape, dtype=jnp.float32):
+            return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+        kernel = self.param("kernel", uniform, (x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", uniform, (self.features,), jnp.float32)
+        return jnp.dot(x.astype(jnp.float32), kernel,
+                       precision=jax.lax.Precision.HIGHEST) + bias
 
 
 class NetVLAD(nn.Module):
@@ -79,7 +100,7 @@ def gem_pool(x, p, eps: float):
 
 
 class GlobalPool(nn.Module):
-    """GeM / MAC / SPoC over (h, w), with the reference's `l2` placement.
+    """GeM / MAC / SPoC / R-MAC over (h, w), with the reference's `l2` placement.
 
     before_pool: L2 over channels of each local feature, then pool (the pooled vector is not
     normalised, as in the reference); after_pool: pool, then L2; none: pool only.
@@ -105,8 +126,69 @@ class GlobalPool(nn.Module):
         return l2_normalize(pooled, axis=-1) if after else pooled
 
 
+RMAC_OVERLAP = 0.4          # desired overlap of neighbouring regions
+RMAC_STEPS = (2, 3, 4, 5, 6, 7)  # candidate region counts along the long side
+
+
+def rmac_regions(h: int, w: int, levels: int = 3) -> list[tuple[int, int, int]]:
+    """The reference's R-MAC regions (`model/functional.py: rmac`) of an h x w map:
+    (top, left, side) squares, `levels` scales; on the long side the count that makes
+    neighbours overlap closest to 40%. float32 arithmetic, as the reference's tensors."""
+    f32 = np.float32
+    short = min(w, h)
+    steps = np.asarray(RMAC_STEPS, f32)
+    b = f32(max(h, w) - short) / (steps - f32(1))
+    idx = int(np.argmin(np.abs((f32(short ** 2) - f32(short) * b) / f32(short ** 2)
+                               - f32(RMAC_OVERLAP))))
+    extra_w = idx + 1 if h < w else 0
+    extra_h = idx + 1 if h > w else 0
+    regions = []
+    for level in range(1, levels + 1):
+        side = math.floor(2 * short / (level + 1))
+        half = math.floor(side / 2 - 1)
+        if side == 0:
+            continue
+
+        def centres(size, extra):
+            n = level + extra
+            step = f32(0) if n == 1 else f32((size - side) / (n - 1))
+            return np.floor(f32(half) + np.arange(n, dtype=f32) * step) - f32(half)
+
+        for top in centres(h, extra_h):
+            for left in centres(w, extra_w):
+                regions.append((int(top), int(left), side))
+    return regions
+
+
+def rmac_pool(x, eps: float = 1e-6):
+    """R-MAC of (N, h, w, D): the global max plus every region's max, each divided by
+    (its L2 norm + eps), summed (the reference's `rmac(x, L=3, eps=1e-6)`)."""
+    def unit(v):
+        return v / (jnp.sqrt(jnp.sum(jnp.square(v), axis=-1, keepdims=True)) + eps)
+
+    out = unit(jnp.max(x, axis=(1, 2)))
+    for top, left, side in rmac_regions(x.shape[1], x.shape[2]):
+        out = out + unit(jnp.max(x[:, top:top + side, left:left + side], axis=(1, 2)))
+    return out
+
+
 POOLS = {"gem": None, "mac": lambda x: jnp.max(x, axis=(1, 2)),
-         "spoc": lambda x: jnp.mean(x, axis=(1, 2))}
+         "spoc": lambda x: jnp.mean(x, axis=(1, 2)), "rmac": rmac_pool}
+
+
+class RRM(nn.Module):
+    """The reference's residual retrieval module: global average, LayerNorm, a residual
+    two-layer MLP (Linear, ReLU, Linear, all D wide), LayerNorm, L2. Parameters as torch
+    names them: `ln1`, `fc1`, `fc2`, `ln2`."""
+
+    @nn.compact
+    def __call__(self, x):  # (N, h, w, D)
+        d = x.shape[-1]
+        x = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name="ln1")(
+            jnp.mean(x.astype(jnp.float32), axis=(1, 2)))
+        out = TorchLinear(d, name="fc2")(jax.nn.relu(TorchLinear(d, name="fc1")(x))) + x
+        return l2_normalize(nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name="ln2")(out),
+                            axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +210,8 @@ for _kind in POOLS:
     AGGREGATIONS.register(_kind)(Aggregation(
         module=lambda s, kind=_kind: GlobalPool(kind, s.l2, s.gem_p, s.gem_eps),
         dim=lambda c, k: c))
+AGGREGATIONS.register("rrm")(Aggregation(module=lambda s: RRM(), dim=lambda c, k: c,
+                                       uses_l2=False))
 
 
 def uses_kmeans_init(model_cfg) -> bool:

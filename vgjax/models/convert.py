@@ -159,7 +159,9 @@ def infer_head(agg: Mapping[str, np.ndarray]) -> dict:
     if w is not None and np.ndim(w) == 2:  # Sequential(aggregation, Linear, L2Norm)
         out["fc_output_dim"] = int(np.shape(w)[0])
         inner = {k[2:]: v for k, v in agg.items() if k.startswith("0.")}
-    if "centroids" in inner or "conv.weight" in inner:
+    if "ln1.weight" in inner:  # RRM
+        out["aggregation"] = "rrm"
+    elif "centroids" in inner or "conv.weight" in inner:
         out["aggregation"] = "netvlad"
         out["netvlad_clusters"] = int(np.shape(inner.get("centroids",
                                                          inner.get("conv.weight")))[0])
@@ -202,6 +204,10 @@ def _torch_name(path: tuple[str, ...], agg: Mapping[str, np.ndarray], fc_prefix:
                 if fc_prefix + cand in agg:
                     return fc_prefix + cand, "copy"
             return fc_prefix + "1.p", "copy"
+        if len(rest) == 2 and rest[0] in _RRM_LAYERS:  # ln1, fc1, fc2, ln2
+            leaf_name = {"scale": "weight", "kernel": "weight", "bias": "bias"}[rest[1]]
+            return (f"{fc_prefix}{rest[0]}.{leaf_name}",
+                    "linear" if rest[1] == "kernel" else "copy")
     if top == "fc":
         return {"kernel": "1.weight", "bias": "1.bias"}[leaf], ("linear" if leaf == "kernel"
                                                                  else "copy")
@@ -209,6 +215,7 @@ def _torch_name(path: tuple[str, ...], agg: Mapping[str, np.ndarray], fc_prefix:
 
 
 _REFERENCE_INDEX = {v: k for k, v in REFERENCE_BACKBONE.items()}
+_RRM_LAYERS = ("ln1", "fc1", "fc2", "ln2")
 
 
 def _display_name(name: str, fmt: str) -> str:
@@ -293,8 +300,9 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
         raise CheckpointError("unrecognised aggregation keys: "
                               + _short("aggregation." + k for k in agg))
     if fmt == "reference" and not head and aggregation is None:
-        raise CheckpointError("the checkpoint has no aggregation parameters (MAC and SPoC have "
-                              "none): pass the aggregation explicitly (--aggregation mac|spoc)")
+        raise CheckpointError("the checkpoint has no aggregation parameters (MAC, SPoC and "
+                              "R-MAC have none): pass the aggregation explicitly "
+                              "(--aggregation mac|spoc|rmac)")
     if head.get("l2") == "after_pool" and l2 is None:
         notes.append("GeM is the first module of the head: l2 set to after_pool "
                      "(the reference's 'none' looks the same; override with --l2 none)")

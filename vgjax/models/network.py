@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgjax.models.aggregation import (AGGREGATIONS, L2_MODES, aggregation_dim, l2_normalize,
-                                      matmul_precision)
+from vgjax.models.aggregation import (AGGREGATIONS, L2_MODES, TorchLinear, aggregation_dim,
+                                      l2_normalize, matmul_precision)
 from vgjax.models.backbones import parse_backbone
 
 AUTO = "auto"  # model.trainable_from: the reference's choice for the backbone
@@ -37,24 +37,6 @@ def normalize(images):
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255.0
     return (images - IMAGENET_MEAN) / IMAGENET_STD
-
-
-class TorchLinear(nn.Module):
-    """`nn.Dense` initialised as torch's `nn.Linear`: weight and bias uniform in
-    +-1/sqrt(fan_in) (kernel (fan_in, features), bias (features,))."""
-    features: int
-
-    @nn.compact
-    def __call__(self, x):
-        bound = 1.0 / np.sqrt(x.shape[-1])
-
-        def uniform(key, shape, dtype=jnp.float32):
-            return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-        kernel = self.param("kernel", uniform, (x.shape[-1], self.features), jnp.float32)
-        bias = self.param("bias", uniform, (self.features,), jnp.float32)
-        return jnp.dot(x.astype(jnp.float32), kernel,
-                       precision=jax.lax.Precision.HIGHEST) + bias
 
 
 class VGNetwork(nn.Module):
