@@ -47,7 +47,7 @@ def get_config(arg=None):
     c.model.backbone = "resnet18conv4"        # resnet{18,50,101}conv{4,5}, vgg16, alexnet
     c.model.resnet_width = 64                 # channels of conv1 (64 = torchvision; smaller for tests;
     #                                           vgg16 / alexnet: every layer scaled by it / 64)
-    c.model.aggregation = "netvlad"           # netvlad | gem | mac | spoc | rmac | rrm
+    c.model.aggregation = "netvlad"           # netvlad | gem | mac | spoc | rmac | rrm | crn
     c.model.netvlad_clusters = 64
     c.model.gem_p = 3.0
     c.model.gem_eps = 1e-6
@@ -85,6 +85,9 @@ def get_config(arg=None):
     c.train.lr = 1e-5
     c.train.weight_decay = None               # None = torch's default: adam/sgd/asgd 0 (coupled),
     #                                           adamw 1e-2 (decoupled); the reference's SGD: 1e-3
+    c.train.crn_lr = 5e-3                     # model.aggregation=crn: lr of its context filters
+    #                                           (the reference's lr_crn_layer; train.lr is then
+    #                                           its lr_crn_net, 5e-4 in the reference)
     c.train.eval_with_averaged_weights = False  # asgd: validate/test with the averaged copy
     c.train.scheduler = "none"                # none | plateau | cosine, stepped per epoch
     c.train.scheduler_args = {}               # plateau: factor, patience, threshold, ...;

@@ -1,7 +1,7 @@
 """PyTorch ResNet, VGG-16 and AlexNet weights / benchmark checkpoints -> a vgjax model dir.
 
     python scripts/convert_torch_weights.py --input X.pth --output DIR \
-        [--backbone resnet18conv4|vgg16|alexnet] [--aggregation netvlad|gem|mac|spoc|rmac|rrm] \
+        [--backbone resnet18conv4|vgg16|alexnet] [--aggregation netvlad|gem|mac|spoc|rmac|rrm|crn] \
         [--netvlad-clusters K] [--fc-output-dim N] [--l2 before_pool|after_pool|none] \
         [--image-size H W]
 

@@ -143,6 +143,12 @@ def test_training_options_checked_before_any_work(tmp_path, caplog):
     with pytest.raises(ConfigError, match=r"test.pca_dim: \(64\) must be below the 12 images"):
         validate_training(load_config(smoke, base + ["test.pca_dim=64",
                                                      f"test.pca_dataset={folder}"]))
+    with pytest.raises(ConfigError, match=r"data.resize=\(48, 64\): model.aggregation=crn: "
+                                          r"the local features are 3x4"):
+        validate_training(load_config(smoke, base + ["model.aggregation=crn"]))
+    validate_training(load_config(smoke, base + ["model.aggregation=crn", "data.resize=(64,96)"]))
+    with pytest.raises(ConfigError, match=r"train.crn_lr: must be > 0"):
+        load_config(smoke, base + ["train.crn_lr=0"])
     with caplog.at_level("WARNING"):
         load_config(smoke, base + ["train.cache_refresh_rate=9"])
     assert "4 of the 32 queries of every epoch are mined but not trained on" in caplog.text

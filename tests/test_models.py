@@ -193,6 +193,34 @@ def test_rmac_and_rrm_heads_match_torch(aggregation, size):
         assert_close(desc, ref(xt).numpy())
 
 
+def test_crn_matches_torch_and_refuses_odd_feature_maps():
+    """CRN (NetVLAD reweighted by the context mask), converted from the reference's
+    state_dict; its x2-upsampled mask only fits even feature maps."""
+    ref = randomize(ReferenceNet(TorchResNet(width=8), aggregation="crn", clusters=4),
+                    seed=15).eval()
+    cfg, variables = converted(ref)
+    assert (cfg.aggregation, cfg.netvlad_clusters, descriptor_dim(cfg)) == ("crn", 4, 4 * 32)
+    net = build_network(cfg)
+    for size in ((64, 96), (96, 128)):  # 4 x 6 and 6 x 8 local features
+        x, xt = images(size, seed=16)
+        with torch.no_grad():
+            assert_close(jax.jit(net.apply)(variables, x), ref(xt).numpy())
+    mask = trainable_mask(variables["params"], cfg)["aggregation"]
+    assert not any(jax.tree_util.tree_leaves(mask["crn"]["acc_w"]))
+    assert all(jax.tree_util.tree_leaves(mask["crn"]["filter_7_7"])) and mask["centroids"]
+    x, _ = images((48, 64))  # 3 x 4
+    with pytest.raises(ValueError, match=r"model.aggregation=crn: the local features are 3x4"):
+        net.apply(variables, x)
+
+
+def test_crn_upsampling_is_torch_bilinear():
+    from vgjax.models.crn import upsample2
+    x = np.random.default_rng(0).random((2, 3, 5, 2), np.float32)
+    expected = torch.nn.functional.interpolate(torch.from_numpy(x.transpose(0, 3, 1, 2)),
+                                               scale_factor=2, mode="bilinear")
+    assert_close(upsample2(x), expected.numpy().transpose(0, 2, 3, 1), rel=1e-6)
+
+
 def test_rmac_regions_are_the_reference_regions():
     from vgjax.models.aggregation import rmac_regions
     # a 30 x 40 map (480 x 640 at stride 16): rows x columns of squares per level 1 x 2,
@@ -355,3 +383,23 @@ def test_initialize_netvlad_from_backbone_features():
     np.testing.assert_allclose(np.linalg.norm(sample, axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="descriptors_per_image"):
         sample_local_descriptors(feats, 7, np.random.default_rng(0))
+
+
+def test_crn_starts_from_a_trained_netvlad(tmp_path):
+    """model.pretrained holding a NetVLAD gives CRN its centroids and soft assignment (a
+    trained head: no k-means), as the reference trains CRN from a NetVLAD checkpoint."""
+    from vgjax.models.io import save_model
+    from vgjax.models.network import init_variables
+    from vgjax.train.init import pretrained_variables
+    nv_cfg = model_cfg(resnet_width=8, netvlad_clusters=4)
+    netvlad = init_variables(nv_cfg, 1, (64, 64))
+    save_model(tmp_path / "nv", nv_cfg, netvlad, image_size=(64, 64))
+    crn_cfg = model_cfg(resnet_width=8, netvlad_clusters=4, aggregation="crn",
+                        pretrained=str(tmp_path / "nv"))
+    variables, has_head = pretrained_variables(crn_cfg, init_variables(crn_cfg, 2, (64, 64)))
+    assert has_head
+    agg = variables["params"]["aggregation"]
+    np.testing.assert_array_equal(agg["centroids"], netvlad["params"]["aggregation"]["centroids"])
+    assert "crn" in agg
+    gem_cfg = model_cfg(resnet_width=8, aggregation="gem", pretrained=str(tmp_path / "nv"))
+    assert not pretrained_variables(gem_cfg, init_variables(gem_cfg, 2, (64, 64)))[1]

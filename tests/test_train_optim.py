@@ -124,3 +124,37 @@ def test_cosine_matches_torch_and_rises_after_t_max():
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     with pytest.raises(ValueError, match="train.scheduler"):
         schedules.make_scheduler(_cfg(scheduler="step"))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "asgd"])
+def test_a_parameter_group_at_its_own_learning_rate(name):
+    """Multipliers train each group as a torch param group with lr * multiplier: the
+    same trajectory as a separate optimizer at that lr, and a scheduler's change of lr
+    moves both groups."""
+    params = {"a": jnp.array([1.0, 2.0, 3.0]), "b": jnp.array([1.0, 2.0, 3.0]),
+              "c": jnp.array([1.0, 2.0, 3.0])}
+    cfg = _cfg(optimizer=name, lr=0.1, weight_decay=0.01)
+    run = _run(optim.make_optimizer(cfg, {"a": 1.0, "b": 10.0, "c": 0.0}),
+               params, [{"a": g, "b": g, "c": g} for g in GRADS], lr_at={3: 0.05})
+    alone = _run(optim.make_optimizer(_cfg(optimizer=name, lr=1.0, weight_decay=0.01)),
+                 {"b": params["b"]}, [{"b": g} for g in GRADS], lr_at={3: 0.5})
+    plain = _run(optim.make_optimizer(cfg), {"a": params["a"]}, [{"a": g} for g in GRADS],
+                 lr_at={3: 0.05})
+    for (p, _), (pa, _), (pp, _) in zip(run, alone, plain):
+        np.testing.assert_allclose(p["b"], pa["b"], rtol=1e-6)
+        np.testing.assert_allclose(p["a"], pp["a"], rtol=1e-6)
+        np.testing.assert_array_equal(p["c"], params["c"])
+
+
+def test_lr_scales_put_the_crn_filters_at_train_crn_lr():
+    from configs.default import get_config
+    from vgjax.models.network import abstract_variables, trainable_mask
+    c = get_config("smoke")
+    c.model.aggregation, c.train.lr, c.train.crn_lr = "crn", 5e-4, 5e-3
+    mask = trainable_mask(abstract_variables(c.model)["params"], c.model)
+    scales = optim.lr_scales(mask, c.model, c.train)
+    crn = scales["aggregation"]["crn"]
+    assert crn["acc_w"] == {"kernel": 0.0, "bias": 0.0}   # never trains, as the reference's
+    assert jax.tree.leaves(crn["filter_3_3"]) == [10.0, 10.0]
+    assert scales["aggregation"]["centroids"] == 1.0
+    assert set(jax.tree.leaves(scales["backbone"])) == {0.0, 1.0}

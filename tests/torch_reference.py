@@ -215,6 +215,48 @@ class NetVLAD(nn.Module):
         return F.normalize(vlad.reshape(n, -1), p=2, dim=1)
 
 
+class CRNMask(nn.Module):
+    """CRN's context mask as the reference builds it (module names as its state_dict's)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.pool = nn.AvgPool2d(3, stride=2, padding=0, ceil_mode=True)
+        self.filter_3_3 = nn.Conv2d(dim, 32, 3, padding=1)
+        self.filter_5_5 = nn.Conv2d(dim, 32, 5, padding=2)
+        self.filter_7_7 = nn.Conv2d(dim, 20, 7, padding=3)
+        self.acc_w = nn.Conv2d(84, 1, 1)
+        with torch.no_grad():
+            self.acc_w.weight.fill_(1.0)
+            self.acc_w.bias.fill_(0.0)
+
+    def forward(self, x):
+        y = self.pool(x)
+        g = F.relu(torch.cat([self.filter_3_3(y), self.filter_5_5(y), self.filter_7_7(y)], 1))
+        return F.interpolate(F.relu(self.acc_w(g)), scale_factor=2, mode="bilinear")
+
+
+class CRN(nn.Module):
+    """NetVLAD whose soft assignment is scaled by the CRN mask."""
+
+    def __init__(self, clusters, dim):
+        super().__init__()
+        self.clusters = clusters
+        self.conv = nn.Conv2d(dim, clusters, kernel_size=(1, 1), bias=False)
+        self.centroids = nn.Parameter(torch.rand(clusters, dim))
+        self.crn = CRNMask(dim)
+
+    def forward(self, x):
+        n, d, h, w = x.shape
+        x = F.normalize(x, p=2, dim=1)
+        mask = self.crn(x).reshape(n, 1, h * w)
+        assign = F.softmax(self.conv(x).view(n, self.clusters, -1), dim=1) * mask
+        x_flat = x.view(n, d, -1)
+        vlad = torch.einsum("nki,ndi->nkd", assign, x_flat) - \
+            assign.sum(-1)[:, :, None] * self.centroids[None]
+        vlad = F.normalize(vlad, p=2, dim=2)
+        return F.normalize(vlad.reshape(n, -1), p=2, dim=1)
+
+
 class ReferenceNet(nn.Module):
     def __init__(self, resnet, conv5=False, aggregation="netvlad", clusters=8,
                  fc_output_dim=0):
@@ -230,6 +272,9 @@ class ReferenceNet(nn.Module):
             dim = (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
         if aggregation == "netvlad":
             self.aggregation = NetVLAD(clusters, dim)
+            out_dim = clusters * dim
+        elif aggregation == "crn":
+            self.aggregation = CRN(clusters, dim)
             out_dim = clusters * dim
         elif aggregation == "rrm":
             self.aggregation = RRM(dim)
@@ -268,7 +313,7 @@ def randomize(module: nn.Module, seed=0):
                 m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
             elif isinstance(m, GeM):
                 m.p.fill_(2.5)
-            elif isinstance(m, NetVLAD):
+            elif isinstance(m, (NetVLAD, CRN)):
                 m.centroids.copy_(torch.randn(m.centroids.shape, generator=g))
                 m.conv.weight.copy_(3.0 * torch.randn(m.conv.weight.shape, generator=g))
     return module

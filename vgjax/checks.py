@@ -27,7 +27,7 @@ from vgjax.data.sources import SOURCES, folder_location
 from vgjax.eval import evaluators
 from vgjax.eval.methods import MULTISCALE, TEST_METHODS
 from vgjax.eval.search import INDEXES
-from vgjax.models.aggregation import uses_kmeans_init
+from vgjax.models.aggregation import AGGREGATIONS, uses_kmeans_init
 from vgjax.models.network import descriptor_dim, validate_model_config
 from vgjax.models.backbones import parse_backbone
 from vgjax.train.losses import LOSS_TERMS
@@ -150,6 +150,7 @@ def check_train(c) -> None:
                                 "queries_per_epoch", "epochs", "patience", "infer_batch_size",
                                 "neg_samples_num"))
     _check(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    _check(t.crn_lr > 0, "train.crn_lr", f"must be > 0, got {t.crn_lr}")
     _check(t.weight_decay is None or t.weight_decay >= 0, "train.weight_decay",
            f"must be >= 0 (or None: the optimizer's default), got {t.weight_decay}")
     _check(t.cache_refresh_rate >= t.queries_per_step, "train.cache_refresh_rate",
@@ -281,6 +282,13 @@ def validate_training(config) -> None:
         _check(folder.is_dir(), "train.da.target_dir", f"{folder} is not a folder")
         _check(bool(list_images(folder)), "train.da.target_dir",
                f"{folder} holds no .jpg/.jpeg/.png images")
+    check_features = AGGREGATIONS.get(config.model.aggregation).check_features
+    if check_features is not None:
+        try:
+            check_features(*parse_backbone(config.model.backbone).feature_size(
+                *(int(s) for s in config.data.resize)))
+        except ValueError as e:
+            raise ConfigError(f"data.resize={tuple(config.data.resize)}: {e}") from None
     init = config.model.get("netvlad_init")
     if uses_kmeans_init(config.model):
         h, w = parse_backbone(config.model.backbone).feature_size(

@@ -77,21 +77,30 @@ class NetVLAD(nn.Module):
 
     @nn.compact
     def __call__(self, x):  # (N, h, w, D)
-        n, d = x.shape[0], x.shape[-1]
-        precision = matmul_precision(self.precision)
-        x = l2_normalize(x.astype(jnp.float32), axis=-1)
-        centroids = self.param("centroids", nn.initializers.uniform(1.0), (self.clusters, d),
-                               jnp.float32)
-        logits = nn.Conv(self.clusters, (1, 1), use_bias=False, dtype=jnp.float32,
-                         param_dtype=jnp.float32, precision=precision,
-                         name="conv")(x)  # (N, h, w, K)
-        assign = jax.nn.softmax(logits.reshape(n, -1, self.clusters), axis=-1)  # (N, hw, K)
-        x = x.reshape(n, -1, d)                                                  # (N, hw, D)
-        # V[k] = sum_i a_k(x_i) (x_i - c_k), for all clusters at once.
-        vlad = (jnp.einsum("nik,nid->nkd", assign, x, precision=precision)
-                - assign.sum(1)[:, :, None] * centroids)
-        vlad = l2_normalize(vlad, axis=-1)  # intra-normalisation, (N, K, D)
-        return l2_normalize(vlad.reshape(n, -1), axis=-1)
+        return netvlad(self, l2_normalize(x.astype(jnp.float32), axis=-1), self.clusters,
+                       self.precision)
+
+
+def netvlad(module: nn.Module, x, clusters: int, precision: str, weights=None):
+    """NetVLAD of L2-normalised local features x (N, h, w, D), with `module`'s `centroids`
+    and soft-assignment `conv` (called inside its compact method); `weights` (N, h, w)
+    scale each position's soft assignment (CRN's context mask)."""
+    n, d = x.shape[0], x.shape[-1]
+    precision = matmul_precision(precision)
+    centroids = module.param("centroids", nn.initializers.uniform(1.0), (clusters, d),
+                             jnp.float32)
+    logits = nn.Conv(clusters, (1, 1), use_bias=False, dtype=jnp.float32,
+                     param_dtype=jnp.float32, precision=precision,
+                     name="conv")(x)  # (N, h, w, K)
+    assign = jax.nn.softmax(logits.reshape(n, -1, clusters), axis=-1)  # (N, hw, K)
+    if weights is not None:
+        assign = assign * weights.reshape(n, -1, 1)
+    x = x.reshape(n, -1, d)                                             # (N, hw, D)
+    # V[k] = sum_i a_k(x_i) (x_i - c_k), for all clusters at once.
+    vlad = (jnp.einsum("nik,nid->nkd", assign, x, precision=precision)
+            - assign.sum(1)[:, :, None] * centroids)
+    vlad = l2_normalize(vlad, axis=-1)  # intra-normalisation, (N, K, D)
+    return l2_normalize(vlad.reshape(n, -1), axis=-1)
 
 
 def gem_pool(x, p, eps: float):
@@ -199,6 +208,10 @@ class Aggregation:
     dim: Callable[[int, int], int]
     uses_clusters: bool = False   # model.netvlad_clusters matters (and model.netvlad_init)
     uses_l2: bool = True          # model.l2 matters
+    frozen: tuple[str, ...] = ()  # its parameter groups that never train (e.g. "crn/acc_w")
+    takes_head_of: tuple[str, ...] = ()  # pretrained heads it starts from (CRN: NetVLAD's)
+    check_features: Callable[[int, int], None] | None = None  # refuses a local feature size
+    lr_groups: tuple[tuple[str, str], ...] = ()  # (parameter group, train.<option>): its lr
 
 
 AGGREGATIONS.register("netvlad")(Aggregation(
@@ -223,3 +236,6 @@ def uses_kmeans_init(model_cfg) -> bool:
 def aggregation_dim(aggregation: str, channels: int, clusters: int) -> int:
     """Output size of an aggregation on `channels`-dim local features (before any fc)."""
     return AGGREGATIONS.get(aggregation).dim(channels, clusters)
+
+
+from vgjax.models import crn as _crn  # noqa: E402,F401  (registers "crn")

@@ -162,7 +162,7 @@ def infer_head(agg: Mapping[str, np.ndarray]) -> dict:
     if "ln1.weight" in inner:  # RRM
         out["aggregation"] = "rrm"
     elif "centroids" in inner or "conv.weight" in inner:
-        out["aggregation"] = "netvlad"
+        out["aggregation"] = "crn" if "crn.acc_w.weight" in inner else "netvlad"
         out["netvlad_clusters"] = int(np.shape(inner.get("centroids",
                                                          inner.get("conv.weight")))[0])
     elif "1.p" in inner:  # Sequential(L2Norm, GeM, Flatten)
@@ -204,6 +204,9 @@ def _torch_name(path: tuple[str, ...], agg: Mapping[str, np.ndarray], fc_prefix:
                 if fc_prefix + cand in agg:
                     return fc_prefix + cand, "copy"
             return fc_prefix + "1.p", "copy"
+        if len(rest) == 3 and rest[0] == "crn":  # crn/<filter or acc_w>/<kernel or bias>
+            return (f"{fc_prefix}crn.{rest[1]}.{'weight' if rest[2] == 'kernel' else 'bias'}",
+                    "conv" if rest[2] == "kernel" else "copy")
         if len(rest) == 2 and rest[0] in _RRM_LAYERS:  # ln1, fc1, fc2, ln2
             leaf_name = {"scale": "weight", "kernel": "weight", "bias": "bias"}[rest[1]]
             return (f"{fc_prefix}{rest[0]}.{leaf_name}",

@@ -213,6 +213,13 @@ def trainable_mask(params, model_cfg) -> Any:
             mask[top] = {k: fill(v, spec.stage_of(k) >= frozen) for k, v in sub.items()}
         else:
             mask[top] = fill(sub, True)
+    for path in AGGREGATIONS.get(_get(model_cfg, "aggregation")).frozen:  # e.g. crn/acc_w
+        *parents, last = path.split("/")
+        node = mask.get("aggregation", {})
+        for key in parents:
+            node = node.get(key, {})
+        if last in node:
+            node[last] = fill(node[last], False)
     return mask
 
 

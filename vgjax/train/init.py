@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from vgjax.config import ConfigError
 from vgjax.data.dataset import Split
 from vgjax.data.pipeline import BatchLoader
-from vgjax.models.aggregation import uses_kmeans_init
+from vgjax.models.aggregation import AGGREGATIONS, uses_kmeans_init
 from vgjax.models.io import load_model, merge_pretrained, read_model_info
 from vgjax.models.netvlad_init import initialize_netvlad, sample_init_paths
 from vgjax.models.backbones import parse_backbone
@@ -48,7 +48,10 @@ def pretrained_variables(model_cfg, variables) -> tuple[dict, bool]:
     # which the converter lists as "initialised": that is not a trained head
     initialised = read_model_info(model_cfg.pretrained).get("extra", {}).get("initialised", [])
     placeholder = any(str(k).startswith("aggregation") for k in initialised)
-    has_head = (loaded_cfg.aggregation == model_cfg.aggregation and not placeholder
+    # CRN starts from a trained NetVLAD (its centroids and soft assignment), as the reference
+    same_head = loaded_cfg.aggregation in (
+        model_cfg.aggregation, *AGGREGATIONS.get(model_cfg.aggregation).takes_head_of)
+    has_head = (same_head and not placeholder
                 and any(k.startswith("['params']['aggregation']") for k in copied))
     log.info("Initialised %d arrays from %s%s", len(copied), model_cfg.pretrained,
              " (with its aggregation head)" if has_head else "")
@@ -72,6 +75,13 @@ def initial_variables(config, net, train_split: Split, reader=None, load_fn=None
                     f" and the stages before {first} stay frozen at them "
                     "(convert ImageNet weights with scripts/convert_torch_weights.py)"
                     if frozen else "")
+    takes = AGGREGATIONS.get(model_cfg.aggregation).takes_head_of
+    if takes and not has_head:
+        log.warning("model.aggregation=%s starts without a trained %s head in model.pretrained "
+                    "(the reference refuses to: it trains %s from a %s checkpoint); its %s "
+                    "part starts from %s", model_cfg.aggregation, takes[0],
+                    model_cfg.aggregation, takes[0], takes[0],
+                    "k-means" if uses_kmeans_init(model_cfg) else "random values")
     if uses_kmeans_init(model_cfg) and not has_head:
         t0 = time.perf_counter()
         paths = sample_init_paths(list(train_split.database.paths) +  # the whole training set
@@ -116,7 +126,8 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
                                                              size, 0))
                        if domain is not None else None)
     abstract = with_domain(abstract, domain_abstract)
-    tx = optim.make_optimizer(t, trainable_mask(abstract["params"], config.model))
+    tx = optim.make_optimizer(t, optim.lr_scales(trainable_mask(abstract["params"], config.model),
+                                                 config.model, t))
     target = jax.eval_shape(lambda v: TrainState.create(v, tx), abstract)
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), target)

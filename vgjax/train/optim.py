@@ -107,21 +107,41 @@ def keeps_averaged_weights(train_cfg) -> bool:
 def make_optimizer(train_cfg, trainable=None) -> optax.GradientTransformation:
     """The optimizer of config section `train` (`optimizer`, `optimizer_args`, `lr`,
     `weight_decay`: None = the optimizer's torch default, Adam / SGD / ASGD 0, AdamW 1e-2);
-    `trainable` is a bool tree like the params (False = frozen: zero
-    update, no optimizer state)."""
+    `trainable` is a tree like the params of bools (False = frozen: zero update, no
+    optimizer state) or of learning-rate multipliers (0 = frozen; r: that parameter group
+    trains at r * lr, as a torch param group with its own lr; `lr_scales`)."""
     spec = OPTIMIZERS.check(train_cfg.optimizer, optimizer_kwargs(train_cfg))
 
     wd = train_cfg.get("weight_decay")
     decay = {} if wd is None else {"weight_decay": float(wd)}  # None: the torch default
 
     def build(learning_rate):
-        tx = OPTIMIZERS.build(spec, learning_rate=learning_rate, **decay)
         if trainable is None:
-            return tx
-        labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
-        return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+            return OPTIMIZERS.build(spec, learning_rate=learning_rate, **decay)
+        scales = sorted({float(t) for t in jax.tree.leaves(trainable) if float(t) != 0.0})
+        labels = jax.tree.map(lambda t: f"x{float(t)!r}" if float(t) else "frozen", trainable)
+        groups = {f"x{r!r}": OPTIMIZERS.build(spec, learning_rate=learning_rate * r, **decay)
+                  for r in scales}
+        if scales == [1.0]:
+            groups = {"train": groups["x1.0"]}  # the state layout of one group, as before
+            labels = jax.tree.map(lambda t: "train" if float(t) else "frozen", trainable)
+        return optax.multi_transform({**groups, "frozen": optax.set_to_zero()}, labels)
 
     return optax.inject_hyperparams(build)(learning_rate=float(train_cfg.lr))
+
+
+def lr_scales(trainable, model_cfg, train_cfg):
+    """`trainable` (bools) as learning-rate multipliers: 0 frozen, 1 at `train.lr`, and the
+    aggregation's own groups at their option over `train.lr` (CRN's context filters at
+    `train.crn_lr`, as the reference trains them at its lr_crn_layer)."""
+    from vgjax.models.aggregation import AGGREGATIONS
+    scales = jax.tree.map(lambda t: 1.0 if t else 0.0, trainable)
+    for group, option in AGGREGATIONS.get(model_cfg.aggregation).lr_groups:
+        ratio = float(train_cfg[option]) / float(train_cfg.lr)
+        agg = scales.get("aggregation", {})
+        if group in agg:
+            agg[group] = jax.tree.map(lambda s: s * ratio, agg[group])
+    return scales
 
 
 def optimizer_kwargs(train_cfg) -> dict:
