@@ -22,8 +22,9 @@ def write_image(path, size=(24, 32), seed=0, ext=None):
 
 
 def write_dataset(root, name="toy", splits=("train", "val", "test"), n_db=12, n_q=5,
-                  size=(24, 32), ext=".png", spacing=20.0):
-    """Database on a line every `spacing` m; queries 3 m beside db images 0, 2, 4, ..."""
+                  size=(24, 32), ext=".png", spacing=20.0, query_note=lambda j: "day"):
+    """Database on a line every `spacing` m; queries 3 m beside db images 0, 2, 4, ...;
+    query j's file-name note is `query_note(j)`."""
     base = root / name / "images"
     for s, split in enumerate(splits):
         east0 = 500000.0 + s * 10000.0
@@ -32,7 +33,7 @@ def write_dataset(root, name="toy", splits=("train", "val", "test"), n_db=12, n_
             write_image(str(base / split / "database" / fname), size, seed=1000 * s + i)
         for j in range(n_q):
             fname = make_filename(east0 + 2 * j * spacing + 3.0, 4100000.0, ext,
-                                  pano_id=f"q{j}", note="day")
+                                  pano_id=f"q{j}", note=query_note(j))
             write_image(str(base / split / "queries" / fname), size, seed=5000 + 1000 * s + j)
     return root / name
 

@@ -208,3 +208,59 @@ def test_mining_distances_use_highest_precision():
     text = str(jax.make_jaxpr(mining.pairwise_sq_dists)(np.ones((3, 4), np.float32),
                                                         np.ones((5, 4), np.float32)))
     assert "precision=(Precision.HIGHEST, Precision.HIGHEST)" in text, text
+
+
+def _msls_names(notes):
+    from vgjax.data.format import make_filename
+    return [make_filename(500000.0 + i, 4100000.0, pano_id=f"q{i}", note=n)
+            for i, n in enumerate(notes)]
+
+
+def test_msls_weights_favour_night_and_sideways_queries():
+    notes = ["day_forward", "night_forward", "day_sideways", "night_sideways", "day_forward",
+             "day_forward"]
+    w = mining.msls_query_weights(_msls_names(notes))
+    # 1 each, + 6/2 for the 2 night, + 6/2 for the 2 sideways, normalised (the reference's)
+    raw = np.array([1, 4, 4, 7, 1, 1], np.float64)
+    np.testing.assert_allclose(w, raw / raw.sum())
+    assert mining.get_miner("msls_weighted").query_weights(_msls_names(notes)) is not None
+    assert mining.get_miner("partial").query_weights(_msls_names(notes)) is None
+    with pytest.raises(ValueError, match=r"msls_weighted: 1 of the 2 training queries have no "
+                                         r"'<day\|night>_<view>' note"):
+        mining.msls_query_weights(_msls_names(["night_sideways", "day"]))
+    with pytest.raises(ValueError, match="0 night and 1 sideways images; it needs both"):
+        mining.msls_query_weights(_msls_names(["day_sideways", "day_forward"]))
+
+
+def test_weighted_rounds_draw_without_repetition_and_follow_the_weights():
+    from vgjax.train.state import epoch_queries
+    weights = np.full(100, 1.0)
+    weights[:10] = 20.0  # 10 queries hold 2/3 of the mass
+    weights /= weights.sum()
+    q = epoch_queries(0, 0, 100, 60, weights, per_round=20)
+    assert len(q) == 60
+    for r in range(3):  # each round of 20 has no repeated query
+        assert len(set(q[20 * r:20 * (r + 1)])) == 20
+    np.testing.assert_array_equal(q, epoch_queries(0, 0, 100, 60, weights, per_round=20))
+    assert not np.array_equal(q, epoch_queries(0, 1, 100, 60, weights, per_round=20))
+    # the heavy queries are in nearly every round; uniformly they would be 20% of a round
+    assert np.isin(q, np.arange(10)).sum() >= 24
+    assert len(epoch_queries(0, 0, 100, 60)) == 60  # no weights: the plain subset
+
+
+def test_msls_weighted_refused_before_training_without_msls_names(tmp_path):
+    from conftest import write_dataset
+    from vgjax.checks import load_config, validate_training
+    from vgjax.config import ConfigError
+    from pathlib import Path
+    smoke = Path(__file__).resolve().parent.parent / "configs" / "smoke.py"
+    write_dataset(tmp_path / "plain", name="pitts30k")
+    with pytest.raises(ConfigError, match="train.mining=msls_weighted: 5 of the 5 training"):
+        validate_training(load_config(smoke, [f"data.root={tmp_path / 'plain'}",
+                                              "data.test_datasets=[pitts30k]",
+                                              "train.mining=msls_weighted"]))
+    notes = ["night_sideways", "day_forward", "day_sideways", "night_forward", "day_forward"]
+    write_dataset(tmp_path / "msls", name="pitts30k", query_note=lambda j: notes[j])
+    validate_training(load_config(smoke, [f"data.root={tmp_path / 'msls'}",
+                                          "data.test_datasets=[pitts30k]",
+                                          "train.mining=msls_weighted"]))

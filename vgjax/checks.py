@@ -276,6 +276,14 @@ def validate_training(config) -> None:
                 split_folder(folder_location(config.data, dataset), split)
             except DatasetFormatError as e:
                 raise ConfigError(f"{option}: {dataset!r}: {e}") from None
+    if config.data.source == "folder":  # e.g. msls_weighted needs night / sideways names
+        folder = Path(folder_location(config.data, config.data.train_dataset))
+        queries = folder / "images" / "train" / "queries"
+        if queries.is_dir():
+            try:
+                mining.get_miner(config.train.mining).query_weights(list_images(queries))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
     da = config.train.da
     if da.enabled:
         folder = Path(da.target_dir)

@@ -86,6 +86,9 @@ def _train_and_evaluate(config, run: Path) -> dict:
     if multihost.is_primary():
         run_dir.write_config(run, config)
     train, reader = open_split(config.data, config.data.train_dataset, "train")
+    # msls_weighted: each query's chance of a round (refused here, before any work, when the
+    # file names do not say night / sideways); None: uniform
+    weights = mining.get_miner(t.mining).query_weights(train.queries.paths)
     cache_load = cache_loader(config, reader)  # None: the cache reads the training images
     host_augment = _host_augment(config, reader)  # None: queries augmented in the train step
     if config.data.train_query_crop:  # the reference's RandomResizedCrop(scale=(1, 1))
@@ -138,7 +141,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
         mining_chunk_bytes=int(float(t.mining_chunk_mb) * (1 << 20)),
         num_workers=int(config.data.num_workers), prefetch=int(config.data.prefetch))
     try:
-        _epochs(config, run, ctx, evals, state, progress, negative_cache)
+        _epochs(config, run, ctx, evals, state, progress, negative_cache, weights)
     finally:
         ctx.metrics.close()
     return _final(config, run, evals, describe)
@@ -197,7 +200,7 @@ def _evaluate(evals, when: str, describe, variables,
 
 
 def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progress,
-            negative_cache):
+            negative_cache, weights=None):
     t = config.train
     rounds = math.ceil(int(t.queries_per_epoch) / int(t.cache_refresh_rate))
     scheduler = make_scheduler(t)
@@ -216,7 +219,8 @@ def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progre
     while not progress.finished and progress.epoch < int(t.epochs):
         epoch = progress.epoch
         t_epoch = time.perf_counter()
-        queries = epoch_queries(config.seed, epoch, len(ctx.train.queries), int(t.queries_per_epoch))
+        queries = epoch_queries(config.seed, epoch, len(ctx.train.queries), int(t.queries_per_epoch),
+                                weights, int(t.cache_refresh_rate))
         lr = optim.learning_rate(state.opt_state)
         while progress.round < rounds:
             rq = int(t.cache_refresh_rate)

@@ -1,6 +1,6 @@
 """Choosing each training query's positive and negatives, as batched device computations.
 
-Three strategies (config `train.mining`), all picking the positive the same way: among the
+Four strategies (config `train.mining`), all picking the positive the same way: among the
 query's hard positives (<= 10 m), the one nearest in feature space.
 - partial: negatives = the N nearest (feature space) among a random sample of the database,
   excluding the query's soft positives (<= 25 m).
@@ -8,6 +8,8 @@ query's hard positives (<= 10 m), the one nearest in feature space.
   non-soft-positives plus the query's N hardest negatives of the previous round; keep the N
   nearest (and remember them for the next round).
 - random: negatives drawn uniformly among the non-soft-positives.
+- msls_weighted: partial mining whose rounds draw night and sideways queries more often
+  (the MSLS paper's supplementary, as the reference samples them; `query_weights`).
 
 The device functions work on a *cache*: descriptors of M database images (rows), with
 `cache_db_ids` (M,) naming each row's database index. Padded index arrays use -1 for
@@ -152,6 +154,11 @@ class Miner:
     samples_candidates = True  # draws train.neg_samples_num negative candidates
     remembers_negatives = False  # keeps each query's hardest negatives between rounds
 
+    def query_weights(self, query_paths) -> np.ndarray | None:
+        """Each training query's probability of being drawn for a round; None: uniform
+        (the epoch's queries are then a plain random subset, `epoch_queries`)."""
+        return None
+
     def cache_ids(self, hard, rng, n_db: int, neg_samples_num: int):
         """(database ids needing descriptors, sampled negative candidates) of a round."""
         raise NotImplementedError
@@ -180,6 +187,37 @@ class PartialMiner(Miner):
                database_size, previous_negatives, chunk_bytes=DEFAULT_CHUNK_BYTES):
         return mine_partial(query_desc, cache_desc, plan.cache_db_ids, plan.positive_rows,
                             plan.soft_rows, plan.sampled_rows, num_negatives=num_negatives)
+
+
+@MINERS.register("msls_weighted")
+class MslsWeightedMiner(PartialMiner):
+    def query_weights(self, query_paths):
+        return msls_query_weights(query_paths)
+
+
+def msls_query_weights(query_paths) -> np.ndarray:
+    """The reference's msls_weighted probabilities: every query weighs 1, night queries
+    (file-name note `night_<view>`) Q / #night more and sideways ones (`<time>_sideways`)
+    Q / #sideways more, normalised. Mapillary SLS names its queries so; a split whose notes
+    lack that information is refused (ValueError naming a file)."""
+    from vgjax.data.format import parse_fields
+    notes = [parse_fields(p)["note"].split("_") for p in query_paths]
+    bad = [p for p, n in zip(query_paths, notes) if len(n) < 2]
+    if bad:
+        raise ValueError(
+            f"train.mining=msls_weighted: {len(bad)} of the {len(notes)} training queries have "
+            "no '<day|night>_<view>' note in their file name (Mapillary SLS's, e.g. "
+            f"'...@night_sideways@.jpg'), e.g. {bad[0]}; use train.mining=partial")
+    night = np.array([n[0] == "night" for n in notes])
+    sideways = np.array([n[1] == "sideways" for n in notes])
+    if not night.any() or not sideways.any():
+        raise ValueError(
+            f"train.mining=msls_weighted: the training queries hold {int(night.sum())} night "
+            f"and {int(sideways.sum())} sideways images; it needs both (Mapillary SLS); use "
+            "train.mining=partial")
+    q = len(notes)
+    weights = np.ones(q) + night * (q / night.sum()) + sideways * (q / sideways.sum())
+    return weights / weights.sum()
 
 
 @MINERS.register("full")

@@ -71,10 +71,18 @@ def round_key(seed: int, epoch: int, round_: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), round_)
 
 
-def epoch_queries(seed: int, epoch: int, num_queries: int, queries_per_epoch: int) -> np.ndarray:
+def epoch_queries(seed: int, epoch: int, num_queries: int, queries_per_epoch: int,
+                  weights: np.ndarray | None = None, per_round: int = 0) -> np.ndarray:
     """The training queries of an epoch: a random subset (without repetition while the split
-    is large enough), in the order they are used."""
+    is large enough), in the order they are used. With `weights` (a probability per query),
+    each round of `per_round` queries is drawn without repetition with those probabilities,
+    as the reference's msls_weighted draws its rounds."""
     rng = np.random.default_rng([seed, epoch, 1 << 20])
+    if weights is not None:
+        size = min(int(per_round), num_queries)
+        rounds = -(-queries_per_epoch // size)
+        return np.concatenate([rng.choice(num_queries, size=size, replace=False, p=weights)
+                               for _ in range(rounds)])[:queries_per_epoch]
     if queries_per_epoch <= num_queries:
         return rng.choice(num_queries, size=queries_per_epoch, replace=False)
     reps = -(-queries_per_epoch // num_queries)
