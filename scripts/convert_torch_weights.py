@@ -7,9 +7,10 @@
 
 Reads torchvision ImageNet weights (e.g. resnet18-f37072fd.pth, vgg16-397923af.pth;
 ResNets cut at conv4 unless --backbone says conv5, VGG-16 / AlexNet as the reference cuts
-them; the head is freshly initialised) or the reference benchmark's
-checkpoints (a dict with model_state_dict, or a bare state_dict; `module.` prefixes are
-fine). Depth, width, cut and head are inferred from the keys; flags override them. The
+them; the head is freshly initialised), Radenovic's cirtorch retrieval networks (e.g.
+rSfM120k-tl-resnet101-gem-w-a155e54.pth, the reference's --off_the_shelf radenovic_sfm) or
+the reference benchmark's checkpoints (a dict with model_state_dict or state_dict, or a bare
+state_dict; `module.` prefixes are fine). Depth, width, cut and head are inferred from the keys; flags override them. The
 output dir works with training (model.pretrained), evaluation and `python -m vgjax.describe`.
 
 Needs PyTorch on CPU, only for this script: pip install torch==2.13.0

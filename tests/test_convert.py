@@ -199,3 +199,38 @@ def test_torchvision_vgg16_and_reference_alexnet_checkpoints(tmp_path):
     wrong = dict(sd, **{"backbone.6.weight": np.zeros((48, 40, 3, 3), np.float32)})
     with pytest.raises(CheckpointError, match=r"shape mismatches: backbone\.6\.weight"):
         convert_state_dict(wrong, get_config().model)
+
+
+def test_cirtorch_off_the_shelf_network(tmp_path):
+    """A Radenović cirtorch retrieval network (features / pool / whiten, in a dict with 'meta'
+    and 'state_dict', as published): the descriptor L2(whiten(L2(GeM(features)))) is the
+    reference's --l2 after_pool --aggregation gem --fc_output_dim D network."""
+    from torch import nn
+    from torch_reference import GeM
+    resnet = randomize(TorchResNet(bottleneck=True, layers=(3, 4, 6, 3), width=8), seed=5)
+    net = nn.Module()
+    net.features = nn.Sequential(*list(resnet.children())[:-2])
+    net.pool = GeM()
+    net.whiten = nn.Linear(256, 48)
+    with torch.no_grad():
+        net.pool.p.fill_(2.7)
+        net.whiten.weight.copy_(torch.randn(48, 256) / 16)
+    net.eval()
+    torch.save({"architecture": "resnet50", "meta": {"outputdim": 48, "mean": [0.485]},
+                "state_dict": net.state_dict()}, tmp_path / "rSfM120k-tl-resnet50-gem-w.pth")
+    assert run_script("--input", tmp_path / "rSfM120k-tl-resnet50-gem-w.pth",
+                      "--output", tmp_path / "m") == 0
+    cfg, variables = load_model(tmp_path / "m")
+    info = read_model_info(tmp_path / "m")
+    assert (cfg.backbone, cfg.aggregation, cfg.l2, cfg.fc_output_dim) == \
+        ("resnet50conv5", "gem", "after_pool", 48)
+    assert info["extra"]["format"] == "cirtorch"
+    imgs = uint8_images((40, 56))
+    with torch.no_grad():
+        x = torch.nn.functional.normalize(net.pool(net.features(torch_input(imgs)))[:, :, 0, 0])
+        expected = torch.nn.functional.normalize(net.whiten(x)).numpy()
+    assert_close(make_describe_fn(build_network(cfg))(variables, imgs), expected)
+    sd = state_dict_numpy(net)
+    with pytest.raises(CheckpointError, match="unexpected key in the cirtorch checkpoint: "
+                                              "lwhiten.weight"):
+        convert_state_dict(dict(sd, **{"lwhiten.weight": np.zeros((4, 4))}), get_config().model)

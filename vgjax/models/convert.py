@@ -6,7 +6,9 @@ Two sources are understood:
   `classifier.*` is dropped);
 - the reference benchmark's checkpoints (ResNets: `backbone.0` = conv1, `backbone.1` = bn1,
   `backbone.4..7` = layer1..layer4; VGG-16 / AlexNet: `backbone.<i>` = `features.<i>`;
-  `aggregation.*`), optionally with a `module.` prefix.
+  `aggregation.*`), optionally with a `module.` prefix;
+- Radenović's cirtorch retrieval networks (`features.*`, `pool.p`, `whiten.*`), which the
+  reference evaluates off the shelf (`from_cirtorch`).
 
 `convert_state_dict` is a pure function on `{name: numpy array}`, so it is testable without
 torch; only `load_torch_checkpoint` imports torch (CPU build: `pip install torch==2.13.0`).
@@ -60,6 +62,30 @@ def _short(keys, n=8) -> str:
     keys = sorted(keys)
     more = f", ... ({len(keys) - n} more)" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
+
+
+def from_cirtorch(state_dict: Mapping[str, np.ndarray]) -> tuple[dict, bool]:
+    """Radenović's cirtorch retrieval networks (the reference's `--off_the_shelf
+    radenovic_*`: `features.<i>` = torchvision's children up to layer4 (or VGG's features),
+    `pool.p` = GeM, `whiten` = Linear; descriptor L2(whiten(L2(GeM)))) in the reference's key
+    layout: the same network as its `--l2 after_pool --aggregation gem --fc_output_dim D`.
+    Returns (state_dict, whether it was one)."""
+    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if "pool.p" not in sd or not any(k.startswith(_FEATURES) for k in sd):
+        return dict(state_dict), False
+    whiten = "whiten.weight" in sd
+    out = {}
+    for k, v in sd.items():
+        if k.startswith(_FEATURES):
+            out["backbone." + k[len(_FEATURES):]] = v
+        elif k == "pool.p":
+            out["aggregation.0.0.p" if whiten else "aggregation.0.p"] = v
+        elif k in ("whiten.weight", "whiten.bias"):
+            out["aggregation.1." + k.split(".")[1]] = v
+        else:  # e.g. lwhiten (local whitening): no such layer here
+            raise CheckpointError(f"unexpected key in the cirtorch checkpoint: {k} (supported: "
+                                  "features.*, pool.p, whiten.*)")
+    return out, True
 
 
 def canonical_keys(state_dict: Mapping[str, np.ndarray]) -> tuple[str, dict, dict]:
@@ -263,8 +289,12 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     is 'torchvision' or 'reference', `report['notes']` says what was inferred or dropped.
     Raises CheckpointError naming missing, unexpected or mis-shaped keys.
     """
+    state_dict, cirtorch = from_cirtorch(state_dict)
     fmt, bb, agg = canonical_keys(state_dict)
     notes: list[str] = []
+    if cirtorch:
+        notes.append("a cirtorch network (features / pool / whiten), read as the reference's "
+                     "after_pool GeM + fc (its --off_the_shelf radenovic_*)")
     found_name, width = infer_backbone(bb)
     if base_cfg is None:
         cfg = ml_collections.ConfigDict()
@@ -367,7 +397,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     if fresh:
         notes.append(f"not in the checkpoint, initialised with seed {seed}: {_short(fresh)}")
     variables = jax.tree_util.tree_unflatten(treedef, values)
-    return cfg, variables, {"format": fmt, "initialised": fresh, "notes": notes}
+    return cfg, variables, {"format": "cirtorch" if cirtorch else fmt, "initialised": fresh,
+                            "notes": notes}
 
 
 def _torch_shape(shape, how):
