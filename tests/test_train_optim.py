@@ -158,3 +158,16 @@ def test_lr_scales_put_the_crn_filters_at_train_crn_lr():
     assert jax.tree.leaves(crn["filter_3_3"]) == [10.0, 10.0]
     assert scales["aggregation"]["centroids"] == 1.0
     assert set(jax.tree.leaves(scales["backbone"])) == {0.0, 1.0}
+
+
+def test_averaged_weights_of_every_parameter_group():
+    params = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([3.0, 4.0]), "c": jnp.array([5.0])}
+    cfg = _cfg(optimizer="asgd", lr=0.1, optimizer_args={"t0": 0.0})
+    steps = _run(optim.make_optimizer(cfg, {"a": 1.0, "b": 10.0, "c": 0.0}), params,
+                 [{"a": [0.5, -0.5], "b": [0.5, -0.5], "c": [0.5]}] * 3)
+    (p2, _), (p3, state) = steps[1], steps[2]
+    avg = optim.averaged_params(p3, state)
+    for k in ("a", "b"):  # with t0=0 the third step averages the last two weights
+        np.testing.assert_allclose(avg[k], (p2[k] + p3[k]) / 2, rtol=1e-6)
+        assert not np.allclose(avg[k], p3[k])
+    assert float(avg["c"][0]) == 5.0

@@ -178,7 +178,11 @@ def averaged_params(params, opt_state):
     jax.tree.map(visit, opt_state, is_leaf=lambda x: isinstance(x, ASGDState))
     if not found:
         return params
-    ax = found[0].ax
-    # Inside multi_transform, the frozen leaves of `ax` are optax.MaskedNode.
-    return jax.tree.map(lambda p, a: p if isinstance(a, optax.MaskedNode) else a,
-                        params, ax, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+    # Inside multi_transform each group's `ax` holds its own leaves, the others (and the
+    # frozen ones) are optax.MaskedNode: a leaf's average is in the group that trains it.
+    def pick(p, *axes):
+        kept = [a for a in axes if not isinstance(a, optax.MaskedNode)]
+        return kept[0] if kept else p
+
+    return jax.tree.map(pick, params, *(state.ax for state in found),
+                        is_leaf=lambda x: isinstance(x, optax.MaskedNode))
