@@ -99,6 +99,26 @@ def test_save_writes_the_model_dir(tmp_path, model_cfg):
     assert restored.path == folder and int(restored.state.step) == 0
 
 
+def test_every_process_runs_the_same_orbax_saves(tmp_path, model_cfg, monkeypatch):
+    """Only process 0 writes the model dir, but orbax numbers each process's saves and pairs
+    the processes' signals of a multi-process save by that number: the other processes run
+    the same model save into a scratch folder, so the numbers never drift apart (they did,
+    and two-process runs raced on the next checkpoint)."""
+    sync = pytest.importorskip("orbax.checkpoint._src.futures.synchronization")
+    state = TrainState.create(variables(), TX)
+    kwargs = dict(model_variables={"params": {"w": np.zeros(2)}, "batch_stats": {}})
+
+    def saves_counted(run_dir):
+        before = int(sync.OperationIdGenerator.get_current_operation_id())
+        ck.save(run_dir, "last", state, Progress(), model_cfg, **kwargs)
+        return int(sync.OperationIdGenerator.get_current_operation_id()) - before
+
+    primary = saves_counted(tmp_path / "p0")
+    monkeypatch.setattr(ck.multihost, "is_primary", lambda: False)
+    assert saves_counted(tmp_path / "p1") == primary >= 2
+    assert not (tmp_path / "p1" / "checkpoints" / "last").exists()  # process 0 writes it
+
+
 def test_no_checkpoint_is_a_new_run(tmp_path):
     assert ck.restore_latest(tmp_path, abstract()) is None
     assert ck.find(tmp_path, "last") is None

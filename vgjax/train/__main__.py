@@ -67,6 +67,9 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if code >= 128:  # interrupted by a signal: saved and reported, nothing left to tear down
+    # interrupted by a signal (saved and reported), or a process of a multi-host run that
+    # stopped on an error: nothing left to tear down, and a teardown that waits for the
+    # other processes (jax.distributed's shutdown barrier, orbax's threads) could hang
+    if code >= 128 or (code and "--distributed" in sys.argv):
         exit_now(code)
     sys.exit(code)

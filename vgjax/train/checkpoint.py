@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,6 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vgjax.models.io import MODEL_JSON, VARIABLES, save_model
+from vgjax.train import multihost
 from vgjax.train.state import Progress, TrainState
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ def save(run_dir, name: str, state: TrainState, progress: Progress, model_cfg,
     tmp = final.parent / f".{name}.tmp"
     old = final.parent / f"{name}.old"
     prev = final.parent / f"{name}.prev"
-    primary = jax.process_index() == 0
+    primary = multihost.is_primary()
     if primary:
         final.parent.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
@@ -112,12 +114,19 @@ def save(run_dir, name: str, state: TrainState, progress: Progress, model_cfg,
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save((tmp / STATE).resolve(), item)
             ckptr.wait_until_finished()
+        variables = model_variables if model_variables is not None else state.variables
         if primary:
-            variables = model_variables if model_variables is not None else state.variables
             save_model(tmp / MODEL, model_cfg, jax.device_get(variables),
                        image_size=image_size)
             meta = progress.to_dict() | {"seed": seed, "step": int(jax.device_get(state.step))}
             _write_json(tmp / PROGRESS, meta)  # last: its presence marks a complete copy
+        else:
+            # the same (process-local) orbax save, into a scratch folder: orbax numbers
+            # every save of a process, and its multi-process saves pair the processes'
+            # signals by that number, so every process must run the same saves
+            with tempfile.TemporaryDirectory(prefix="vgjax-model-") as scratch:
+                save_model(Path(scratch) / MODEL, model_cfg, jax.device_get(variables),
+                           image_size=image_size)
     except BaseException:
         if primary:
             shutil.rmtree(tmp, ignore_errors=True)  # frees the space; never masks the error
