@@ -28,6 +28,14 @@ def run_script(*argv):
     return module.main([str(a) for a in argv])
 
 
+def convert_file(tmp_path, obj, filename, *argv):
+    """`obj` saved with torch as tmp_path/filename, converted by the script into
+    tmp_path/m: (model config, variables, model.json info)."""
+    torch.save(obj, tmp_path / filename)
+    assert run_script("--input", tmp_path / filename, "--output", tmp_path / "m", *argv) == 0
+    return (*load_model(tmp_path / "m"), read_model_info(tmp_path / "m"))
+
+
 def uint8_images(size, n=2, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, *size, 3), dtype=np.uint8)
 
@@ -44,11 +52,8 @@ def assert_close(actual, expected, rel=1e-4):
 
 def test_torchvision_weights_round_trip(tmp_path):
     resnet = randomize(TorchResNet(width=16), seed=0).eval()
-    torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
-    assert run_script("--input", tmp_path / "resnet18.pth", "--output", tmp_path / "m",
-                      "--image-size", 32, 48) == 0
-    cfg, variables = load_model(tmp_path / "m")
-    info = read_model_info(tmp_path / "m")
+    cfg, variables, info = convert_file(tmp_path, resnet.state_dict(), "resnet18.pth",
+                                        "--image-size", 32, 48)
     assert (cfg.backbone, cfg.resnet_width, cfg.aggregation) == ("resnet18conv4", 16, "netvlad")
     assert info["image_size"] == [32, 48] and info["descriptor_dim"] == 64 * 64
     assert info["extra"]["format"] == "torchvision"
@@ -68,11 +73,10 @@ def test_reference_checkpoint_round_trip(tmp_path, aggregation):
     ref = randomize(ReferenceNet(TorchResNet(width=8), aggregation=aggregation, clusters=6),
                     seed=1).eval()
     state = {"module." + k: v for k, v in ref.state_dict().items()}  # DataParallel prefix
-    torch.save({"epoch_num": 3, "model_state_dict": state, "optimizer_state_dict": {},
-                "recalls": np.array([80.1, 90.2, 93.0, 95.5]), "best_r5": np.float64(90.2),
-                "not_improved_num": 1}, tmp_path / "best_model.pth")
-    assert run_script("--input", tmp_path / "best_model.pth", "--output", tmp_path / "m") == 0
-    cfg, variables = load_model(tmp_path / "m")
+    cfg, variables, _ = convert_file(
+        tmp_path, {"epoch_num": 3, "model_state_dict": state, "optimizer_state_dict": {},
+                   "recalls": np.array([80.1, 90.2, 93.0, 95.5]), "best_r5": np.float64(90.2),
+                   "not_improved_num": 1}, "best_model.pth")
     assert cfg.aggregation == aggregation
     imgs = uint8_images((32, 48), seed=2)
     desc = make_describe_fn(build_network(cfg))(variables, imgs)
@@ -166,11 +170,8 @@ def test_converted_variables_are_a_tree_of_float32():
 
 def test_torchvision_vgg16_and_reference_alexnet_checkpoints(tmp_path):
     vgg = randomize(TorchVGG16(width=8), seed=3).eval()
-    torch.save(vgg.state_dict(), tmp_path / "vgg16.pth")
-    assert run_script("--input", tmp_path / "vgg16.pth", "--output", tmp_path / "vgg",
-                      "--image-size", 32, 48) == 0
-    cfg, variables = load_model(tmp_path / "vgg")
-    info = read_model_info(tmp_path / "vgg")
+    cfg, variables, info = convert_file(tmp_path, vgg.state_dict(), "vgg16.pth",
+                                        "--image-size", 32, 48)
     assert (cfg.backbone, cfg.resnet_width, info["extra"]["format"]) == ("vgg16", 8, "torchvision")
     imgs = uint8_images((40, 56))
     feats = make_features_fn(build_network(cfg))(variables, imgs)
@@ -216,12 +217,9 @@ def test_cirtorch_off_the_shelf_network(tmp_path):
         net.pool.p.fill_(2.7)
         net.whiten.weight.copy_(torch.randn(48, 256) / 16)
     net.eval()
-    torch.save({"architecture": "resnet50", "meta": {"outputdim": 48, "mean": [0.485]},
-                "state_dict": net.state_dict()}, tmp_path / "rSfM120k-tl-resnet50-gem-w.pth")
-    assert run_script("--input", tmp_path / "rSfM120k-tl-resnet50-gem-w.pth",
-                      "--output", tmp_path / "m") == 0
-    cfg, variables = load_model(tmp_path / "m")
-    info = read_model_info(tmp_path / "m")
+    cfg, variables, info = convert_file(
+        tmp_path, {"architecture": "resnet50", "meta": {"outputdim": 48, "mean": [0.485]},
+                   "state_dict": net.state_dict()}, "rSfM120k-tl-resnet50-gem-w.pth")
     assert (cfg.backbone, cfg.aggregation, cfg.l2, cfg.fc_output_dim) == \
         ("resnet50conv5", "gem", "after_pool", 48)
     assert info["extra"]["format"] == "cirtorch"

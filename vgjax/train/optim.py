@@ -119,12 +119,11 @@ def make_optimizer(train_cfg, trainable=None) -> optax.GradientTransformation:
         if trainable is None:
             return OPTIMIZERS.build(spec, learning_rate=learning_rate, **decay)
         scales = sorted({float(t) for t in jax.tree.leaves(trainable) if float(t) != 0.0})
-        labels = jax.tree.map(lambda t: f"x{float(t)!r}" if float(t) else "frozen", trainable)
-        groups = {f"x{r!r}": OPTIMIZERS.build(spec, learning_rate=learning_rate * r, **decay)
+        # one group keeps the name "train": the state layout of runs before groups existed
+        name = (lambda r: "train") if scales == [1.0] else (lambda r: f"x{r!r}")
+        groups = {name(r): OPTIMIZERS.build(spec, learning_rate=learning_rate * r, **decay)
                   for r in scales}
-        if scales == [1.0]:
-            groups = {"train": groups["x1.0"]}  # the state layout of one group, as before
-            labels = jax.tree.map(lambda t: "train" if float(t) else "frozen", trainable)
+        labels = jax.tree.map(lambda t: name(float(t)) if float(t) else "frozen", trainable)
         return optax.multi_transform({**groups, "frozen": optax.set_to_zero()}, labels)
 
     return optax.inject_hyperparams(build)(learning_rate=float(train_cfg.lr))
