@@ -685,6 +685,7 @@ def run(args, overrides, argv) -> dict:
         if "model" not in skip:
             rows.append(row)
     out["model"] = rows or None
+    _section_done("model", out["model"])
 
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="vgjax_bench_")
     workdir = Path(args.workdir or tmp.name)
@@ -699,6 +700,7 @@ def run(args, overrides, argv) -> dict:
             out["pipeline"] = bench_pipeline(workdir, pool, sizes["pipeline_images"], size,
                                              workers, 32 if not args.smoke else 8, args.smoke,
                                              "tfds" in skip)
+            _section_done("pipeline", out["pipeline"])
         writer = ImageWriter(workdir / "pool", pool)
         dataset = workdir / "bench_city"
         if "round" not in skip:
@@ -706,6 +708,7 @@ def run(args, overrides, argv) -> dict:
             log.info("round: %d queries, %d database images", sizes["round_queries"],
                      sizes["database"])
             out["round"] = bench_round(kit, dataset, sizes["round_queries"], workdir)
+            _section_done("round", out["round"])
             rounds_per_epoch = -(-sizes["epoch_queries"] // out["round"]["queries"])
             out["epoch"] = {"queries": sizes["epoch_queries"], "rounds": rounds_per_epoch,
                             "estimate_s": round(rounds_per_epoch * out["round"]["round_s"], 2),
@@ -716,6 +719,7 @@ def run(args, overrides, argv) -> dict:
             log.info("eval: %d database, %d queries", sizes["eval_database"],
                      sizes["eval_queries"])
             out["eval"] = bench_eval(kit, dataset)
+            _section_done("eval", out["eval"])
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -731,6 +735,11 @@ def run(args, overrides, argv) -> dict:
     out["targets_comparable"] = comparable
     out["targets"] = target_rows(out, comparable)
     return out
+
+
+def _section_done(name: str, value) -> None:
+    """Logs a finished section's numbers at once, so a run stopped later keeps them."""
+    log.info("section %s: %s", name, json.dumps(value, default=str))
 
 
 def main(argv=None) -> int:
