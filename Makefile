@@ -1,6 +1,7 @@
 # Two entry points: `make demo` (the main job) and `make test` (the suite).
-# Both create .venv with python3 on first use and reinstall only when requirements change;
-# the demo needs the runtime requirements only, the tests add requirements-dev.txt (torch).
+# Both create .venv with python3 on first use and reinstall only when a lock file changes;
+# the demo installs requirements.lock, the tests requirements-dev.lock (adds pytest, torch).
+# The locks pin exact versions; `make lock` refreshes them from the ranges in requirements*.txt.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,25 +10,29 @@ DEV := $(VENV)/.installed
 DEMO_ROOT ?= data/synthetic-demo
 DEMO_RUN ?= runs/demo
 
-.PHONY: demo test install smoke smoke-night bench suite-smoke clean-demo
+.PHONY: demo test install lock smoke smoke-night bench suite-smoke clean-demo
 
 install: $(DEV)
 
-$(RUNTIME): requirements.txt pyproject.toml
+$(RUNTIME): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q $$(grep -E '^(pip|setuptools)==' requirements.lock)
+	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(RUNTIME)
 
-$(DEV): $(RUNTIME) requirements-dev.txt
-	$(PY) -m pip install -q -r requirements-dev.txt
+$(DEV): $(RUNTIME) requirements-dev.lock
+	$(PY) -m pip install -q -r requirements-dev.lock
 	touch $(DEV)
 
 # pytest exits 5 when it collects no test: report it, do not fail on it.
 test: $(DEV)
 	$(PY) -m pytest -q tests; code=$$?; \
 	if [ $$code -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$code
+
+# Exact versions from the ranges, resolved in fresh virtual environments (scripts/lock.sh).
+lock:
+	PYTHON=$(PYTHON) bash scripts/lock.sh
 
 demo: $(RUNTIME)
 	$(PY) scripts/demo.py --root $(DEMO_ROOT) --workdir $(DEMO_RUN)

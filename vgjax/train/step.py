@@ -56,6 +56,46 @@ def ops_float(images):
     return images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
 
 
+def make_loss_fn(net, terms: Sequence[LossTerm], negatives_per_query: int,
+                 domain: DomainAdaptation | None = None):
+    """The step's loss: `(params, batch_stats, images, target, step) -> (loss, (metrics,
+    new_batch_stats))`, differentiable in `params` (`target` is None without `domain`).
+
+    The network runs in training mode on the whole batch, so BatchNorm normalises with the
+    statistics of the global batch however the batch is sharded (XLA reduces across the
+    devices); the sharded and the one-device step compute the same function.
+    """
+    terms = tuple(terms)
+    if not terms:
+        raise ValueError("the train step needs at least one loss term")
+    group = 2 + negatives_per_query
+
+    def compute_loss(params, batch_stats, images, target, step):
+        net_params = {k: v for k, v in params.items() if k != DOMAIN}
+        variables = {"params": net_params, "batch_stats": batch_stats}
+        extra = {}
+        if domain is None:
+            desc, updates = net.apply(variables, images, train=True, mutable=["batch_stats"])
+        else:  # one forward pass: both domains share the batch statistics
+            n = images.shape[0]
+            both = jnp.concatenate([ops_float(images), ops_float(target)], axis=0)
+            (desc, features), updates = net.apply(variables, both, train=True,
+                                                  return_features=True,
+                                                  mutable=["batch_stats"])
+            desc = desc[:n]
+            extra = domain.outputs(params[DOMAIN], features[:n:group], features[n:], step)
+        outputs = StepOutputs(desc, negatives_per_query, extra)
+        total, metrics = 0.0, {}
+        for term in terms:
+            value, term_metrics = term(outputs)
+            total = total + term.weight * value
+            metrics[f"loss/{term.name}"] = value
+            metrics.update(term_metrics)
+        return total, (metrics, updates.get("batch_stats", {}))  # {}: no BatchNorm
+
+    return compute_loss
+
+
 def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int, mesh: Mesh,
                     augment: Callable | None = None, seed: int = 0,
                     domain: DomainAdaptation | None = None, gather: bool = False):
@@ -77,42 +117,16 @@ def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int
     """
     replicated = NamedSharding(mesh, P())
     batch = NamedSharding(mesh, P("data"))
-    terms = tuple(terms)
-    if not terms:
-        raise ValueError("the train step needs at least one loss term")
-    group = 2 + negatives_per_query
+
+    compute_loss = make_loss_fn(net, terms, negatives_per_query, domain)
 
     def step(state: TrainState, images, target=None):
         if augment is not None:
             images = augment(images, jax.random.fold_in(jax.random.key(seed), state.step))
 
-        def compute_loss(params):
-            net_params = {k: v for k, v in params.items() if k != DOMAIN}
-            variables = {"params": net_params, "batch_stats": state.batch_stats}
-            extra = {}
-            if domain is None:
-                desc, updates = net.apply(variables, images, train=True,
-                                          mutable=["batch_stats"])
-            else:  # one forward pass: both domains share the batch statistics
-                n = images.shape[0]
-                both = jnp.concatenate([ops_float(images), ops_float(target)], axis=0)
-                (desc, features), updates = net.apply(variables, both, train=True,
-                                                      return_features=True,
-                                                      mutable=["batch_stats"])
-                desc = desc[:n]
-                extra = domain.outputs(params[DOMAIN], features[:n:group], features[n:],
-                                       state.step)
-            outputs = StepOutputs(desc, negatives_per_query, extra)
-            total, metrics = 0.0, {}
-            for term in terms:
-                value, term_metrics = term(outputs)
-                total = total + term.weight * value
-                metrics[f"loss/{term.name}"] = value
-                metrics.update(term_metrics)
-            return total, (metrics, updates.get("batch_stats", {}))  # {}: no BatchNorm
-
         (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
-            compute_loss, has_aux=True)(state.params)
+            compute_loss, has_aux=True)(state.params, state.batch_stats, images, target,
+                                        state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
         new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
