@@ -370,3 +370,100 @@ def test_conditions_change_the_light_and_the_trees(tiny):
 def test_conditions_refuse_bad_values(kwargs, word):
     with pytest.raises(ValueError, match=word):
         synthetic.Conditions(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# The geometry of the demo preset, from its planned positions (nothing rendered)
+# --------------------------------------------------------------------------------------------
+TEST_SETS = (("pitts30k", "test"), ("sf-xs", "test"), ("tokyo-xs", "test"), ("tokyo-night", "test"))
+
+
+@pytest.fixture(scope="module")
+def demo_stats():
+    from vgjax.synthetic.stats import plan_stats
+
+    return plan_stats("demo", seed=0)
+
+
+def test_demo_test_sets_are_hard_to_guess(demo_stats):
+    """A random ranking finds a positive first for under 1% of the queries on every test set,
+    yet every query has a positive and every training query a hard one (10 m)."""
+    counts = synthetic.PRESETS["demo"].counts
+    for name, split in TEST_SETS:
+        s = demo_stats[name][split]
+        assert s["chance"]["R@1"] <= 1.0, (name, s)
+        assert s["chance"]["R@5"] <= 5.0, (name, s)
+        assert s["database"] == counts["tokyo-xs" if name == "tokyo-night" else name][split][0]
+    assert demo_stats["tokyo-night"]["test"]["queries"] == counts["tokyo-xs"]["test"][1] // 3
+    for name, splits in demo_stats.items():
+        for split, s in splits.items():
+            assert s["positives_25m"]["min"] >= 1, (name, split, s)
+    train = demo_stats["pitts30k"]["train"]
+    assert train["hard_positives_10m"]["min"] >= 1 and train["hard_positives_10m"]["mean"] >= 2
+
+
+def test_demo_queries_look_where_the_database_looks():
+    """Each query looks along a database view of its street (turned by at most `query_turn`)
+    taken a few metres away, and the database views look both ways along the streets."""
+    preset = synthetic.PRESETS["demo"]
+    views = synthetic.plan("/planned", "demo", 0, ("pitts30k", "sf-xs", "tokyo-xs"))
+    relative = set()
+    for name, splits in views.items():
+        for split, vs in splits.items():
+            db = [v for v in vs if "/database/" in v.path]
+            qs = [v for v in vs if "/queries/" in v.path]
+            where = np.array([(v.east, v.north) for v in db])
+            heading = np.array([v.heading for v in db])
+            for q in qs:
+                turn = np.abs((heading - q.heading + 180.0) % 360.0 - 180.0)
+                metres = np.hypot(*(where - (q.east, q.north)).T)
+                assert np.any((turn <= preset.query_turn + 1e-6) & (metres < 10.0)), (name, q)
+            relative |= {round(h % 90.0) for h in heading}
+    assert relative == {30, 60}  # 30 and 330 (mirrored) degrees from north or east
+
+
+def test_tiny_keeps_its_geometry():
+    """tiny: headings evenly spaced from a random start, queries looking anywhere."""
+    tiny = synthetic.PRESETS["tiny"]
+    assert tiny.street_headings == () and tiny.split_layout("train") == (9.0, (1, 1))
+    views = synthetic.plan("/planned", "tiny", 0, ("sf-xs",))["sf-xs"]["test"]
+    heading = np.array([v.heading for v in views if "/database/" in v.path]).reshape(-1, 4)
+    steps = np.diff(heading, axis=1) % 360.0
+    assert np.allclose(steps, 90.0)
+    assert len({round(h % 90.0) for h in heading[:, 0]}) > 5
+
+
+def test_preset_checks_its_headings():
+    with pytest.raises(ValueError, match="street_headings"):
+        dataclasses.replace(synthetic.PRESETS["demo"], street_headings=(30.0,))
+
+
+def test_summary_reports_positives_and_chance(tiny):
+    """The build's summary holds, per split, the positives per query and a random ranking's
+    recalls of the written files: the same as planned and as `chance_of_folder`."""
+    from vgjax.eval.recalls import chance_of_folder
+    from vgjax.synthetic.stats import plan_stats
+
+    root, summary = tiny
+    planned = plan_stats("tiny", seed=0)
+    for name, splits in planned.items():
+        for split, s in splits.items():
+            got = summary["datasets"][name][split]
+            assert got["positives_25m"] == s["positives_25m"], (name, split)
+            assert got["hard_positives_10m"] == s["hard_positives_10m"], (name, split)
+            folder = chance_of_folder(root / name / "images" / split)
+            for k, v in got["chance"].items():
+                assert v == pytest.approx(s["chance"][k], abs=1e-3)
+                assert v == pytest.approx(folder[k], abs=1e-3)
+
+
+def test_cli_stats_only(capsys):
+    """--stats-only renders nothing: the table on stderr, its JSON on stdout."""
+    assert synthetic.main(["--preset", "demo", "--stats-only", "--datasets", "sf-xs"]) == 0
+    out = capsys.readouterr()
+    stats = json.loads(out.out)["datasets"]
+    assert list(stats) == ["sf-xs"] and stats["sf-xs"]["test"]["database"] == 1200
+    assert "chance R@1" in out.err and "sf-xs/test" in out.err
+    with pytest.raises(SystemExit):
+        synthetic.main(["--preset", "tiny"])
+    assert "--out" in capsys.readouterr().err

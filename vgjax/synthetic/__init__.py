@@ -16,9 +16,15 @@ of that column is then wall, ground or sky by perspective. Trees, poles and the 
 occluders (cars, people) are depth-tested billboards.
 
 Database images are day-time views on a regular grid of street positions, several headings
-each (like a panorama cut into views). Queries differ in position (up to ~8 m), heading,
-field of view, pitch, occluders, camera response and time of day (`day`, `sunset`,
-`night`, written in the file name's `note` field). With `--varied-conditions` they also
+each: in `tiny`, headings evenly spaced from a random start (like a panorama cut into
+views); in `demo` and `full`, two views looking diagonally along the street (ahead on one
+side, back on the other), on every other street of large test areas, positions 15 m apart,
+so that few database images lie within 25 m of a query and a random ranking's R@1 stays
+under 1% (`stats`; the command line prints it). Queries differ in position (up to half the
+spacing along the street and a few metres across), heading (in `demo` and `full` along a
+database view of their street, turned by up to 20 degrees), field of view, pitch,
+occluders, camera response and time of day (`day`, `sunset`, `night`, written in the file
+name's `note` field). With `--varied-conditions` they also
 differ in capture conditions (`Conditions`: sun position, overcast sky, exposure, the season
 of their time stamp's month, which colours and thins the broadleaf trees); the database
 views, every position and every file name stay the same.
@@ -29,7 +35,8 @@ byte-identical for a seed whatever the number of worker processes.
 Modules: `hashing` (ids -> uniform floats), `styles` (districts, cameras, times of day),
 `layout` (the street grid), `surfaces` (facades, ground), `sprites` (trees, poles, cars,
 people), `render` (the ray-caster), `specs` (datasets, targets, presets), `views` (planning,
-file names), `build` (`generate`: workers, writing), `cli` (`main`).
+file names), `stats` (positives per query, a random ranking's recalls), `build`
+(`generate`: workers, writing), `cli` (`main`).
 """
 
 from vgjax.synthetic.build import generate
@@ -48,6 +55,7 @@ from vgjax.synthetic.specs import (
     Preset,
     TargetSpec,
 )
+from vgjax.synthetic.stats import plan_stats, split_stats
 from vgjax.synthetic.styles import (
     CAMERAS,
     DISTRICTS,
@@ -95,8 +103,10 @@ __all__ = [
     "make_city",
     "on_street",
     "plan",
+    "plan_stats",
     "query_conditions",
     "render_view",
+    "split_stats",
     "street_free",
     "street_positions",
     "utm_to_latlon",

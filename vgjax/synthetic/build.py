@@ -22,6 +22,7 @@ from vgjax.synthetic.specs import (
     PRESETS,
     TARGET_SPECS,
 )
+from vgjax.synthetic.stats import folder_stats
 from vgjax.synthetic.styles import CAMERAS, TIMES
 from vgjax.synthetic.views import View, plan
 
@@ -113,7 +114,8 @@ def generate(
     progress: bool = False,
     varied_conditions: bool | None = None,
 ) -> dict:
-    """Renders the preset's datasets under `out_root`; returns a summary (counts, images/s).
+    """Renders the preset's datasets under `out_root`; returns a summary (counts, images/s;
+    per split the positives per query and a random ranking's recalls, see `stats`).
 
     `datasets` names any of `ALL_OUTPUTS`: the evaluation datasets (`DATASETS`) and the
     unlabelled target folders (`TARGETS`: night-target, written flat into
@@ -191,10 +193,13 @@ def generate(
         for split in DATASET_SPECS[source if name == night_name else name].splits:
             folder = root / name / "images" / split
             queries = os.listdir(folder / "queries")
+            # + positives per query and a random ranking's recalls, from the written names
+            stats = folder_stats(folder)
             summary["datasets"][name][split] = {
                 "database": len(os.listdir(folder / "database")),
                 "queries": len(queries),
                 "query_times": _times(queries),
+                **{k: v for k, v in stats.items() if k not in ("database", "queries")},
             }
     summary.update(
         rendered=len(todo),

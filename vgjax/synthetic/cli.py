@@ -1,5 +1,8 @@
 """The command line: `python -m vgjax.synthetic --out DIR [--preset P] [--seed S] ...`
-(`python -m vgjax.data.synthetic` is the same)."""
+(`python -m vgjax.data.synthetic` is the same). Prints the build's summary as JSON on
+stdout and, on stderr, a table of each split: database images, queries, positives per query
+(25 m) and the recalls of a random ranking. `--stats-only` prints that table (and its JSON)
+from the planned positions alone, rendering nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import sys
 
 from vgjax.synthetic.build import generate
 from vgjax.synthetic.specs import ALL_OUTPUTS, PRESETS
+from vgjax.synthetic.stats import plan_stats, stats_table
 
 
 def main(argv=None) -> int:
@@ -18,7 +22,7 @@ def main(argv=None) -> int:
         "format, built offline.",
     )
     parser.add_argument(
-        "--out", required=True, help="datasets root; <out>/<name>/images/... is written"
+        "--out", help="datasets root; <out>/<name>/images/... is written"
     )
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     parser.add_argument("--seed", type=int, default=0)
@@ -37,6 +41,12 @@ def main(argv=None) -> int:
         help="render queries and target images under other conditions than the database "
         "(sun position, overcast, exposure, the season of their time stamp)",
     )
+    parser.add_argument(
+        "--stats-only",
+        action="store_true",
+        help="render nothing: print each split's database and query counts, positives per "
+        "query and a random ranking's recalls, from the planned positions",
+    )
     args = parser.parse_args(argv)
     names = tuple(n for n in args.datasets.split(",") if n)
     if args.workers is not None and args.workers < 1:
@@ -46,6 +56,13 @@ def main(argv=None) -> int:
     bad = [n for n in names if n not in ALL_OUTPUTS]
     if bad:
         parser.error(f"--datasets: unknown {bad}; expected names among {', '.join(ALL_OUTPUTS)}")
+    if args.stats_only:
+        stats = plan_stats(args.preset, args.seed, names)
+        print(stats_table(stats), file=sys.stderr)
+        print(json.dumps({"preset": args.preset, "seed": args.seed, "datasets": stats}, indent=2))
+        return 0
+    if not args.out:
+        parser.error("--out is required (unless --stats-only)")
     try:
         summary = generate(
             args.out,
@@ -59,5 +76,7 @@ def main(argv=None) -> int:
         )
     except FileExistsError as e:
         parser.error(str(e))
+    if summary["datasets"]:
+        print(stats_table(summary["datasets"]), file=sys.stderr)
     print(json.dumps(summary, indent=2))
     return 0

@@ -81,20 +81,27 @@ def block_rect(city: City, i, j):
     return x0, x1, y0, y1
 
 
-def positions_along_streets(city: City, box, spacing: float):
+def positions_along_streets(city: City, box, spacing: float, streets: tuple[int, int] = (1, 1)):
     """Positions every `spacing` m along the street centre lines inside box (x0, x1, y0, y1).
 
+    `streets` = (n, m): only every n-th north-south and every m-th east-west street (counted
+    from the line through the district's origin; 0: none of that direction).
     Returns (P, 2) local coordinates and, per position, the half width of its street and the
     street's axis (0: runs north-south, 1: east-west).
     """
     x0, x1, y0, y1 = box
     pts, half, axes = [], [], []
     for axis in (0, 1):
+        stride = int(streets[axis])
+        if stride <= 0:
+            continue
         lines, widths = (city.xs, city.wx) if axis == 0 else (city.ys, city.wy)
         lo, hi = (x0, x1) if axis == 0 else (y0, y1)
         along_lo, along_hi = (y0, y1) if axis == 0 else (x0, x1)
         along = np.arange(along_lo + spacing / 2, along_hi, spacing)
-        for k in np.nonzero((lines >= lo) & (lines < hi))[0]:
+        inside = (lines >= lo) & (lines < hi)
+        taken = (np.arange(len(lines)) - LINES_EACH_SIDE) % stride == 0
+        for k in np.nonzero(inside & taken)[0]:
             p = np.stack([np.full_like(along, lines[k]), along], 1)
             pts.append(p if axis == 0 else p[:, ::-1])
             half.append(np.full(len(along), widths[k] / 2))

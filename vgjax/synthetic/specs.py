@@ -101,6 +101,32 @@ class Preset:
     # the sun stands, overcast, exposure, season (`views.query_conditions`); False (every
     # preset's default) renders them under the database's clear summer day.
     varied_conditions: bool = False
+    # The database headings of every position, in degrees clockwise from its street's
+    # direction (north on a north-south street, east on an east-west one), one per heading;
+    # each query then looks along one of them, turned by at most `query_turn` degrees, so
+    # that a database image near it sees what it sees. Empty: `headings` evenly spaced from
+    # a random start at each position, and queries look anywhere.
+    street_headings: tuple[float, ...] = ()
+    query_turn: float = 20.0
+    # Metres between the training database's positions (None: `spacing`); training queries
+    # keep a database image within 10 m (hard positives), so they need a denser database
+    # than the test sets, whose sparse positions keep a random ranking's recalls low.
+    train_spacing: float | None = None
+    # (n, m): the database of the validation and test splits (and the target folders) lies on
+    # every n-th north-south and every m-th east-west street only, so that fewer of its
+    # positions lie within 25 m of a query at a crossing; training uses every street.
+    streets: tuple[int, int] = (1, 1)
+
+    def __post_init__(self):
+        if self.street_headings and len(self.street_headings) != self.headings:
+            raise ValueError(f"street_headings {self.street_headings}: expected {self.headings}"
+                             " angles, one per heading")
+
+    def split_layout(self, split: str) -> tuple[float, tuple[int, int]]:
+        """(metres between database positions along a street, `streets`) of `split`."""
+        if split == "train":
+            return self.train_spacing or self.spacing, (1, 1)
+        return self.spacing, self.streets
 
 
 PRESETS = {
@@ -116,31 +142,44 @@ PRESETS = {
             "tokyo-xs": {"test": (72, 30)},
         },
     ),
+    # demo and full: sparse test databases over large areas, so that a random ranking's
+    # recalls stay low (R@1 under 1% in demo: few of a test database's images lie within
+    # 25 m of any one query). Each position has two views looking diagonally along its street
+    # (ahead on one side, back on the other, like a car's corner cameras), and each query
+    # looks along one of them, so the database images near it see what it sees.
     "demo": Preset(
         size=(120, 160),
         supersample=2,
-        headings=8,
-        spacing=6.0,
-        query_offset=8.0,
+        headings=2,
+        spacing=15.0,
+        query_offset=7.5,
         counts={
-            "pitts30k": {"train": (1600, 500), "val": (1000, 300), "test": (1000, 300)},
-            "sf-xs": {"test": (1000, 300)},
-            "tokyo-xs": {"test": (1000, 300)},
+            "pitts30k": {"train": (1600, 500), "val": (800, 300), "test": (1200, 300)},
+            "sf-xs": {"test": (1200, 300)},
+            "tokyo-xs": {"test": (1200, 300)},
         },
         target_images=300,
+        street_headings=(30.0, 210.0),
+        query_turn=20.0,
+        train_spacing=10.0,
+        streets=(2, 2),
     ),
     "full": Preset(
         size=(480, 640),
         supersample=1,
-        headings=8,
-        spacing=6.0,
-        query_offset=8.0,
+        headings=2,
+        spacing=15.0,
+        query_offset=7.5,
         counts={
             "pitts30k": {"train": (10000, 7416), "val": (10000, 7608), "test": (10000, 6816)},
             "sf-xs": {"test": (27191, 1000)},
             "tokyo-xs": {"test": (12771, 315)},
         },
         target_images=315,
+        street_headings=(30.0, 210.0),
+        query_turn=20.0,
+        train_spacing=10.0,
+        streets=(2, 2),
     ),
 }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vgjax.data.format import make_filename
+from vgjax.synthetic.hashing import hash_unit
 from vgjax.synthetic.layout import City, make_city, positions_along_streets, street_free
 from vgjax.synthetic.specs import (
     ALL_OUTPUTS,
@@ -96,11 +97,11 @@ def street_positions(
 # --------------------------------------------------------------------------------------------
 # Areas, views and file names
 # --------------------------------------------------------------------------------------------
-def _square_area(city: City, x: float, need: int, spacing: float):
+def _square_area(city: City, x: float, need: int, spacing: float, streets=(1, 1)):
     """The smallest square (x, x + side, 0, side), side 40 m and up in 10 m steps, holding at
-    least `need` street positions."""
+    least `need` street positions (on `streets`, see `positions_along_streets`)."""
     side = 40.0
-    while len(positions_along_streets(city, (x, x + side, 0.0, side), spacing)[0]) < need:
+    while len(positions_along_streets(city, (x, x + side, 0.0, side), spacing, streets)[0]) < need:
         side += 10.0
     return (x, x + side, 0.0, side)
 
@@ -111,7 +112,7 @@ def _split_areas(city: City, preset: Preset, dataset: str) -> dict:
     counts = preset.counts[dataset]
     for split in DATASET_SPECS[dataset].splits:
         need = math.ceil(counts[split][0] / preset.headings)
-        areas[split] = _square_area(city, x, need, preset.spacing)
+        areas[split] = _square_area(city, x, need, *preset.split_layout(split))
         x = areas[split][1] + SPLIT_GAP
     return areas
 
@@ -158,11 +159,14 @@ def _file_name(spec: DatasetSpec, east, north, heading, pitch, height, tod, pano
 def _query_view(rng, city, spec, street, preset, tod, folder, pano, key, within=None) -> View:
     """A query-like view at time of day `tod`, drawn from `rng`: offset from a random street
     position of `street` (positions, half widths, axes) along and across its street, at most
-    `within` m from the nearest position (the fallback is a position itself); then heading,
-    field of view, pitch, camera height and time stamp of `spec`'s query camera."""
+    `within` m from the nearest position (the fallback is a position itself); then heading
+    (anywhere, or along one of `preset.street_headings` of its street turned by at most
+    `preset.query_turn`), field of view, pitch, camera height and time stamp of `spec`'s
+    query camera."""
     positions, half, axes = street
     q_cam = CAMERAS[spec.query_camera]
-    x, y = positions[int(rng.integers(len(positions)))]
+    near = int(rng.integers(len(positions)))  # the position whose street the view is on
+    x, y = positions[near]
     for _ in range(100):
         b = int(rng.integers(len(positions)))
         along = rng.uniform(-preset.query_offset, preset.query_offset)
@@ -174,9 +178,14 @@ def _query_view(rng, city, spec, street, preset, tod, folder, pano, key, within=
             continue
         if within is not None and np.sqrt(((positions - [qx, qy]) ** 2).sum(1)).min() > within:
             continue
-        x, y = qx, qy
+        x, y, near = qx, qy, b
         break
-    heading = rng.uniform(0, 360.0)
+    if preset.street_headings:
+        looks = street_looks(city, preset, positions[near : near + 1], axes[near : near + 1])[0]
+        look = looks[int(rng.integers(len(looks)))]
+        heading = (look + rng.uniform(-preset.query_turn, preset.query_turn)) % 360.0
+    else:
+        heading = rng.uniform(0, 360.0)
     hfov = rng.uniform(*q_cam.hfov)
     pitch = rng.uniform(*q_cam.pitch)
     height = q_cam.height + rng.uniform(-0.15, 0.15)
@@ -196,6 +205,26 @@ def _query_view(rng, city, spec, street, preset, tod, folder, pano, key, within=
         hfov=hfov, pitch=pitch, height=height, time_of_day=tod, camera=spec.query_camera,
         cars=cars, people=people, key=key, conditions=conditions,
     )  # fmt: skip
+
+
+MIRROR_KEY = 15  # hash key of the streets whose database views mirror `street_headings`
+
+
+def street_looks(city: City, preset: Preset, positions: np.ndarray, axes: np.ndarray):
+    """(P, headings) compass headings (degrees) of the database views at street positions
+    (on the centre line of a street of axis 0: north-south, 1: east-west):
+    `preset.street_headings` from the street's direction (north or east), mirrored about it
+    on about half of the streets (a hash of the street), so that each side of the city's
+    streets is seen looking both ways."""
+    positions = np.asarray(positions, np.float64).reshape(-1, 2)
+    axes = np.asarray(axes, np.int64).reshape(-1)
+    angles = np.asarray(preset.street_headings, np.float64)
+    line = np.where(axes == 0, np.searchsorted(city.xs, positions[:, 0]),
+                    np.searchsorted(city.ys, positions[:, 1]))
+    mirror = hash_unit(city.key, MIRROR_KEY + axes, line) < 0.5
+    direction = np.where(axes == 0, 0.0, 90.0)
+    sign = np.where(mirror, -1.0, 1.0)
+    return (direction[:, None] + sign[:, None] * angles[None, :]) % 360.0
 
 
 def season_of(month: int) -> str:
@@ -226,7 +255,7 @@ def _plan_split(root: Path, dataset: str, split: str, preset: Preset, seed: int)
     city = make_city(spec.district, seed)
     box = _split_areas(city, preset, dataset)[split]
     n_db, n_q = preset.counts[dataset][split]
-    positions, half, axes = positions_along_streets(city, box, preset.spacing)
+    positions, half, axes = positions_along_streets(city, box, *preset.split_layout(split))
     need = math.ceil(n_db / preset.headings)
     pick = np.unique(np.round(np.linspace(0, len(positions) - 1, need)).astype(int))
     positions, half, axes = positions[pick], half[pick], axes[pick]
@@ -235,6 +264,7 @@ def _plan_split(root: Path, dataset: str, split: str, preset: Preset, seed: int)
     views = []
     db_cam = CAMERAS[spec.database_camera]
     step = 360.0 / preset.headings
+    looks = street_looks(city, preset, positions, axes) if preset.street_headings else None
     for p, (x, y) in enumerate(positions):
         rng = np.random.default_rng([seed, spec.index, si, 0, p, 0])
         start = rng.uniform(0, step)
@@ -242,7 +272,7 @@ def _plan_split(root: Path, dataset: str, split: str, preset: Preset, seed: int)
             n = p * preset.headings + k
             if n >= n_db:
                 break
-            heading = (start + k * step) % 360.0
+            heading = looks[p, k] if looks is not None else (start + k * step) % 360.0
             east, north = round(spec.origin[0] + x, 2), round(spec.origin[1] + y, 2)
             month, day, hour = rng.integers(5, 10), rng.integers(1, 29), rng.integers(10, 16)
             stamp = f"2010{month:02d}{day:02d}T{hour:02d}00"
@@ -276,8 +306,9 @@ def _plan_target(root: Path, name: str, preset: Preset, seed: int) -> list[View]
     city = make_city(spec.district, seed)
     test = _split_areas(city, preset, target.source)["test"]
     need = math.ceil(preset.counts[target.source]["test"][0] / preset.headings)
-    area = _square_area(city, test[1] + target.gap, need, preset.spacing)
-    street = positions_along_streets(city, area, preset.spacing)
+    layout = preset.split_layout("test")
+    area = _square_area(city, test[1] + target.gap, need, *layout)
+    street = positions_along_streets(city, area, *layout)
     views = []
     for i in range(preset.target_images):
         key = (seed, spec.index, target.key, 1, i)
