@@ -12,6 +12,10 @@ Sections of the JSON:
   bfloat16; compile time; the step's buffers from XLA's memory analysis; the process's peak
   device memory where the device reports it (configurations run in the listed order, so the
   first one's peak is its own and later ones show the running maximum).
+- `backbones`: the same model-only numbers, float32, for EfficientNet-Lite0 cut at stride 16
+  (`efficientnet_lite0`, 112 channels) + NetVLAD and + GeM beside the config's backbone
+  (ResNet-18-conv4 by default) + NetVLAD and + GeM, in the same run, same sizes (with
+  `--smoke`, Lite0 + GeM only).
 - `pipeline`: decoded images/s of a folder of JPEGs the script writes, with threads
   (`BatchLoader`) and with processes (spawn `ProcessPoolExecutor` + `load_image`) from 1 to N
   workers, total and per worker, and of its TFDS copy (`vgjax.data.tfds_builder`) with threads.
@@ -66,6 +70,9 @@ SIZES = {
 }
 MODEL_RUNS = [("netvlad", "bfloat16"), ("netvlad", "float32"), ("gem", "bfloat16"),
               ("gem", "float32")]
+# other backbones measured beside the config's (float32, each aggregation of BACKBONE_HEADS)
+OTHER_BACKBONES = ["efficientnet_lite0"]
+BACKBONE_HEADS = ["netvlad", "gem"]
 # (name, what, target, "min" | "max"): the project's GPU targets (see docs/PERFORMANCE.md)
 TARGETS = [
     ("train_img_per_s_netvlad_bf16", "ResNet-18-conv4 + NetVLAD train step, bfloat16",
@@ -99,7 +106,7 @@ def parse_args(argv):
     p.add_argument("--workers", default="",
                    help="comma-separated decode worker counts (default 1, 2, 4, .. CPU count)")
     p.add_argument("--skip", default="", help="comma-separated sections not to run "
-                   "(model, pipeline, tfds, round, eval): their fields are null")
+                   "(model, backbones, pipeline, tfds, round, eval): their fields are null")
     p.add_argument("--workdir", default="", help="where to write the images (default: temp)")
     return p.parse_args(argv)
 
@@ -217,6 +224,7 @@ def bench_model(cfg, steps: int, infer_batch: int, variables=None, profile_dir: 
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
 
+    from vgjax.models.backbones import parse_backbone
     from vgjax.models.network import (build_network, init_variables, make_describe_fn,
                                       network_info, trainable_mask)
     from vgjax.train import optim
@@ -268,7 +276,9 @@ def bench_model(cfg, steps: int, infer_batch: int, variables=None, profile_dir: 
     info = network_info(cfg.model, size)
     row = {
         "aggregation": cfg.model.aggregation, "dtype": cfg.model.dtype,
-        "backbone": cfg.model.backbone, "resnet_width": int(cfg.model.resnet_width),
+        "backbone": cfg.model.backbone,
+        "resnet_width": (int(cfg.model.resnet_width)
+                         if parse_backbone(cfg.model.backbone).uses_width else None),
         "size": list(size), "descriptor_dim": info["descriptor_dim"],
         "gflops_per_image": round(info["gflops_per_image"], 4),
         "train_images_per_step": n_train, "train_compile_s": round(compile_s, 2),
@@ -280,6 +290,28 @@ def bench_model(cfg, steps: int, infer_batch: int, variables=None, profile_dir: 
         "peak_device_memory_gib": _peak_gib(),
     }
     return row, ModelKit(cfg, net, variables, tx, compiled, describe, mesh)
+
+
+def bench_backbones(args, overrides, sizes, model_rows) -> list[dict]:
+    """float32 rows of the config's backbone (from the model section, measured here if it
+    was skipped) and of OTHER_BACKBONES, with each of BACKBONE_HEADS (with --smoke the other
+    backbones with GeM only: their train-step compile is most of the smoke run)."""
+    rows = []
+    for agg in BACKBONE_HEADS:
+        row = next((r for r in model_rows
+                    if (r["aggregation"], r["dtype"]) == (agg, "float32")), None)
+        if row is None:
+            log.info("backbones: config's backbone, %s float32", agg)
+            row, _ = bench_model(model_config(args, overrides, agg, "float32"), sizes["steps"],
+                                 sizes["infer_batch"])
+        rows.append(row)
+    for backbone in OTHER_BACKBONES:
+        for agg in (["gem"] if args.smoke else BACKBONE_HEADS):
+            log.info("backbones: %s, %s float32", backbone, agg)
+            cfg = model_config(args, [*overrides, f"--config.model.backbone={backbone}"], agg,
+                               "float32")
+            rows.append(bench_model(cfg, sizes["steps"], sizes["infer_batch"])[0])
+    return rows
 
 
 # Synthetic data ----------------------------------------------------------------------------------
@@ -654,8 +686,9 @@ def run(args, overrides, argv) -> dict:
         overrides = [*overrides, f"--config.data.resize=({args.size[0]},{args.size[1]})"]
     skip = {s for s in args.skip.split(",") if s}
     out: dict = {"benchmark": "vgjax", "mode": "smoke" if args.smoke else "full",
-                 "environment": environment(argv), "sizes": sizes,
-                 "model": None, "pipeline": None, "round": None, "epoch": None, "eval": None}
+                 "environment": environment(argv), "sizes": sizes, "model": None,
+                 "backbones": None, "pipeline": None, "round": None, "epoch": None,
+                 "eval": None}
     from vgjax.checks import load_config
     base = load_config(args.config, overrides)
     size = tuple(int(s) for s in base.data.resize)
@@ -672,8 +705,9 @@ def run(args, overrides, argv) -> dict:
     kit = None
     rows = []
     variables = {}
+    needs_kit = not {"round", "eval"} <= skip  # the NetVLAD model they reuse
     for agg, dtype in MODEL_RUNS:
-        if "model" in skip and (agg, dtype) != round_key:
+        if "model" in skip and ((agg, dtype) != round_key or not needs_kit):
             continue
         cfg = model_config(args, overrides, agg, dtype)
         log.info("model: %s %s %s", agg, dtype, size)
@@ -686,6 +720,9 @@ def run(args, overrides, argv) -> dict:
             rows.append(row)
     out["model"] = rows or None
     _section_done("model", out["model"])
+    if "backbones" not in skip:
+        out["backbones"] = bench_backbones(args, overrides, sizes, rows)
+        _section_done("backbones", out["backbones"])
 
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="vgjax_bench_")
     workdir = Path(args.workdir or tmp.name)

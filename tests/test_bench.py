@@ -62,6 +62,18 @@ def test_bench_smoke_json(tmp_path):
         if env["jax_backend"] != "cpu":
             _numbers(row, ["peak_device_memory_gib"], f"model{key}")
     assert rows["netvlad", "float32"]["descriptor_dim"] == 8 * 32  # NetVLAD-8 on 32 channels
+
+    # EfficientNet-Lite0 (stride 16, 112 channels) beside the config's ResNet-18-conv4
+    # (the full run adds Lite0 + NetVLAD; a smoke run leaves out that second compile)
+    side = {(r["backbone"], r["aggregation"]): r for r in out["backbones"]}
+    assert set(side) == {("resnet18conv4", "netvlad"), ("resnet18conv4", "gem"),
+                         ("efficientnet_lite0", "gem")}
+    for key, row in side.items():
+        _numbers(row, MODEL_FIELDS, f"backbones{key}")
+        assert row["dtype"] == "float32" and row["size"] == [32, 48]
+    assert side["resnet18conv4", "gem"] == rows["gem", "float32"]
+    assert side["efficientnet_lite0", "gem"]["descriptor_dim"] == 112
+    assert side["efficientnet_lite0", "gem"]["resnet_width"] is None
     assert (tmp_path / "profile").is_dir() and any((tmp_path / "profile").rglob("*.xplane.pb"))
 
     # input pipeline: threads and processes from 1 to N workers, and the TFDS copy

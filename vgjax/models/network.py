@@ -1,4 +1,5 @@
-"""The geo-localization network: backbone (ResNet, VGG-16, AlexNet) -> aggregation [-> fc + L2].
+"""The geo-localization network: backbone (ResNet, VGG-16, AlexNet, EfficientNet-Lite) ->
+aggregation [-> fc + L2].
 
 Everything is derived from the `model` section of the config, once, in `build_network`.
 Variables are `{'params', 'batch_stats'}` with top-level keys `backbone`, `aggregation`
@@ -10,8 +11,10 @@ and (with `fc_output_dim > 0`) `fc`.
     desc, new_state = net.apply(variables, images, train=True, mutable=['batch_stats'])
 
 `images` are pixels: uint8 (N, H, W, 3), or float in [0, 1] (what torchvision's ToTensor
-gives, and what evaluation's float resize produces). The network normalises them with the
-ImageNet mean and std itself, so callers never do.
+gives, and what evaluation's float resize produces). The network normalises them itself with
+the mean and std the backbone's weights expect (`input_mean` / `input_std` of its spec:
+torchvision's ImageNet statistics for ResNets, VGG-16 and AlexNet, 0.5 / 0.5 for
+EfficientNet-Lite), so callers never do.
 """
 from __future__ import annotations
 
@@ -25,24 +28,32 @@ import numpy as np
 from vgjax.models.aggregation import (AGGREGATIONS, L2_MODES, TorchLinear, aggregation_dim,
                                       l2_normalize, matmul_precision)
 from vgjax.models.backbones import parse_backbone
+from vgjax.models import resnet
 
 AUTO = "auto"  # model.trainable_from: the reference's choice for the backbone
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+IMAGENET_MEAN = np.array(resnet.IMAGENET_MEAN, np.float32)
+IMAGENET_STD = np.array(resnet.IMAGENET_STD, np.float32)
 
 
-def normalize(images):
-    """uint8 (..., 3) or float in [0, 1] -> ImageNet-normalised float32; jnp or np."""
+def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """uint8 (..., 3) or float in [0, 1] -> float32 `(x - mean) / std` (ImageNet's by
+    default); jnp or np."""
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255.0
-    return (images - IMAGENET_MEAN) / IMAGENET_STD
+    return (images - mean) / std
+
+
+def input_normalization(backbone: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) float32 (3,) that the backbone's weights expect of [0, 1] RGB."""
+    spec = parse_backbone(backbone)
+    return np.array(spec.input_mean, np.float32), np.array(spec.input_std, np.float32)
 
 
 class VGNetwork(nn.Module):
     """Pixels (N, H, W, 3) (uint8, or float in [0, 1]), NHWC -> descriptors (N, D) float32."""
     backbone_arch: str = "resnet18conv4"
-    resnet_width: int = 64
+    resnet_width: int = 64  # ResNets, VGG-16, AlexNet; EfficientNet-Lite's channels are fixed
     aggregation_kind: str = "netvlad"
     netvlad_clusters: int = 64
     gem_p: float = 3.0
@@ -63,7 +74,8 @@ class VGNetwork(nn.Module):
 
     def features(self, images, train: bool = False):
         """Backbone local features (N, h, w, C) in the compute dtype."""
-        return self.backbone(normalize(images), train=train)
+        return self.backbone(normalize(images, *input_normalization(self.backbone_arch)),
+                             train=train)
 
     def aggregate(self, features):
         """Local features (N, h, w, C) -> descriptors (N, D) float32."""
@@ -141,7 +153,8 @@ def build_network(model_cfg) -> VGNetwork:
 
 def trainable_from(model_cfg) -> str:
     """`model.trainable_from`, with `auto` resolved to what the reference trains for the
-    backbone (ResNets: layer3; vgg16: conv5; alexnet: conv3)."""
+    backbone (ResNets: layer3; vgg16: conv5; alexnet: conv3; EfficientNet-Lite: its last
+    two stages, e.g. stage4 of the stride-16 cut)."""
     tf = _get(model_cfg, "trainable_from")
     return parse_backbone(_get(model_cfg, "backbone")).reference_trainable_from \
         if tf == AUTO else tf
@@ -154,7 +167,8 @@ def num_frozen(model_cfg) -> int:
 
 
 def feature_dim(model_cfg) -> int:
-    """Channels of the backbone's local features."""
+    """Channels of the backbone's local features (model.resnet_width scales ResNets, VGG-16
+    and AlexNet; EfficientNet-Lite ignores it)."""
     return parse_backbone(model_cfg.backbone).channels(int(_get(model_cfg, "resnet_width")))
 
 

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")  # conv1 = stem (conv1, bn1, pool)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,15 @@ class BackboneSpec:
     num_layers: int               # 3 = cut after layer3 (conv4), 4 = keep layer4 (conv5)
 
     reference_trainable_from = "layer3"  # the reference freezes every child before layer3
+    input_mean = IMAGENET_MEAN           # torchvision's normalisation of [0, 1] RGB
+    input_std = IMAGENET_STD
+    uses_width = True                    # model.resnet_width = channels of conv1
+    imagenet_weights = None              # no wheel bundles them: convert torchvision's
+
+    @property
+    def family(self) -> str:
+        """The network without its cut: 'resnet18' for resnet18conv4 and resnet18conv5."""
+        return self.name.rsplit("conv", 1)[0]
 
     def channels(self, width: int = 64) -> int:
         """Channels of the local features (e.g. 256 for resnet18conv4 at width 64)."""

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vgjax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+
 # torchvision's `features`: ("conv", out channels at width 64, kernel, stride, padding),
 # ("relu",), ("pool", kernel, stride)
 _VGG16 = []
@@ -43,6 +45,15 @@ class PlainSpec:
     reference_trainable_from: str   # what the reference trains
     kaiming_init: bool              # torchvision's init: VGG kaiming normal (fan_out) with
     #                                 zero biases; AlexNet torch's Conv2d default
+
+    input_mean = IMAGENET_MEAN      # torchvision's normalisation of [0, 1] RGB
+    input_std = IMAGENET_STD
+    uses_width = True               # every layer scaled by model.resnet_width / 64
+    imagenet_weights = None         # no wheel bundles them: convert torchvision's
+
+    @property
+    def family(self) -> str:
+        return self.name
 
     @property
     def stages(self) -> tuple[str, ...]:
