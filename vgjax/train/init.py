@@ -1,6 +1,6 @@
 """A run's initial state: resumed from its newest usable checkpoint, or fresh: a random
-init, a pretrained model dir merged in, then the NetVLAD k-means initialisation when the
-head is not pretrained."""
+init, a pretrained model dir (or the bundled ImageNet weights of the backbone) merged in,
+then the NetVLAD k-means initialisation when the head is not pretrained."""
 from __future__ import annotations
 
 import logging
@@ -20,6 +20,7 @@ from vgjax.models.netvlad_init import initialize_netvlad, sample_init_paths
 from vgjax.models.backbones import parse_backbone
 from vgjax.models.network import (abstract_variables, init_variables, trainable_from,
                                   trainable_mask)
+from vgjax.models.pretrained import IMAGENET, imagenet_variables, locate_imagenet_weights
 from vgjax.train import checkpoint, multihost, optim, run_dir
 from vgjax.train.adaptation import DOMAIN
 from vgjax.train.state import Progress, TrainState
@@ -27,22 +28,32 @@ from vgjax.train.state import Progress, TrainState
 log = logging.getLogger("vgjax.train")
 
 
-def _same_resnet(loaded_cfg, model_cfg) -> tuple[tuple, tuple]:
-    """(theirs, ours) as (depth part of the backbone name, width): another cut (conv4 /
-    conv5) of the same ResNet is fine, another depth or width is not."""
-    return ((loaded_cfg.backbone.rsplit("conv", 1)[0], loaded_cfg.get("resnet_width", 64)),
-            (model_cfg.backbone.rsplit("conv", 1)[0], model_cfg.get("resnet_width", 64)))
+def _same_network(loaded_cfg, model_cfg) -> tuple[tuple, tuple]:
+    """(theirs, ours) as (backbone family, width): another cut (conv4 / conv5, stride 16 /
+    32) of the same network is fine, another depth or width is not (the width only where
+    model.resnet_width scales the backbone)."""
+    def key(cfg):
+        spec = parse_backbone(cfg.backbone)
+        return spec.family, cfg.get("resnet_width", 64) if spec.uses_width else None
+    return key(loaded_cfg), key(model_cfg)
 
 
 def pretrained_variables(model_cfg, variables) -> tuple[dict, bool]:
     """`variables` with the arrays of `model.pretrained` copied in; and whether they
-    brought a trained aggregation head."""
+    brought a trained aggregation head (never for `imagenet`: backbone weights only)."""
+    if model_cfg.pretrained == IMAGENET:
+        variables, copied = imagenet_variables(model_cfg, variables)
+        log.info("Initialised %d backbone arrays from the ImageNet weights of %s (%s)",
+                 len(copied), model_cfg.backbone, locate_imagenet_weights(model_cfg.backbone))
+        return variables, False
     loaded_cfg, loaded = load_model(model_cfg.pretrained)
-    theirs, ours = _same_resnet(loaded_cfg, model_cfg)
+    theirs, ours = _same_network(loaded_cfg, model_cfg)
     if theirs != ours:
+        def described(cfg, key):
+            return cfg.backbone + ("" if key[1] is None else f" of width {key[1]}")
         raise ConfigError(
-            f"model.pretrained={model_cfg.pretrained} holds a {loaded_cfg.backbone} of "
-            f"width {theirs[1]}, this config builds a {model_cfg.backbone} of width {ours[1]}")
+            f"model.pretrained={model_cfg.pretrained} holds a {described(loaded_cfg, theirs)}, "
+            f"this config builds a {described(model_cfg, ours)}")
     variables, copied = merge_pretrained(variables, loaded)
     # a converted backbone-only file (e.g. torchvision weights) brings a random head,
     # which the converter lists as "initialised": that is not a trained head
@@ -70,10 +81,12 @@ def initial_variables(config, net, train_split: Split, reader=None, load_fn=None
         variables, has_head = pretrained_variables(model_cfg, variables)
     else:
         first = trainable_from(model_cfg)
-        frozen = first != parse_backbone(model_cfg.backbone).stages[0]
+        spec = parse_backbone(model_cfg.backbone)
+        frozen = first != spec.stages[0]
+        how = ("set model.pretrained=imagenet" if spec.imagenet_weights
+               else "convert ImageNet weights with scripts/convert_torch_weights.py")
         log.warning("model.pretrained is empty: the network starts from random weights%s",
-                    f" and the stages before {first} stay frozen at them "
-                    "(convert ImageNet weights with scripts/convert_torch_weights.py)"
+                    f" and the stages before {first} stay frozen at them ({how})"
                     if frozen else "")
     takes = AGGREGATIONS.get(model_cfg.aggregation).takes_head_of
     if takes and not has_head:
