@@ -5,16 +5,18 @@
    already there, and checks it with `vgjax.data.inspect`;
 2. two reference points on the four test sets: the recalls of a random ranking (chance) and
    a trivial baseline, raw-pixel thumbnails;
-3. trains ResNet-18-conv4 + NetVLAD and + GeM from scratch (configs/demo.py); each run
-   also tests its untrained network first: the last reference point of the table;
-4. tests each trained model against the thumbnails and its untrained network query by query
-   (`vgjax.eval.compare`: exact McNemar p-values) and says on which test sets it is clearly
-   better than both;
+3. trains ImageNet-pretrained EfficientNet-Lite0 + NetVLAD and + GeM (configs/demo.py); each
+   run first tests its pretrained network off the shelf, the third reference point (for
+   NetVLAD with its k-means-initialised head);
+4. tests each trained model against the thumbnails and its network before training query by
+   query (`vgjax.eval.compare`: exact McNemar p-values) and says on which test sets it is
+   clearly better than both;
 5. the paper's extensions on the NetVLAD model: multi-scale testing (avg of scales
    [0.667, 1, 1.5], one of the paper's Table III lists) and darkened training queries
-   (brightness 0.1, the paper's Table IV) for the night queries;
-6. writes the report (tables as markdown, pictures of queries with their predictions) and
-   says where it is.
+   (brightness 0.1, the paper's Table IV) for the night queries, each paired against NetVLAD;
+6. writes the report, `report.md` (tables) and `report.json` (per test set and model the
+   recalls; every paired test with its p-value), pictures of queries with their
+   predictions, and says where they are.
 
 Every step is one of the documented commands, printed before it runs; rerunning skips
 finished steps (each run folder resumes or is complete).
@@ -36,6 +38,8 @@ DATASETS = ("pitts30k", "sf-xs", "tokyo-xs", "tokyo-night")
 RECALLS = ("R@1", "R@5")
 SCALES = "[0.667,1.0,1.5]"
 MODELS = {"netvlad": "NetVLAD", "gem": "GeM"}  # run folder -> label
+EXTENSIONS = {"multiscale": f"+ multi-scale avg {SCALES}", "brightness": "+ brightness 0.1"}
+BEFORE = "before_training"  # the evals entry of configs/demo.py run before training
 ALPHA = 0.05
 
 
@@ -63,69 +67,70 @@ def trivial_baseline(root: Path, out: Path) -> dict:
 
 def chance(root: Path) -> dict:
     """Expected recalls of a random ranking on each test set: what the recalls mean only
-    above (each query's positives are every database image within 25 m, any heading)."""
+    above (each query's positives are the database images within 25 m, any heading)."""
     from vgjax.eval.recalls import chance_of_folder
     return {d: chance_of_folder(root / d / "images" / "test", (1, 5)) for d in DATASETS}
 
 
-def untrained_results(run: Path) -> dict:
-    """The test recalls of a run's network before training (`evals.untrained`)."""
+def before_training(run: Path) -> dict:
+    """The test recalls of a run's network before training (`evals.before_training`: the
+    pretrained network off the shelf, its NetVLAD head k-means-initialised)."""
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
-    return next(r["results"] for r in records if r["type"] == "initial_untrained")
+    return next(r["results"] for r in records if r["type"] == f"initial_{BEFORE}")
 
 
-def paired_table(title: str, pairs: dict[str, tuple[Path, Path]]) -> tuple[list[str], dict]:
-    """Rows = datasets, columns = pairs x recalls: A's recall minus B's on the same queries
-    and its exact McNemar p-value (`python -m vgjax.eval.compare`), bold where A is clearly
-    better (p < ALPHA), italic where it is clearly worse. Returns the lines and
-    {pair: {dataset: A clearly better at every recall}}."""
+def paired(pairs: dict[str, tuple[str, str]], folders: dict[str, Path],
+           datasets=DATASETS) -> list[dict]:
+    """Each (A, B) of `pairs` compared query by query (`python -m vgjax.eval.compare`): one
+    record per column, dataset and recall: A's recall minus B's, the discordant queries, the
+    exact McNemar p-value and the verdict ('A' / 'B' clearly better at ALPHA, '=' not clear)."""
     from vgjax.eval.compare import compare
     ns = [int(r[2:]) for r in RECALLS]
-    cells = {d: [] for d in DATASETS}
-    wins = {label: {d: True for d in DATASETS} for label in pairs}
-    try:
-        for label, (a, b) in pairs.items():
-            for r in compare(a, b, ns, datasets=DATASETS):
-                verdict = r.verdict(ALPHA)
-                wins[label][r.dataset] &= verdict == "A"
-                text = f"{r.difference:+.1f} (p {r.p_value:.2g})"
-                marked = {"A": f"**{text}**", "B": f"*{text}*"}.get(verdict, text)
-                cells[r.dataset].append(marked)
-    except (ValueError, FileNotFoundError) as e:  # e.g. the work dir of an older demo
-        return [f"(no paired tests: {e}; rerun the demo in a new --workdir)"], {}
-    head = "| dataset | " + " | ".join(f"{c} {r}" for c in pairs for r in RECALLS) + " |"
-    lines = [f"### {title}", "", head, "|" + "---|" * (1 + len(pairs) * len(RECALLS))]
-    lines += [f"| {d} | " + " | ".join(cells[d]) + " |" for d in DATASETS]
-    return lines, wins
+    out = []
+    for column, (a, b) in pairs.items():
+        for r in compare(folders[a], folders[b], ns, datasets=datasets):
+            out.append({"column": column, "a": a, "b": b, "dataset": r.dataset,
+                        "recall": f"R@{r.n}", "queries": r.queries,
+                        "recall_a": round(r.recall_a, 2), "recall_b": round(r.recall_b, 2),
+                        "difference": round(r.difference, 2), "only_a": r.only_a,
+                        "only_b": r.only_b, "p_value": r.p_value,
+                        "verdict": r.verdict(ALPHA)})
+    return out
 
 
-def paired_tests(work: Path) -> list[str]:
-    """Each trained model against the thumbnails and its own untrained network, query by
-    query; ends with the verdict per model: where it is clearly better than both."""
-    refs = {m: {f"{label} - thumbnails": (work / m, work / "trivial"),
-                f"{label} - untrained": (work / m, work / m / "before" / "untrained")}
-            for m, label in MODELS.items()}
-    pairs = {column: pair for m in MODELS for column, pair in refs[m].items()}
-    lines, wins = paired_table(
-        f"Paired tests: is the trained model clearly better? (difference in recall points, "
-        f"exact McNemar p-value on the queries one finds and the other misses; bold: clearly "
-        f"better, italic: clearly worse, p < {ALPHA})", pairs)
-    if not wins:
-        return lines
-    lines.append("")
-    for m, label in MODELS.items():
-        yes = [d for d in DATASETS if all(wins[c][d] for c in refs[m])]
-        no = [d for d in DATASETS if d not in yes]
-        lines.append(f"{label} beats both the thumbnails and its untrained network at "
-                     f"{' and '.join(RECALLS)} (p < {ALPHA}) on: {', '.join(yes) or 'none'}"
-                     + (f"; not on: {', '.join(no)}." if no else "."))
+def paired_lines(title: str, records: list[dict], datasets=DATASETS) -> list[str]:
+    """Rows = datasets, columns = comparisons x recalls: the difference and its p-value, bold
+    where A is clearly better (p < ALPHA), italic where it is clearly worse."""
+    columns = list(dict.fromkeys(r["column"] for r in records))
+    cell = {(r["column"], r["dataset"], r["recall"]): r for r in records}
+    head = "| dataset | " + " | ".join(f"{c} {r}" for c in columns for r in RECALLS) + " |"
+    lines = [f"#### {title}", "", head, "|" + "---|" * (1 + len(columns) * len(RECALLS))]
+    for d in datasets:
+        cells = []
+        for c in columns:
+            for rec in RECALLS:
+                r = cell.get((c, d, rec))
+                if r is None:
+                    cells.append("-")
+                    continue
+                text = f"{r['difference']:+.1f} (p {r['p_value']:.2g})"
+                cells.append({"A": f"**{text}**", "B": f"*{text}*"}.get(r["verdict"], text))
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
     return lines
+
+
+def beats(records: list[dict], a: str, refs: list[str], datasets=DATASETS) -> list[str]:
+    """The datasets on which `a` is clearly better than every one of `refs` at every recall."""
+    return [d for d in datasets
+            if all(any(r["a"] == a and r["b"] == b and r["dataset"] == d
+                       and r["recall"] == rec and r["verdict"] == "A" for r in records)
+                   for b in refs for rec in RECALLS)]
 
 
 def table(title: str, columns: dict[str, dict], datasets=DATASETS, recalls=RECALLS) -> str:
     """Rows = datasets, columns = models x recalls (the paper's Table I shape)."""
     head = "| dataset | " + " | ".join(f"{m} {r}" for m in columns for r in recalls) + " |"
-    lines = [f"### {title}", "", head, "|" + "---|" * (1 + len(columns) * len(recalls))]
+    lines = [f"#### {title}", "", head, "|" + "---|" * (1 + len(columns) * len(recalls))]
     for d in datasets:
         cells = [f"{columns[m][d][r]:.1f}" if d in columns[m] else "-"
                  for m in columns for r in recalls]
@@ -158,41 +163,80 @@ def main() -> int:
          f"--config.test.scales={SCALES}", "--config.test.multiscale_method=avg",
          "--config.test.num_pictures=8"])
     run([py, "-m", "vgjax.train", *common, "--workdir", str(work / "brightness"),
-         "--config.train.query_augment=[brightness(0.1)]", "--config.evals.untrained.when=[]"])
+         "--config.train.query_augment=[brightness(0.1)]", f"--config.evals.{BEFORE}.when=[]"])
 
+    write_report(root, work, args.preset, args.config, trivial)
+    print(f"demo finished in {time.perf_counter() - start:.0f} s; report: {work / 'report.md'}"
+          f" and {work / 'report.json'}")
+    return 0
+
+
+def write_report(root: Path, work: Path, preset: str, config: str, trivial: dict) -> str:
+    """The report of the finished runs in `work`: report.md and report.json; returns the text."""
     load = lambda p: json.loads(Path(p).read_text())
-    untrained = {m: untrained_results(work / m) for m in MODELS}
+    folders = {"thumbnails": work / "trivial"}
+    recalls = {"chance (random ranking)": chance(root), "thumbnails": trivial}
+    for m, label in MODELS.items():
+        folders[f"{label} before training"] = work / m / "before" / BEFORE
+        recalls[f"{label} before training"] = before_training(work / m)
+    for m, label in MODELS.items():
+        folders[label] = work / m
+        recalls[label] = load(work / m / "results.json")
+    for folder, label in EXTENSIONS.items():
+        folders[label] = work / folder
+        recalls[label] = load(work / folder / "results.json")
+    main_pairs = {f"{label} - {ref}": (label, f"{label} before training" if ref ==
+                                       "before training" else ref)
+                  for label in MODELS.values() for ref in ("thumbnails", "before training")}
+    ext_pairs = {f"{label} - NetVLAD": (label, "NetVLAD") for label in EXTENSIONS.values()}
+    main_records, ext_records = paired(main_pairs, folders), paired(ext_pairs, folders)
+    verdicts = {label: beats(main_records, label, ["thumbnails", f"{label} before training"])
+                for label in MODELS.values()}
+    domains = {label: load(work / folder / "results_domains.json")["tokyo-xs"]
+               for folder, label in (("netvlad", "NetVLAD"), ("brightness",
+                                                            EXTENSIONS["brightness"]))}
+
+    def verdict_line(label):
+        yes = verdicts[label]
+        no = [d for d in DATASETS if d not in yes]
+        return (f"{label} beats both the thumbnails and its network before training at "
+                f"{' and '.join(RECALLS)} (p < {ALPHA}) on: {', '.join(yes) or 'none'}"
+                + (f"; not on: {', '.join(no)}." if no else "."))
+
     report = [
-        f"# vgjax demo: the synthetic city ({args.preset} preset)", "",
-        table("Table I shape: test recalls (%) of the models and four reference points",
-              {"chance (random ranking)": chance(root), "trivial (thumbnails)": trivial,
-               "untrained NetVLAD": untrained["netvlad"], "untrained GeM": untrained["gem"],
-               "NetVLAD": load(work / "netvlad" / "results.json"),
-               "GeM": load(work / "gem" / "results.json")}),
-        "", *paired_tests(work), "",
+        f"# vgjax demo: the synthetic city ({preset} preset)", "",
+        table("Test recalls (%) of the models and three reference points "
+              "(chance, thumbnails, the pretrained network before training)",
+              {m: recalls[m] for m in recalls if m not in EXTENSIONS.values()}),
+        "", *paired_lines(
+            "Paired tests: is the trained model clearly better? (difference in recall points, "
+            "exact McNemar p-value on the queries one finds and the other misses; bold: clearly "
+            f"better, italic: clearly worse, p < {ALPHA})", main_records), "",
+        *[verdict_line(label) for label in MODELS.values()], "",
         table("The paper's extensions on NetVLAD",
-              {"NetVLAD": load(work / "netvlad" / "results.json"),
-               f"+ multi-scale avg {SCALES}": load(work / "multiscale" / "results.json"),
-               "+ brightness 0.1 training": load(work / "brightness" / "results.json")}),
-        "", *paired_table(
+              {"NetVLAD": recalls["NetVLAD"], **{label: recalls[label]
+                                                 for label in EXTENSIONS.values()}}),
+        "", *paired_lines(
             f"The extensions' effects, paired (points of recall against NetVLAD, p-value; "
-            f"bold: a clear gain, italic: a clear loss, p < {ALPHA})",
-            {"multi-scale - NetVLAD": (work / "multiscale", work / "netvlad"),
-             "brightness - NetVLAD": (work / "brightness", work / "netvlad")})[0],
+            f"bold: a clear gain, italic: a clear loss, p < {ALPHA})", ext_records),
         "", "Per query domain (tokyo-xs: day / sunset / night):", "",
-        table("NetVLAD, tokyo-xs per domain",
-              {"NetVLAD": load(work / "netvlad" / "results_domains.json")["tokyo-xs"],
-               "+ brightness 0.1": load(work / "brightness" / "results_domains.json")["tokyo-xs"]},
-              datasets=("day", "sunset", "night")),
+        table("NetVLAD, tokyo-xs per domain", domains, datasets=("day", "sunset", "night")),
         "", f"Pictures of queries beside their top-5: {work / 'multiscale' / 'pictures'}",
         f"Run folders (train.log, metrics.jsonl, lr.png, checkpoints/): "
         f"{work / 'netvlad'}, {work / 'gem'}, {work / 'brightness'}",
     ]
     text = "\n".join(report) + "\n"
     (work / "report.md").write_text(text)
+    (work / "report.json").write_text(json.dumps({
+        "preset": preset, "config": config,
+        "protocol": {"positives": "database images within 25 m of the query",
+                     "recalls": list(RECALLS), "paired_test": "exact two-sided McNemar",
+                     "alpha": ALPHA},
+        "recalls": recalls, "paired": main_records + ext_records,
+        "clearly_better_than_both_references": verdicts,
+        "tokyo_xs_domains": domains}, indent=1) + "\n")
     print("\n" + text)
-    print(f"demo finished in {time.perf_counter() - start:.0f} s; report: {work / 'report.md'}")
-    return 0
+    return text
 
 
 if __name__ == "__main__":

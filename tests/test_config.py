@@ -23,10 +23,10 @@ def test_netvlad_init_sampling_must_fit_the_feature_map(tmp_path):
     too_many = load_config(demo, root + ["model.netvlad_init.descriptors_per_image=49"])
     with pytest.raises(ConfigError, match=r"descriptors_per_image.*6x8 = 48"):
         validate_training(too_many)  # (evaluation alone would be fine)
-    # conv5 halves it again (3x4); a disabled init is not checked
+    # the stride-32 cut halves it again (3x4); a disabled init is not checked
     with pytest.raises(ConfigError, match="3x4 = 12"):
-        validate_training(load_config(demo, root + ["model.backbone=resnet18conv5"]))
-    validate_training(load_config(demo, root + ["model.backbone=resnet18conv5",
+        validate_training(load_config(demo, root + ["model.backbone=efficientnet_lite0_s32"]))
+    validate_training(load_config(demo, root + ["model.backbone=efficientnet_lite0_s32",
                                                 "model.netvlad_init.enabled=false"]))
 
 
