@@ -93,3 +93,29 @@ def test_restart_before_the_first_checkpoint_leaves_no_stale_records(city, tmp_p
     records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if r["type"] == "step"]
     assert steps == list(range(1, 9)) and all(r.get("loss") != 9.0 for r in records)
+
+
+def test_background_thread_errors_after_a_signal_print_no_traceback():
+    """Once a signal stops the run, a worker thread failing on its closed executor (orbax's
+    save futures while the main thread unwinds) prints no traceback; before it, it does."""
+    code = (
+        "import signal, sys, threading\n"
+        "from vgjax.train import interrupt\n"
+        "interrupt.raise_on_sigterm()\n"
+        "def fail():\n"
+        "    raise RuntimeError('cannot schedule new futures after shutdown')\n"
+        "def run():\n"
+        "    t = threading.Thread(target=fail); t.start(); t.join()\n"
+        "run()\n"
+        "print('--- signal', file=sys.stderr, flush=True)\n"
+        "try:\n"
+        "    signal.raise_signal(signal.SIGTERM)\n"
+        "except interrupt.Terminated:\n"
+        "    pass\n"
+        "run()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    before, after = proc.stderr.split("--- signal")
+    assert "Traceback" in before and "cannot schedule" in before
+    assert "Traceback" not in after and "cannot schedule" not in after

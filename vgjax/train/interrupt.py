@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from vgjax.train import checkpoint
@@ -25,11 +26,35 @@ class TrainingInterrupted(Exception):
         self.exit_code = exit_code
 
 
+_stopping = threading.Event()  # set once a signal asked the process to stop
+
+
+def _thread_error_hook(previous):
+    """`threading.excepthook` that, once the process is stopping on a signal, logs a
+    background thread's error at debug level instead of printing its traceback: the main
+    thread unwinds through the checkpointer's and the decoders' context managers, and their
+    worker threads (orbax's save futures, say) can fail on the executors closed under them.
+    Their work is dropped by design (the report names the last complete checkpoint)."""
+    def hook(args):
+        if _stopping.is_set():
+            logging.getLogger("vgjax.train").debug(
+                "background thread %s stopped by the interruption: %r",
+                getattr(args.thread, "name", "?"), args.exc_value)
+            return
+        previous(args)
+    return hook
+
+
 def raise_on_sigterm() -> None:
-    """Turns SIGTERM into `Terminated` in the main thread."""
+    """Turns SIGTERM into `Terminated` and SIGINT into `KeyboardInterrupt` in the main thread,
+    and from the signal on keeps the background threads' teardown errors out of the output
+    (one line, the report, is what an interrupted run prints)."""
     def handler(signum, frame):
-        raise Terminated()
+        _stopping.set()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    threading.excepthook = _thread_error_hook(threading.excepthook)
 
 
 def interrupted(run: Path, error: KeyboardInterrupt) -> TrainingInterrupted:
