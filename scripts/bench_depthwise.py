@@ -16,15 +16,12 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from vgjax.models.depthwise import depthwise_conv, resolve  # noqa: E402
+from vgjax.models.depthwise import depthwise_conv, resolve
 
 # (input stride, channels, kernel, stride) of Lite0's depthwise layers up to the s16 cut
 LITE0_S16 = [(2, 32, 3, 1), (2, 96, 3, 2), (4, 144, 3, 1), (4, 144, 5, 2), (8, 240, 5, 1),

@@ -14,15 +14,12 @@ import json
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import ml_collections
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vgjax.eval.store import DescriptorStore
 from vgjax.eval.search import search, search_backend

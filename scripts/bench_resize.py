@@ -12,13 +12,10 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vgjax.data import ops  # noqa: E402
+from vgjax.data import ops
 
 
 def dense(image, hw, antialias):

@@ -18,14 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
 from vgjax.synthetic import Conditions
 from vgjax.synthetic.build import render_views
 from vgjax.synthetic.specs import NIGHT_SUBSET
 from vgjax.synthetic.views import plan
+
+REPO = Path(__file__).resolve().parents[1]
 
 PARTS = {  # which fields of the drawn conditions a variant keeps
     "all": lambda c: c,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -31,31 +30,12 @@ import sys
 import time
 from pathlib import Path
 
+from vgjax.checks import load_config
+from vgjax.config import ConfigError
+from vgjax.config.sweep import Suite, load_suite, override_args, run_name
+from vgjax.suite import PLOTS, PROVENANCE, aggregate, paired, read_run, write_plots, write_tables
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from vgjax.checks import load_config  # noqa: E402
-from vgjax.config import ConfigError  # noqa: E402
-from vgjax.suite import (PROVENANCE, Suite, aggregate, override_args, paired,  # noqa: E402
-                         read_run, run_name, write_plots, write_tables)
-
-
-def load_suite(path: Path, arg: str | None = None) -> Suite:
-    """`configs/suites/x.py` or `configs/suites/x.py:arg` -> its `get_suite(arg)`."""
-    text = str(path)
-    if ":" in text and text.rsplit(":", 1)[0].endswith(".py"):
-        text, arg = text.rsplit(":", 1)
-        path = Path(text)
-    if not path.is_file():
-        raise ConfigError(f"--suite {path}: no such file")
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    spec = importlib.util.spec_from_file_location(f"_vgjax_suite_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_suite"):
-        raise ConfigError(f"--suite {path}: no get_suite() function")
-    return Suite.from_dict(module.get_suite(arg))
 
 
 def _with_root(overrides: dict, root: Path) -> dict:
@@ -143,8 +123,10 @@ def main(argv=None) -> int:
         p.error(f"--repeats {args.repeats}: must be >= 1")
     try:
         suite = load_suite(args.suite)
+        for kind in suite.plots:  # a misspelt plot kind fails now, not after every run
+            PLOTS.get(kind)
     except ConfigError as e:
-        p.error(str(e))
+        p.error(f"suite {args.suite}: {e}" if "suite" not in str(e) else str(e))
     out = args.out
     root = args.datasets_root
     if root is None:

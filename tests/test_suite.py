@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from vgjax.suite import cell, override_args, product, zipped
+from vgjax.config.sweep import Suite, cell, load_suite, override_args, product, zipped
 
 REPO = Path(__file__).resolve().parent.parent
 
 SUITE = '''
-from vgjax.suite import cell
+from vgjax.config.sweep import cell
 
 def get_suite(arg=None):
     return dict(name="mini", title="A two-cell suite", config="configs/smoke.py",
@@ -89,8 +89,6 @@ def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
 @pytest.mark.parametrize("variant", ["paper", "city"])
 def test_every_shipped_suite_cell_validates(variant):
     """Each cell of each table's suite is a config the checks accept (no run)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from run_suite import load_suite
     from vgjax.checks import load_config
     for path in sorted((REPO / "configs" / "suites").glob("table*.py")):
         suite = load_suite(Path(f"{path}:{variant}"))
@@ -105,7 +103,7 @@ def test_every_shipped_suite_cell_validates(variant):
 
 def test_plots_of_every_kind(tmp_path):
     """Brightness rows with a baseline row, multi-scale rows, lr / val curves from runs."""
-    from vgjax.suite import Suite, write_plots
+    from vgjax.suite import write_plots
     suite = Suite.from_dict(dict(name="t", title="t", config="c.py", datasets=["d"],
                                  recalls=["R@1"], plots=["brightness", "multiscale", "val", "lr"],
                                  cells=[cell("netvlad", {"brightness": "baseline"}),
@@ -124,8 +122,35 @@ def test_plots_of_every_kind(tmp_path):
                                                "t_multiscale.png", "t_val.png"]
 
 
+def test_suite_package_names_and_plot_kinds(tmp_path):
+    """`vgjax.suite` re-exports the grammar of `vgjax.config.sweep`; plot kinds come from its
+    registry, and an unknown one is refused naming the suite and the kinds."""
+    from vgjax import suite as package
+    from vgjax.config import ConfigError
+    assert (package.cell, package.Suite, package.override_args, package.load_suite) == (
+        cell, Suite, override_args, load_suite)
+    assert list(package.PLOTS) == ["val", "lr", "brightness", "multiscale"]
+    suite = Suite.from_dict(dict(name="t", title="t", config="c.py", datasets=["d"],
+                                 recalls=["R@1"], plots=["bightness"], cells=[cell("a")]))
+    with pytest.raises(ConfigError, match=r"suite t: plots: unknown value 'bightness' "
+                                          r"\(accepted: val, lr, brightness, multiscale\); "
+                                          r"did you mean 'brightness'\?"):
+        package.write_plots(suite, [], tmp_path / "runs", tmp_path)
+    # run_suite.py refuses it before any run starts
+    bad = tmp_path / "bad.py"
+    bad.write_text("from vgjax.config.sweep import cell\n\ndef get_suite(arg=None):\n"
+                   "    return dict(name='t', title='t', config='configs/smoke.py', "
+                   "datasets=['pitts30k'], recalls=['R@1'], plots=['bightness'], "
+                   "cells=[cell('a')])\n")
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "run_suite.py"), "--suite",
+                           str(bad), "--smoke", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "did you mean 'brightness'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_multiscale_plot_of_methods_and_scale_lists(tmp_path):
-    from vgjax.suite import Suite, write_plots
+    from vgjax.suite import write_plots
     labels = [("baseline", "-"), ("avg", "[1, 2]"), ("max", "[1, 2]"), ("avg", "[1, 3]")]
     suite = Suite.from_dict(dict(name="m", title="m", config="c.py", datasets=["a", "b"],
                                  recalls=["R@1", "R@5"], plots=["multiscale"],
@@ -157,7 +182,7 @@ def _predictions(folder: Path, found: set, queries: int = 30):
 def test_paired_tests_against_the_baseline_row(tmp_path):
     from vgjax.config import ConfigError
     from vgjax.eval.compare import mcnemar_p
-    from vgjax.suite import Suite, aggregate, paired, write_tables
+    from vgjax.suite import aggregate, paired, write_tables
 
     spec = dict(name="pairs", title="Pairs", config="configs/smoke.py",
                 cells=[cell("base", {"model": "baseline"}), cell("better", {"model": "better"}),

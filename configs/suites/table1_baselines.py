@@ -1,7 +1,7 @@
 """Table I: the baselines, ResNet-18-conv4 + NetVLAD and + GeM, Adam 1e-5 (paper setting;
 the city variant keeps its own learning rate), R@1 / R@5 on the four test sets."""
 from configs.suites.common import DATASETS, base
-from vgjax.suite import cell
+from vgjax.config.sweep import cell
 
 
 def get_suite(arg=None):

@@ -7,7 +7,7 @@ every epoch without improvement, factor 0.1, relative threshold 1e-3) and Cosine
 a period of t_max = 5 epochs (eta_min 0): Fig. 3 plots the rate of each scheduled row.
 """
 from configs.suites.common import DATASETS, base
-from vgjax.suite import cell
+from vgjax.config.sweep import cell
 
 PLATEAU = {"train.scheduler": "plateau",
            "train.scheduler_args": {"patience": 0, "factor": 0.1, "threshold": 1e-3}}

@@ -2,7 +2,7 @@
 evaluated on one trained model per repetition (no retraining per row); R@1/5/10/20.
 The baseline row is the single-scale test of the same models."""
 from configs.suites.common import DATASETS, base
-from vgjax.suite import cell
+from vgjax.config.sweep import cell
 
 SCALES = {"5": [0.526, 0.588, 1.0, 1.7, 1.9], "3": [0.526, 1.0, 1.7],
           "3b": [0.667, 1.0, 1.5]}

@@ -1,7 +1,7 @@
 """Table IV: training queries darkened by torchvision's adjust_brightness with a fixed
 factor, R@1/5/10/20 on the night test set (tokyo-night). The first row is the baseline."""
 from configs.suites.common import base
-from vgjax.suite import cell
+from vgjax.config.sweep import cell
 
 FACTORS = [0.05, 0.08, 0.10, 0.12, 0.15, 0.20, 0.30, 0.50]
 

@@ -8,7 +8,7 @@ train.da.target_dir to `<root>/tokyo-night/images/test/queries` (vgjax logs the 
 transductive).
 """
 from configs.suites.common import DATASETS, base
-from vgjax.suite import cell
+from vgjax.config.sweep import cell
 
 DA = {"train.da.enabled": True, "train.da.target_dir": "{root}/night-target/images",
       "train.da.schedule": "ganin", "train.da.ramp_epochs": 3, "train.da.grl_lambda": 0.1,

@@ -4,7 +4,7 @@ The mechanics of the one config system every command uses (train, eval, describe
 the checks of each option live with the code that owns it (`vgjax.checks` gathers them), so
 this package imports nothing else from vgjax (`values`: the error and value checks, `files`:
 config files, `schema`: holding a config to the default one, `overrides`: `--config.`
-parsing):
+parsing, `sweep`: suite files, their grid of cells and the overrides each cell becomes):
 
     config = load_config("configs/resnet18_gem.py:smoke", ["train.lr=1e-4"],
                          schema=default, checks=[...])

@@ -55,19 +55,37 @@ def parse_arg(arg: str | None, **defaults) -> ConfigDict:
     return out
 
 
+def package_root(path: str | os.PathLike) -> Path:
+    """The folder from which the Python file `path` imports its own package by name: the one
+    above the first folder up from the file without an `__init__.py`. `configs/` is a
+    namespace package (no `__init__.py`) and `configs/suites/` a regular one, so both
+    `configs/x.py` and `configs/suites/x.py` give the folder holding `configs/`."""
+    folder = Path(path).resolve().parent
+    while (folder / "__init__.py").is_file():
+        folder = folder.parent
+    return folder.parent
+
+
+def import_file(path: str | os.PathLike, name: str):
+    """Imports the Python file `path` as module `name`, with its `package_root` on sys.path
+    so that `configs/x.py` can import `configs.default` from wherever the command runs."""
+    root = str(package_root(path))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_config_file(path: str | os.PathLike, arg: str | None = None) -> ConfigDict:
     """Imports `path` (optionally `path:arg`) and returns its `get_config(arg)`."""
     path, spec_arg = split_spec(path)
     arg = spec_arg if arg is None else arg
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    root = str(path.resolve().parent.parent)
-    if root not in sys.path:  # lets `configs/x.py` import `configs.default`
-        sys.path.insert(0, root)
-    spec = importlib.util.spec_from_file_location(f"_vgjax_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        module = import_file(path, f"_vgjax_config_{path.stem}")
     except Exception as e:
         raise ConfigError(f"config file {path} failed to load: {type(e).__name__}: {e}") from e
     if not hasattr(module, "get_config"):
