@@ -2,7 +2,7 @@
 
 This file is also the schema every config is held to: a field it does not define is refused
 (with "did you mean"). Experiment configs import it and override a few fields; field meanings
-are in README.md ("Configuration"). Values follow the PyTorch benchmark's defaults.
+are in docs/CONFIG.md. Values follow the PyTorch benchmark's defaults.
 
 `get_config("smoke")` shrinks a config to the tiny synthetic city and a short schedule
 (big_vision's `runlocal` pattern): `python -m vgjax.train --config configs/x.py:smoke`.
@@ -22,7 +22,7 @@ def get_config(arg=None):
     c.data.root = "data"                      # <root>/<name>/images/{train,val,test}/...
     c.data.train_dataset = "pitts30k"         # train + val splits come from this dataset
     c.data.test_datasets = ["pitts30k"]       # test split of each is evaluated at the end
-    c.data.source = "folder"                  # folder | tfds (array_record copy, see README)
+    c.data.source = "folder"                  # folder | tfds (array_record copy, docs/DATASETS.md)
     c.data.tfds_dir = ""                      # where `tfds_builder` wrote the copies
     c.data.resize = (480, 640)                # (H, W) model input size
     c.data.num_workers = 8                    # decoding threads
@@ -36,7 +36,7 @@ def get_config(arg=None):
     c.data.eval_resize = "float"              # float | pil
     c.data.resize_antialias = False           # float resize: antialias (torchvision >= 0.17)
     c.data.jpeg_draft = False                 # decode large JPEGs at 1/2, 1/4, 1/8 (faster,
-    #                                           other pixels: a speed option, see README)
+    #                                           other pixels: a speed option, docs/PARITY.md)
     c.data.train_query_crop = True            # centre-crop training queries outside the
     #                                           aspect range [3/4, 4/3] before resizing (ref.)
     c.data.soft_positives_dist = 25.0         # metres: ground truth, never a negative
@@ -99,12 +99,12 @@ def get_config(arg=None):
     #                                           cosine: t_max (epochs), eta_min
     c.train.query_augment = []                # training queries only, in order, e.g.
     #   ["brightness(0.1)"], ["colour_jitter(brightness=0.4, contrast=0.4)", "hflip(0.5)"]
-    #   (README "Query augmentations"; torchvision semantics)
+    #   (docs/EXTENSIONS.md; torchvision semantics)
     # where they run: "device" = in the train step, on the model-sized image; "host" = the
     # reference's order: on the full-size decoded query, with PIL (uint8 after every op),
     # before its crop and resize (whole-batch hflip stays on the device)
     c.train.augment_on = "device"
-    c.train.da = ml_collections.ConfigDict()  # unsupervised domain adaptation (README)
+    c.train.da = ml_collections.ConfigDict()  # unsupervised domain adaptation (docs/EXTENSIONS.md)
     c.train.da.enabled = False
     c.train.da.target_dir = ""                # folder of unlabeled target-domain images
     c.train.da.weight = 1.0                   # weight of the domain loss term
