@@ -8,9 +8,9 @@ The query is `--image`, or the first (by name) of `<dataset>/images/train/querie
 default dataset is `data/synthetic-demo/pitts30k` (the synthetic city's `demo` preset, which
 `make demo` writes; `python -m vgjax.synthetic --out /tmp/syn --preset tiny` makes a small
 one to pass as `--dataset /tmp/syn/pitts30k`). Each `--augment` is a `train.query_augment`
-spec, applied as the train step applies it (`vgjax.train.augment.make_query_augment`, key
+spec, applied as the train step applies it (`vgjax.data.augment.make_query_augment`, key
 `jax.random.key(seed)`), or with `--on host` as `train.augment_on=host` applies it (on the
-full-size file, then cropped and resized as a training query; `vgjax.train.augment_host`);
+full-size file, then cropped and resized as a training query; `vgjax.data.augment.host`);
 each panel is titled with its spec. With no `--augment` the picture
 is the paper's Fig. 5: the original and brightness factors 0.10, 0.30 and 1.50.
 `docs/augment_preview.png` is that default, drawn from the demo preset's first pitts30k
@@ -27,10 +27,9 @@ import jax
 import numpy as np
 
 from vgjax.config import ConfigError
+from vgjax.data.augment import AUGMENT_ON, HostQueryAugment, check_specs, make_query_augment
 from vgjax.data.ops import train_query
 from vgjax.data.pipeline import load_image
-from vgjax.train.augment import check_specs, make_query_augment
-from vgjax.train.augment_host import AUGMENT_ON, HostQueryAugment
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = ROOT / "data" / "synthetic-demo" / "pitts30k"

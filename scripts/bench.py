@@ -559,9 +559,9 @@ def bench_eval(kit: ModelKit, dataset: Path) -> dict:
     import numpy as np
 
     from vgjax.data.dataset import Index, load_split
+    from vgjax.data.ops import resampling
     from vgjax.data.sources import FOLDER_READER
     from vgjax.eval.evaluate import evaluate
-    from vgjax.eval.evaluate import resampling
     from vgjax.eval.extract import Describer
     from vgjax.eval.methods import ViewPlan
     from vgjax.eval.search import choose_backend, exact_search

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vgjax.config import ConfigError
-from vgjax.train import augment as A
+from vgjax.data import augment as A
 
 H, W = 24, 32
 

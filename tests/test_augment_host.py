@@ -20,7 +20,7 @@ def _image(seed=0, hw=(30, 40)):
 
 
 def _device(op, image, factor):
-    from vgjax.train import augment
+    from vgjax.data import augment
     return np.asarray(getattr(augment, f"adjust_{op}")(image / np.float32(255), factor)) * 255
 
 
@@ -31,7 +31,7 @@ def _device(op, image, factor):
 def test_colour_ops_are_pil_enhancers_within_a_grey_level_of_the_device_formulas(
         op, enhancer, factor):
     from PIL import ImageEnhance
-    from vgjax.train.augment_host import _JITTER
+    from vgjax.data.augment.host import _JITTER
     image = _image()
     index = ("brightness", "contrast", "saturation").index(op)
     host = np.asarray(_JITTER[index](Image.fromarray(image), factor))
@@ -43,7 +43,7 @@ def test_colour_ops_are_pil_enhancers_within_a_grey_level_of_the_device_formulas
 
 @pytest.mark.parametrize("factor", [0.1, -0.1, 0.5, -0.5, 0.27])
 def test_hue_shifts_pil_hsv_hue_as_torchvision_pil(factor):
-    from vgjax.train.augment_host import adjust_hue
+    from vgjax.data.augment.host import adjust_hue
     image = Image.fromarray(_image(1))
     h, s, v = (np.asarray(c) for c in image.convert("HSV").split())
     # torchvision's PIL adjust_hue: np_h += np.array(hue_factor * 255).astype(np.uint8)
@@ -57,7 +57,7 @@ def test_hue_shifts_pil_hsv_hue_as_torchvision_pil(factor):
 
 
 def test_resized_crop_params_fall_back_to_the_ratio_crop_and_stay_inside():
-    from vgjax.train.augment_host import resized_crop_params
+    from vgjax.data.augment.host import resized_crop_params
     rng = np.random.default_rng(0)
     assert resized_crop_params(rng, 60, 80, (1.0, 1.0)) == (0, 0, 60, 80)  # in ratio: whole
     assert resized_crop_params(rng, 60, 200, (1.0, 1.0)) == (0, 60, 60, 80)  # too wide
@@ -70,7 +70,7 @@ def test_resized_crop_params_fall_back_to_the_ratio_crop_and_stay_inside():
 
 
 def test_geometric_ops_on_known_points():
-    from vgjax.train.augment_host import (HOST_OPS, perspective_coeffs, perspective_params)
+    from vgjax.data.augment.host import (HOST_OPS, perspective_coeffs, perspective_params)
     rng = np.random.default_rng(0)
     square = Image.fromarray(_image(2, (24, 24)))
     img = np.asarray(square)
@@ -101,7 +101,7 @@ def test_geometric_ops_on_known_points():
 
 def test_specs_split_into_host_ops_and_whole_batch_ones():
     from vgjax.config import ConfigError
-    from vgjax.train.augment_host import split_specs
+    from vgjax.data.augment.host import split_specs
     host, device = split_specs(["brightness(0.2)", "hflip", "hflip(per_query=True)",
                                 "resized_crop(0.1)", "colour_jitter(hue=0.1)"])
     assert [name for name, _ in host] == ["brightness", "hflip", "resized_crop", "colour_jitter"]
@@ -114,7 +114,7 @@ def test_specs_split_into_host_ops_and_whole_batch_ones():
 def test_host_augment_is_keyed_and_finishes_at_the_model_size(tmp_path):
     from vgjax.data.ops import train_query
     from vgjax.data.pipeline import load_image
-    from vgjax.train.augment_host import HostQueryAugment
+    from vgjax.data.augment.host import HostQueryAugment
     path = tmp_path / "q.png"
     full = _image(4, (60, 90))  # out of ratio: the finish crops it
     Image.fromarray(full).save(path)

@@ -39,13 +39,14 @@ def test_cache_modes_give_identical_losses(city, tmp_path):
 
 def test_a_cache_too_big_is_refused_before_training(city, tmp_path, monkeypatch):
     from vgjax.config import ConfigError
-    from vgjax.train import images, loop
+    from vgjax.data import cache
+    from vgjax.train import loop
     with pytest.raises(ConfigError, match=r"data.cache_decoded=device: 1000 images at "
                                           r"480x640 need 0.86 GB, more than the 0.50 GB .*"
                                           r"use data.cache_decoded=host"):
-        images.check_cache_size("device", 1000, (480, 640), tmp_path, free=2**29)
-    images.check_cache_size("device", 10, (48, 64), tmp_path, free=2**29)   # fits
-    monkeypatch.setattr(images, "available_memory", lambda mode, folder: (1000, "test"))
+        cache.check_cache_size("device", 1000, (480, 640), tmp_path, free=2**29)
+    cache.check_cache_size("device", 10, (48, 64), tmp_path, free=2**29)   # fits
+    monkeypatch.setattr(cache, "available_memory", lambda mode, folder: (1000, "test"))
     with pytest.raises(ConfigError, match="data.cache_decoded=host.*use data.cache_decoded=none"):
         loop.train_and_evaluate(_config(city, "host"), tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -84,7 +85,7 @@ def test_cache_resize_eval_caches_what_the_reference_caches(city):
     from vgjax.data.ops import Resampling, resize
     from vgjax.data.sources import FOLDER_READER, open_split, with_view
     from vgjax.data.ops import train_query
-    from vgjax.train.images import cache_loader
+    from vgjax.data.cache import cache_loader
     from vgjax.train.rounds import device_descriptors
 
     cfg = _config(city, "none", "data.resize=[30,40]", "train.cache_resize=eval")

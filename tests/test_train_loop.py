@@ -126,7 +126,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from vgjax.checks import load_config
 from vgjax.models.network import build_network, init_variables, trainable_mask
 from vgjax.train import optim
-from vgjax.train.augment import make_query_augment
+from vgjax.data.augment import make_query_augment
 from vgjax.train.losses import make_term
 from vgjax.train.step import make_loss_fn, make_train_step
 from vgjax.train.state import TrainState

@@ -19,6 +19,8 @@ import ml_collections
 
 from vgjax import config as cfglib
 from vgjax.config import ConfigError
+from vgjax.data.augment import AUGMENT_ON, check_specs
+from vgjax.data.cache import CACHE_MODES, CACHE_RESIZE
 from vgjax.data.format import list_images
 from vgjax.data.ops import CROP_RESIZES, RESAMPLING_MODES
 from vgjax.data.dataset import split_folder
@@ -36,9 +38,6 @@ from vgjax.train.losses import LOSS_TERMS
 from vgjax.models.domain import DOMAIN_CLASSIFIERS
 from vgjax.train import mining, optim
 from vgjax.train.adaptation import LAMBDA_SCHEDULES
-from vgjax.train.augment import check_specs
-from vgjax.train.augment_host import AUGMENT_ON
-from vgjax.train.images import CACHE_MODES, CACHE_RESIZE
 from vgjax.train.mining import MINERS
 from vgjax.train.optim import OPTIMIZERS, keeps_averaged_weights, optimizer_kwargs
 from vgjax.train.schedules import SCHEDULERS, plateau_patience, scheduler_kwargs

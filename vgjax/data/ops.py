@@ -15,14 +15,16 @@ one `Resampling` setting shared by every op:
 
 `central_crop` scales by max(H/h, W/w) and crops the centre; the reference interpolates that
 scale with `interpolate(scale_factor=s)` (nearest, size floored) -- `crop_resize="nearest"`
--- or vgjax's earlier bilinear resize to the rounded size (`"bilinear"`).
+-- or vgjax's earlier bilinear resize to the rounded size (`"bilinear"`). Each mode is an
+entry of `RESAMPLING_MODES` (`data.eval_resize`), each crop scaling one of `CROP_RESIZES`
+(`test.central_crop_resize`); `resampling(data_cfg, test_cfg)` is evaluation's setting.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -30,29 +32,6 @@ from PIL import Image
 from vgjax.registry import Registry
 
 IMAGE_OPS = Registry("image op", fixed=("image",))
-RESAMPLING_MODES = ("float", "pil")
-CROP_RESIZES = ("nearest", "bilinear")
-
-
-@dataclasses.dataclass(frozen=True)
-class Resampling:
-    """How ops resample: `mode` float | pil, `antialias` (float mode), and the central
-    crop's own interpolation `crop_resize` nearest | bilinear. The defaults are the
-    reference's evaluation path with torchvision 0.8.1, what its published numbers used."""
-    mode: str = "float"
-    antialias: bool = False
-    crop_resize: str = "nearest"
-
-    def __post_init__(self):
-        if self.mode not in RESAMPLING_MODES:
-            raise ValueError(f"resampling mode {self.mode!r}: expected one of {RESAMPLING_MODES}")
-        if self.crop_resize not in CROP_RESIZES:
-            raise ValueError(f"test.central_crop_resize={self.crop_resize!r}: expected one of "
-                             f"{CROP_RESIZES}")
-
-
-REFERENCE = Resampling()
-PIL = Resampling(mode="pil", antialias=True, crop_resize="bilinear")
 
 
 # Weights of torch's separable resizes ---------------------------------------------------------
@@ -134,6 +113,82 @@ def _pil_resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.BILINEAR))
 
 
+# Resampling modes (data.eval_resize), the central crop's scaling (test.central_crop_resize) ---
+
+@dataclasses.dataclass(frozen=True)
+class Resampler:
+    """One resampling mode: `resize(image, (H, W), antialias)`. `floats`: its images come
+    out float32 in [0, 1], never rounded (else uint8). `decoder_resizes`: its resize is the
+    decoder's own (`load_image(path, size)`, Pillow), so an image may be read at its
+    target size directly."""
+    resize: Callable[[np.ndarray, tuple[int, int], bool], np.ndarray]
+    floats: bool
+    decoder_resizes: bool
+
+
+RESAMPLING_MODES = Registry("data.eval_resize")
+RESAMPLING_MODES.register("float")(Resampler(_float_resize, floats=True, decoder_resizes=False))
+RESAMPLING_MODES.register("pil")(Resampler(lambda image, hw, antialias: _pil_resize(image, hw),
+                                           floats=False, decoder_resizes=True))
+
+# (image, (H, W), scale s, Resampling) -> the image scaled by s, at least (H, W)
+CROP_RESIZES = Registry("test.central_crop_resize")
+
+
+@CROP_RESIZES.register("nearest")
+def _scale_nearest(image: np.ndarray, hw: tuple[int, int], s: float,
+                   resampling: Resampling) -> np.ndarray:
+    """The reference's `interpolate(scale_factor=s)`: nearest, sizes floor(h * s),
+    floor(w * s), never below the target."""
+    ih, iw = image.shape[:2]
+    # where floating point puts floor(h * s) one pixel short of the target (the
+    # reference then fails its own shape assertion), the scaled size is the target
+    oh, ow = max(hw[0], math.floor(ih * s)), max(hw[1], math.floor(iw * s))
+    rows = nearest_indices(ih, oh, s)
+    cols = nearest_indices(iw, ow, s)
+    scaled = image[rows][:, cols]
+    if RESAMPLING_MODES.get(resampling.mode).floats:
+        scaled = to_float(scaled)
+    return scaled
+
+
+@CROP_RESIZES.register("bilinear")
+def _scale_bilinear(image: np.ndarray, hw: tuple[int, int], s: float,
+                    resampling: Resampling) -> np.ndarray:
+    """vgjax's earlier crop: `resize` to max(H, round(h * s)) x max(W, round(w * s))."""
+    ih, iw = image.shape[:2]
+    return resize(image, (max(hw[0], round(ih * s)), max(hw[1], round(iw * s))), resampling)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resampling:
+    """How ops resample: `mode` float | pil, `antialias` (float mode), and the central
+    crop's own interpolation `crop_resize` nearest | bilinear. The defaults are the
+    reference's evaluation path with torchvision 0.8.1, what its published numbers used."""
+    mode: str = "float"
+    antialias: bool = False
+    crop_resize: str = "nearest"
+
+    def __post_init__(self):
+        if self.mode not in RESAMPLING_MODES:
+            raise ValueError(f"resampling mode {self.mode!r}: expected one of "
+                             f"{tuple(RESAMPLING_MODES)}")
+        if self.crop_resize not in CROP_RESIZES:
+            raise ValueError(f"test.central_crop_resize={self.crop_resize!r}: expected one of "
+                             f"{tuple(CROP_RESIZES)}")
+
+
+REFERENCE = Resampling()
+PIL = Resampling(mode="pil", antialias=True, crop_resize="bilinear")
+
+
+def resampling(data_cfg, test_cfg) -> Resampling:
+    """How evaluation resamples images (`data.eval_resize`, `data.resize_antialias`,
+    `test.central_crop_resize`)."""
+    return Resampling(mode=data_cfg.eval_resize, antialias=bool(data_cfg.resize_antialias),
+                      crop_resize=test_cfg.central_crop_resize)
+
+
 # The ops --------------------------------------------------------------------------------------
 
 @IMAGE_OPS.register("resize")
@@ -143,9 +198,7 @@ def resize(image: np.ndarray, size: Sequence[int],
     hw = (int(size[0]), int(size[1]))
     if image.shape[:2] == hw:
         return image
-    if resampling.mode == "float":
-        return _float_resize(image, hw, resampling.antialias)
-    return _pil_resize(image, hw)
+    return RESAMPLING_MODES.get(resampling.mode).resize(image, hw, resampling.antialias)
 
 
 def short_side_size(hw: Sequence[int], short: int) -> tuple[int, int]:
@@ -193,19 +246,7 @@ def central_crop(image: np.ndarray, size: Sequence[int],
     hw = (int(size[0]), int(size[1]))
     ih, iw = image.shape[:2]
     s = max(hw[0] / ih, hw[1] / iw)
-    if resampling.crop_resize == "nearest":
-        # where floating point puts floor(h * s) one pixel short of the target (the
-        # reference then fails its own shape assertion), the scaled size is the target
-        oh, ow = max(hw[0], math.floor(ih * s)), max(hw[1], math.floor(iw * s))
-        rows = nearest_indices(ih, oh, s)
-        cols = nearest_indices(iw, ow, s)
-        scaled = image[rows][:, cols]
-        if resampling.mode == "float":
-            scaled = to_float(scaled)
-    else:
-        scaled = resize(image, (max(hw[0], round(ih * s)), max(hw[1], round(iw * s))),
-                        resampling)
-    return center_crop(scaled, hw)
+    return center_crop(CROP_RESIZES.get(resampling.crop_resize)(image, hw, s, resampling), hw)
 
 
 @IMAGE_OPS.register("five_crops")

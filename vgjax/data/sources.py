@@ -66,14 +66,24 @@ def folder_location(data_cfg, name_or_path) -> str:
     return str(under_root)
 
 
-@SOURCES.register("folder")
+def _source(name: str, *, folders: bool):
+    """Registers `open(data_cfg, dataset, split) -> (Split, ImageReader)` as the `data.source`
+    `name`. `folders`: its datasets are folders in the standard format (by name under
+    `data.root`, or by path), whose files other code may list directly."""
+    def add(fn):
+        fn.folders = folders
+        return SOURCES.register(name)(fn)
+    return add
+
+
+@_source("folder", folders=True)
 def _open_folder(data_cfg, dataset, split: str) -> tuple[Split, ImageReader]:
     location = folder_location(data_cfg, dataset)
     return (load_split(location, split, data_cfg.soft_positives_dist,
                        data_cfg.hard_positives_dist), FOLDER_READER)
 
 
-@SOURCES.register("tfds")
+@_source("tfds", folders=False)
 def _open_tfds(data_cfg, dataset, split: str) -> tuple[Split, ImageReader]:
     if not data_cfg.tfds_dir:
         raise ValueError("data.source='tfds' needs data.tfds_dir (where tfds_builder wrote "

@@ -1,12 +1,9 @@
-"""The synthetic city, under its old name: `vgjax.synthetic` is the package.
+"""`python -m vgjax.data.synthetic`: the synthetic city's command under its old name, the same
+as `python -m vgjax.synthetic` (the package it runs when started, and never on import).
 
-    python -m vgjax.data.synthetic --out data --preset demo   # = python -m vgjax.synthetic
+    python -m vgjax.data.synthetic --out data --preset demo
 """
-
-import sys
-
-from vgjax.synthetic import *  # noqa: F401,F403
-from vgjax.synthetic import __all__, main  # noqa: F401
+import runpy
 
 if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module("vgjax.synthetic", run_name="__main__", alter_sys=True)

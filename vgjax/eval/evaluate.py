@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vgjax.data import format as fmt
-from vgjax.data.ops import Resampling
+from vgjax.data.ops import resampling
 from vgjax.data.sources import FOLDER_READER
 from vgjax.eval.report import save_pictures, save_predictions, save_recall_curve
 from vgjax.eval.extract import extract_descriptors
@@ -70,13 +70,6 @@ def query_domains(paths, domains=("day", "sunset", "night")) -> np.ndarray:
         words = re.split(r"[_\-\s]+", fmt.parse_fields(p)["note"].lower())
         out.append(next((d for d in domains if d in words), ""))
     return np.array(out, dtype=str)
-
-
-def resampling(data_cfg, test_cfg) -> Resampling:
-    """How evaluation resamples images (`data.eval_resize`, `data.resize_antialias`,
-    `test.central_crop_resize`)."""
-    return Resampling(mode=data_cfg.eval_resize, antialias=bool(data_cfg.resize_antialias),
-                      crop_resize=test_cfg.central_crop_resize)
 
 
 def fit_pca(test_cfg, data_cfg, describe, database_store: DescriptorStore | None = None,

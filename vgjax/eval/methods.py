@@ -223,7 +223,8 @@ class ViewPlan:
 
     def load_views(self, path: str) -> list[np.ndarray]:
         """Decodes `path` once and returns its views (scale-major), (h, w, 3) each."""
-        if self.impl.one_resize and len(self.sizes) == 1 and self.resampling.mode == "pil":
+        if self.impl.one_resize and len(self.sizes) == 1 and \
+                ops.RESAMPLING_MODES.get(self.resampling.mode).decoder_resizes:
             # the reader resizes (with JPEG draft decoding where data.jpeg_draft allows it)
             return [self.read(path, self.sizes[0])]
         return self.views(self.read(path))

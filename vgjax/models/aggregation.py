@@ -236,6 +236,3 @@ def uses_kmeans_init(model_cfg) -> bool:
 def aggregation_dim(aggregation: str, channels: int, clusters: int) -> int:
     """Output size of an aggregation on `channels`-dim local features (before any fc)."""
     return AGGREGATIONS.get(aggregation).dim(channels, clusters)
-
-
-from vgjax.models import crn as _crn  # noqa: E402,F401  (registers "crn")

@@ -12,7 +12,6 @@ writes `results.json`).
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
@@ -23,8 +22,10 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vgjax.checks import validate_training
+from vgjax.data.augment import host_query_augment, make_query_augment
+from vgjax.data.cache import CACHE_MODES, cache_loader, decode_once, target_images
 from vgjax.data.dataset import check_evaluable
-from vgjax.data.ops import PIL, resize, train_query
+from vgjax.data.ops import train_query
 from vgjax.data.sources import open_split, with_view
 from vgjax.eval import evaluators
 from vgjax.eval.extract import Describer
@@ -33,9 +34,6 @@ from vgjax.models.io import load_model
 from vgjax.models.network import build_network, make_describe_fn
 from vgjax.train import checkpoint, mining, multihost, optim, run_dir
 from vgjax.train.adaptation import DomainAdaptation, network_variables
-from vgjax.train.augment import make_query_augment
-from vgjax.train.augment_host import HostQueryAugment
-from vgjax.train.images import cache_loader, decode_once, target_images
 from vgjax.train.init import initial_state
 from vgjax.train.interrupt import interrupted
 from vgjax.train.losses import make_term
@@ -90,7 +88,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
     # file names do not say night / sideways); None: uniform
     weights = mining.get_miner(t.mining).query_weights(train.queries.paths)
     cache_load = cache_loader(config, reader)  # None: the cache reads the training images
-    host_augment = _host_augment(config, reader)  # None: queries augmented in the train step
+    host_augment = host_query_augment(config, reader)  # None: queries augmented in the train step
     if config.data.train_query_crop:  # the reference's RandomResizedCrop(scale=(1, 1))
         reader = with_view(reader, train.queries.paths, train_query)
     evals = evaluators.build_all(config)
@@ -101,12 +99,14 @@ def _train_and_evaluate(config, run: Path) -> dict:
     mesh = make_mesh(int(t.num_devices))
     _check_devices(t, mesh)
     pool = None
-    if config.data.cache_decoded != "none":
+    cache_mode = CACHE_MODES.get(config.data.cache_decoded)
+    if cache_mode.decodes:
         reader, decoded = decode_once(config, run, train, reader, epoch_evals)
-        if config.data.cache_decoded == "device":  # replicated: every device gathers locally
+        if cache_mode.on_device:  # replicated: every device gathers locally
             pool = jax.device_put(np.asarray(decoded.array), NamedSharding(mesh, P()))
-            log.info("data.cache_decoded=device: %d training images (%.2f GB) on %d device(s)",
-                     len(decoded), pool.nbytes / 2**30, mesh.devices.size)
+            log.info("data.cache_decoded=%s: %d training images (%.2f GB) on %d device(s)",
+                     config.data.cache_decoded, len(decoded), pool.nbytes / 2**30,
+                     mesh.devices.size)
     log.info("%s; %s", train.summary(), "; ".join(
         e.open(d)[0].summary() for e in epoch_evals for d in e.datasets))
     target = target_images(config, run) if t.da.enabled else None
@@ -145,17 +145,6 @@ def _train_and_evaluate(config, run: Path) -> dict:
     finally:
         ctx.metrics.close()
     return _final(config, run, evals, describe)
-
-
-def _host_augment(config, source_reader) -> HostQueryAugment | None:
-    """`train.augment_on=host`: the query read at full size from its file (`source_reader`,
-    never a decoded cache), augmented, then cropped and resized as training queries are."""
-    if config.train.augment_on != "host":
-        return None
-    finish = train_query if config.data.train_query_crop else \
-        functools.partial(resize, resampling=PIL)
-    return HostQueryAugment(list(config.train.query_augment), tuple(config.data.resize),
-                            int(config.seed), read_full=source_reader, finish=finish)
 
 
 def _steps_per_epoch(t) -> int:

@@ -1,7 +1,8 @@
 """The image arithmetic of the query augmentations, with torchvision's formulas on float
 images (H, W, 3) in [0, 1]: colour adjustments (`adjust_*`, HSV), bilinear / nearest
 sampling, perspective, crop-and-resize and rotation. Pure jnp functions of arrays and
-already drawn parameters; `vgjax.train.augment` draws the parameters and registers the ops.
+already drawn parameters; `vgjax.data.augment.device` draws the parameters and registers
+the ops.
 """
 from __future__ import annotations
 

@@ -23,14 +23,15 @@ tensor path (`transforms/_functional_tensor.py`), not dm-pix's or TF's: brightne
 product (TF adds), contrast blends with the mean of the grayscale image (TF: per-channel
 means), grayscale is 0.2989 R + 0.587 G + 0.114 B, hue rotates in torchvision's HSV.
 
-Argument checks happen in Python, when a spec is parsed (`check_specs`), before any work:
-a bad value is a ConfigError naming `train.query_augment`.
+Each op registers in `AUGMENTATIONS` (`vgjax.data.augment.specs`) with the check of its
+arguments, which runs in Python when a spec is parsed (`check_specs`), before any work: a bad
+value is a ConfigError naming `train.query_augment`.
 
 Where this differs from the reference: the reference runs these transforms on PIL images at
 their original resolution (uint8 after every op, PIL's enhancers and resamplers) before
 resizing to the model size; here they run on the already model-sized float image (no
 rounding between ops), so `resized_crop` crops the model-sized query and upsamples the crop.
-`train.augment_on=host` runs the reference's order instead (`vgjax.train.augment_host`).
+`train.augment_on=host` runs the reference's order instead (`vgjax.data.augment.host`).
 Random numbers come from `jax.random`, not torch's generator: the distributions are
 torchvision's, the draws are not. Arithmetic is float32 throughout, so where torchvision
 solves the perspective system in float64, or sits exactly on a rounding tie (nearest
@@ -47,24 +48,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from vgjax.config import ConfigError
-from vgjax.registry import Registry, Spec
-from vgjax.train.augment_ops import (CROP_ATTEMPTS, CROP_RATIO, GRAY_WEIGHTS, adjust_brightness,
-                                     adjust_contrast, adjust_hue, adjust_saturation, blend,
-                                     crop_resize, hsv_to_rgb, perspective_coeffs,
-                                     perspective_params, resized_crop_params, rgb_to_grayscale,
-                                     rgb_to_hsv, rotate, sample_bilinear, sample_nearest,
-                                     warp_perspective)
-
-__all__ = ["AUGMENTATIONS", "CROP_ATTEMPTS", "CROP_RATIO", "GRAY_WEIGHTS", "UINT8_TO_FLOAT",
-           "adjust_brightness", "adjust_contrast", "adjust_hue", "adjust_saturation",
-           "apply_colour_jitter", "blend", "brightness", "check_specs", "colour_jitter",
-           "colour_jitter_params", "colour_jitter_ranges", "crop_resize", "hflip", "hsv_to_rgb",
-           "make_query_augment", "perspective", "perspective_coeffs", "perspective_params",
-           "resized_crop", "resized_crop_params", "rgb_to_grayscale", "rgb_to_hsv", "rotate",
-           "rotation", "sample_bilinear", "sample_nearest", "warp_perspective"]
-
-AUGMENTATIONS = Registry("train.query_augment", fixed=("image", "key"))
+from vgjax.data.augment.ops import (adjust_brightness, adjust_contrast, adjust_hue,
+                                    adjust_saturation, crop_resize, perspective_coeffs,
+                                    perspective_params, resized_crop_params, rotate,
+                                    warp_perspective)
+from vgjax.data.augment.specs import AUGMENTATIONS, check_specs, register
 
 # uint8 -> float32 k / 255, correctly rounded: under jit XLA turns `x / 255.0` into
 # `x * (1 / 255)`, which is off by one ulp for about half the values
@@ -89,17 +77,6 @@ def _number(name: str, value, low: float | None = None, high: float | None = Non
 
 def _probability(p) -> float:
     return _number("p", p, 0.0, 1.0)
-
-
-def _register(name: str, check: Callable, whole_batch: Callable | None = None):
-    """Registers an op with `check(**spec arguments)`, which raises ValueError (TypeError)
-    on a bad value (called by `check_specs`), and `whole_batch(**spec arguments) -> bool`: whether the
-    op acts on every row of the batch at once rather than per query."""
-    def add(fn):
-        fn.check_args = check
-        fn.whole_batch = whole_batch or (lambda **kwargs: False)
-        return AUGMENTATIONS.register(name)(fn)
-    return add
 
 
 def _maybe(key, p: float, changed, unchanged):
@@ -127,7 +104,7 @@ def _brightness_args(factor=None, low=None, high=None, p=1.0):
     return lo, hi, _probability(p)
 
 
-@_register("brightness", _brightness_args)
+@register("brightness", _brightness_args)
 def brightness(image, key, factor=None, low=None, high=None, p=1.0):
     """clamp(image * f, 0, 1) with probability p: f fixed (`factor`; < 1 darkens, > 1
     brightens; the paper's Table IV: 0.05 .. 0.5) or uniform in [low, high)."""
@@ -197,7 +174,7 @@ def apply_colour_jitter(image, order, factors, active: Sequence[bool]):
     return lax.fori_loop(0, 4, body, image)
 
 
-@_register("colour_jitter", colour_jitter_ranges)
+@register("colour_jitter", colour_jitter_ranges)
 def colour_jitter(image, key, brightness=0, contrast=0, saturation=0, hue=0):
     """torchvision ColorJitter: brightness/contrast/saturation factors uniform in
     [max(0, 1 - s), 1 + s], hue uniform in [-h, h] (h <= 0.5), or explicit [low, high]
@@ -214,7 +191,7 @@ def _perspective_args(distortion_scale=0.5, p=0.5):
     return _number("distortion_scale", distortion_scale, 0.0, 1.0), _probability(p)
 
 
-@_register("perspective", _perspective_args)
+@register("perspective", _perspective_args)
 def perspective(image, key, distortion_scale=0.5, p=0.5):
     """torchvision RandomPerspective(distortion_scale, p): random inward corner moves,
     bilinear, fill 0."""
@@ -231,7 +208,7 @@ def _resized_crop_args(r):
     return _number("r", r, 0.0, 1.0, high_open=True)
 
 
-@_register("resized_crop", _resized_crop_args)
+@register("resized_crop", _resized_crop_args)
 def resized_crop(image, key, r):
     """torchvision RandomResizedCrop(size=(H, W), scale=(1 - r, 1), ratio=(3/4, 4/3)) on the
     model-sized query, bilinear."""
@@ -254,7 +231,7 @@ def _rotation_args(degrees):
     return -d, d
 
 
-@_register("rotation", _rotation_args)
+@register("rotation", _rotation_args)
 def rotation(image, key, degrees):
     """torchvision RandomRotation(degrees): angle uniform in [-degrees, degrees] (or in
     [low, high] for a pair), counter-clockwise, nearest, no expand, fill 0."""
@@ -271,7 +248,7 @@ def _hflip_args(p=0.5, per_query=False):
     return _probability(p), per_query
 
 
-@_register("hflip", _hflip_args, whole_batch=lambda p=0.5, per_query=False: not per_query)
+@register("hflip", _hflip_args, whole_batch=lambda p=0.5, per_query=False: not per_query)
 def hflip(image, key, p=0.5, per_query=False):
     """Mirror left-right with probability p. `image` is (..., H, W, 3): one query
     (`per_query=True`, each query its own draw) or, with `per_query=False` (the reference's
@@ -280,27 +257,7 @@ def hflip(image, key, p=0.5, per_query=False):
     return _maybe(key, p, jnp.flip(image, axis=-2), image)
 
 
-# Specs and the builder ------------------------------------------------------------------------
-
-def check_specs(specs: Sequence[str] | str) -> list[Spec]:
-    """Parses and validates every spec without running anything: unknown ops and arguments
-    (the registry's errors) and bad values (each op's checks) are ConfigErrors naming
-    `train.query_augment`. Returns the parsed specs (arguments as keywords)."""
-    if isinstance(specs, str):
-        specs = [specs]
-    if not isinstance(specs, Sequence):
-        raise ConfigError(f"{AUGMENTATIONS.option}: expected a list of specs such as "
-                          f"['brightness(0.3)'], got {specs!r}")
-    parsed = []
-    for text in specs:
-        spec = AUGMENTATIONS.check(text)
-        try:
-            AUGMENTATIONS.get(spec.name).check_args(**spec.kwargs)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"{AUGMENTATIONS.option}: {spec}: {e}") from None
-        parsed.append(spec)
-    return parsed
-
+# The builder ----------------------------------------------------------------------------------
 
 def make_query_augment(specs: Sequence[str] | str, group_size: int) -> Callable | None:
     """`augment(images (B * group_size, H, W, 3) uint8 or float32 in [0, 1], key) -> float32

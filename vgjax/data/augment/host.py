@@ -19,22 +19,25 @@ Draws come from `numpy.random.default_rng([seed, step, index, 4])`: the step is 
 train step and `index` the query's place in the step's batch, so the same run draws the
 same, on any number of processes or loader threads, and a resumed run draws what the
 uninterrupted one did. The distributions are torchvision's; the draws are not torch's.
-The spec syntax and argument checks are those of the device ops (`vgjax.train.augment`).
+The spec syntax and argument checks are those of the device ops (`vgjax.data.augment.specs`).
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from vgjax.train.augment import AUGMENTATIONS, CROP_ATTEMPTS, CROP_RATIO, check_specs
+from vgjax.data.augment.ops import CROP_ATTEMPTS, CROP_RATIO
+from vgjax.data.augment.specs import AUGMENTATIONS, check_specs
+from vgjax.data.ops import PIL, resize, train_query
+from vgjax.registry import Registry
 
-__all__ = ["HOST_OPS", "HostQueryAugment", "adjust_hue", "perspective_coeffs",
-           "perspective_params", "resized_crop_params", "split_specs"]
+__all__ = ["AUGMENT_ON", "HOST_OPS", "HostQueryAugment", "adjust_hue", "host_query_augment",
+           "perspective_coeffs", "perspective_params", "resized_crop_params", "split_specs"]
 
-AUGMENT_ON = ("device", "host")  # train.augment_on
 _STREAM = 4  # the last word of every host augmentation seed (other streams use 0..3)
 
 HOST_OPS: dict[str, Callable] = {}
@@ -210,3 +213,31 @@ class HostQueryAugment:
             image = HOST_OPS[name](image, rng, self.size, *args)
         out = np.asarray(image)
         return out if out.shape[:2] == self.size else self.finish(out, self.size)
+
+
+# Where the queries are augmented (train.augment_on) -----------------------------------------
+
+# (config, the source's reader) -> HostQueryAugment, or None: the train step augments them
+AUGMENT_ON = Registry("train.augment_on")
+
+
+@AUGMENT_ON.register("device")
+def _on_device(config, source_reader) -> None:
+    """The train step augments the model-sized queries on the device."""
+    return None
+
+
+@AUGMENT_ON.register("host")
+def _on_host(config, source_reader) -> HostQueryAugment:
+    """The query read at full size from its file (`source_reader`, never a decoded cache),
+    augmented, then cropped and resized as training queries are."""
+    finish = train_query if config.data.train_query_crop else \
+        functools.partial(resize, resampling=PIL)
+    return HostQueryAugment(list(config.train.query_augment), tuple(config.data.resize),
+                            int(config.seed), read_full=source_reader, finish=finish)
+
+
+def host_query_augment(config, source_reader) -> HostQueryAugment | None:
+    """`train.augment_on`: what augments each training query on the host as it is loaded,
+    or None where the train step augments the queries."""
+    return AUGMENT_ON.get(config.train.augment_on)(config, source_reader)
