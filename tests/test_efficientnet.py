@@ -386,6 +386,20 @@ def test_convert_script_both_layouts_then_describe(tmp_path, lite0, capsys):
     assert_close(np.load(out), expected)
 
 
+def test_bundled_weights_are_read_once_and_read_only(monkeypatch):
+    """The config checks and the initialisation both ask for the weights: one read."""
+    calls = []
+    real = pretrained.load_torch_checkpoint
+    monkeypatch.setattr(pretrained, "load_torch_checkpoint",
+                        lambda path: calls.append(path) or real(path))
+    pretrained._read_weights.cache_clear()
+    a = pretrained.imagenet_state_dict("efficientnet_lite0")
+    b = pretrained.imagenet_state_dict("efficientnet_lite0")
+    assert len(calls) == 1 and a is not b and a.keys() == b.keys()
+    with pytest.raises(ValueError, match="read-only"):
+        a["_conv_stem.weight"][...] = 0
+
+
 def test_conversion_errors_name_the_keys():
     sd = pretrained.imagenet_state_dict("efficientnet_lite1")
     with pytest.raises(CheckpointError, match="backbone is efficientnet_lite1_head, not "

