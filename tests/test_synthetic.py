@@ -218,12 +218,53 @@ def test_night_is_darker_than_day(tiny):
     for i, (e, n) in enumerate(_street_points(root, 8, rng)):
         h = rng.uniform(0, 360)
         for t, values in means.items():
-            values.append(
-                synthetic.render_view(e, n, h, time_of_day=t, rng=i, size=(48, 64)).mean()
-            )
+            img = synthetic.render_view(e, n, h, time_of_day=t, rng=i, size=(48, 64))
+            values.append(np.median(img.mean(-1)))  # the lit signs aside
     day, sunset, night = (np.array(means[t]) for t in synthetic.TIMES_OF_DAY)
-    assert np.mean(night < day) >= 0.75
+    assert np.mean(night < day) >= 0.75, means  # even exposed up as a phone does at night
     assert night.mean() < 0.6 * day.mean() and night.mean() < 0.8 * sunset.mean(), means
+
+
+def test_night_is_exposed_as_a_phone_exposes_it(tiny, monkeypatch):
+    """At night the camera's gain lifts the frame's median towards the time of day's target
+    (so facades show beside the lit signs), at most by its max_gain; by day nothing changes."""
+    import dataclasses
+    from vgjax.synthetic import styles
+    root, _ = tiny
+    points = _street_points(root, 6, np.random.default_rng(3))
+    night = styles.TIMES["night"]
+    assert night.auto_exposure > 0 and night.max_gain > 1
+    assert styles.TIMES["day"].auto_exposure == 0 and styles.TIMES["sunset"].auto_exposure == 0
+
+    def medians():
+        return np.array([np.median(synthetic.render_view(
+            e, n, 90.0 * i, time_of_day="night", rng=i, size=(48, 64)).mean(-1))
+            for i, (e, n) in enumerate(points)])
+
+    auto = medians()
+    monkeypatch.setitem(styles.TIMES, "night", dataclasses.replace(night, auto_exposure=0.0))
+    fixed = medians()
+    assert np.all(auto > fixed * 1.5), (auto, fixed)
+    assert auto.mean() > 35 and fixed.mean() < 25, (auto, fixed)
+
+
+def test_city_file_says_what_built_it(tiny, tmp_path):
+    """Each folder's city.json names the preset, seed, conditions and renderer version;
+    `is_current` lists the folders that are missing or were built otherwise."""
+    import json
+    from vgjax.synthetic.build import CITY_FILE, CITY_VERSION, is_current
+    root, _ = tiny
+    assert is_current(root, "tiny", datasets=("pitts30k", "sf-xs", "tokyo-xs")) == []
+    assert json.loads((root / "pitts30k" / CITY_FILE).read_text()) == {
+        "preset": "tiny", "seed": 0, "varied_conditions": False, "version": CITY_VERSION}
+    assert is_current(root, "tiny", seed=1, datasets=("pitts30k",)) == ["pitts30k"]
+    assert is_current(root, "demo", datasets=("sf-xs",)) == ["sf-xs"]
+    assert is_current(tmp_path, "tiny", datasets=("pitts30k",)) == ["pitts30k"]
+    old = tmp_path / "pitts30k"
+    (old / "images").mkdir(parents=True)
+    (old / CITY_FILE).write_text(json.dumps({"preset": "tiny", "seed": 0,
+                                             "varied_conditions": False, "version": 1}))
+    assert is_current(tmp_path, "tiny", datasets=("pitts30k",)) == ["pitts30k"]
 
 
 def test_render_is_a_function_of_its_arguments(tiny):
@@ -239,7 +280,7 @@ def test_night_subset_alone_matches(tiny, tmp_path):
     root, _ = tiny
     synthetic.generate(tmp_path, "tiny", seed=0, workers=1, datasets=("tokyo-night",))
     assert sorted(os.listdir(tmp_path)) == ["tokyo-night"]
-    assert sorted(os.listdir(tmp_path / "tokyo-night")) == ["images"]
+    assert sorted(os.listdir(tmp_path / "tokyo-night")) == ["city.json", "images"]
     assert _digests(tmp_path, "tokyo-night") == _digests(root, "tokyo-night")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import multiprocessing
 import os
 import shutil
@@ -104,6 +105,36 @@ def _times(names: list[str]) -> dict[str, int]:
     return notes
 
 
+# Bumped whenever the same preset and seed render other pixels (v2: night views are exposed
+# automatically, as a phone exposes them).
+CITY_VERSION = 2
+CITY_FILE = "city.json"  # <out_root>/<name>/city.json: what built that folder
+
+
+def _identity(preset: str, seed: int, varied: bool) -> dict:
+    return {"preset": preset, "seed": seed, "varied_conditions": varied, "version": CITY_VERSION}
+
+
+def is_current(out_root: str | os.PathLike, preset: str, seed: int = 0,
+               datasets: tuple[str, ...] = ALL_OUTPUTS, varied_conditions: bool | None = None
+               ) -> list[str]:
+    """The names among `datasets` under `out_root` that this code would not render as they
+    are: missing, or built by another preset, seed, conditions or version of the renderer
+    (their `city.json`). Empty when every folder is current."""
+    p = PRESETS[preset]
+    varied = p.varied_conditions if varied_conditions is None else bool(varied_conditions)
+    want = _identity(preset, seed, varied)
+    stale = []
+    for name in datasets:
+        try:
+            have = json.loads((Path(out_root) / name / CITY_FILE).read_text())
+        except (OSError, ValueError):
+            have = None
+        if have != want or not (Path(out_root) / name / "images").is_dir():
+            stale.append(name)
+    return stale
+
+
 def generate(
     out_root: str | os.PathLike,
     preset: str = "tiny",
@@ -173,6 +204,9 @@ def generate(
                 copied += 1
         if staging is not None:
             shutil.rmtree(staging)
+
+    for name in datasets:  # what was built, for `is_current`
+        (root / name / CITY_FILE).write_text(json.dumps(_identity(preset, seed, varied)) + "\n")
 
     summary = {
         "preset": preset,

@@ -340,6 +340,9 @@ def render(
     # Down-sample, then the camera: exposure, white balance, tone, saturation, vignette, noise.
     if ss > 1:
         img = img.reshape(size[0], ss, size[1], ss, 3).mean(axis=(1, 3))
+    if tod.auto_exposure > 0:
+        median = float(np.median(img.mean(-1))) * exposure
+        exposure *= min(max(tod.auto_exposure / max(median, 1e-4), 1.0), tod.max_gain)
     img = img * exposure * np.array(cam.gains)
     img = 0.5 + (img - 0.5) * cam.contrast
     lum = img.mean(-1, keepdims=True)

@@ -228,6 +228,10 @@ class TimeOfDay:
     exposure: float
     noise: float
     clouds: float
+    # A phone's automatic exposure (night): the gain that brings the frame's median luminance
+    # to this level, at most `max_gain` and never below 1 (0: the fixed `exposure` alone).
+    auto_exposure: float = 0.0
+    max_gain: float = 1.0
 
 
 TIMES = {
@@ -278,6 +282,8 @@ TIMES = {
         exposure=1.1,
         noise=0.04,
         clouds=0.0,
+        auto_exposure=0.16,
+        max_gain=6.0,
     ),
 }
 
