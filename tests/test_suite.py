@@ -86,7 +86,7 @@ def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
     assert "[done]    ok-rep0" in again.stdout and "[train]   ok-rep0" not in again.stdout
 
 
-@pytest.mark.parametrize("variant", ["paper", "city"])
+@pytest.mark.parametrize("variant", ["paper", "city", "demo"])
 def test_every_shipped_suite_cell_validates(variant):
     """Each cell of each table's suite is a config the checks accept (no run)."""
     from vgjax.checks import load_config

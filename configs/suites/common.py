@@ -4,18 +4,32 @@ Every suite runs the paper's setting by default: `configs/resnet18_netvlad.py`
 (ResNet-18-conv4 + NetVLAD from ImageNet weights, Adam 1e-5, weight decay 1e-3, trained on
 Pitts30k, tested on pitts30k, sf-xs, tokyo-xs and tokyo-night); pass the converted ImageNet
 weights with --config.model.pretrained through the suite's `overrides` or an edited copy.
-`get_suite("city")` switches to `configs/city.py`, the recipe for the synthetic city
-(a narrow ResNet-18-conv4 from scratch at 96x128, shorter epochs), which is what the
-committed results in docs/results/ ran.
+`get_suite("city")` switches to `configs/city.py`, the earlier recipe for the synthetic city
+(a narrow ResNet-18-conv4 from scratch at 96x128, shorter epochs); `get_suite("demo")` to
+`configs/demo.py`, `make demo`'s recipe (ImageNet-pretrained EfficientNet-Lite0 + NetVLAD-16
+fine-tuned at 96x128).
 """
 DATASETS = ["pitts30k", "sf-xs", "tokyo-xs", "tokyo-night"]
 PAPER = "configs/resnet18_netvlad.py"
 CITY = "configs/city.py"
+DEMO = "configs/demo.py"
+VARIANTS = {"paper": PAPER, "city": CITY, "demo": DEMO}
 
 
 def base(arg: str | None) -> str:
-    if arg in (None, "", "paper"):
+    """The base config of a suite variant: 'paper' (default), 'city' (from scratch on the
+    synthetic city) or 'demo' (`make demo`'s recipe: ImageNet-pretrained EfficientNet-Lite0
+    fine-tuned on the synthetic city)."""
+    if arg in (None, ""):
         return PAPER
-    if arg == "city":
-        return CITY
-    raise ValueError(f"suite argument {arg!r}: expected 'paper' (default) or 'city'")
+    if arg not in VARIANTS:
+        raise ValueError(f"suite argument {arg!r}: expected one of {', '.join(VARIANTS)}")
+    return VARIANTS[arg]
+
+
+def overrides(arg: str | None, before_training: bool = False) -> dict:
+    """Overrides every cell of a variant shares: the 'demo' recipe tests its pretrained
+    network before training (`evals.before_training`) only where a table shows it."""
+    if arg == "demo" and not before_training:
+        return {"evals.before_training.when": []}
+    return {}

@@ -6,7 +6,7 @@ improvement (train.patience), so ReduceLROnPlateau uses patience 0 (the rate dro
 every epoch without improvement, factor 0.1, relative threshold 1e-3) and CosineAnnealingLR
 a period of t_max = 5 epochs (eta_min 0): Fig. 3 plots the rate of each scheduled row.
 """
-from configs.suites.common import DATASETS, base
+from configs.suites.common import DATASETS, base, overrides
 from vgjax.config.sweep import cell
 
 PLATEAU = {"train.scheduler": "plateau",
@@ -38,5 +38,5 @@ def get_suite(arg=None):
              for opt, lr, wd, sched in ROWS]
     return dict(name="table2_optimizers",
                 title="Table II: optimizers, learning rates, weight decay and schedulers",
-                config=base(arg), cells=cells, datasets=DATASETS, recalls=["R@1", "R@5"],
+                config=base(arg), overrides=overrides(arg), cells=cells, datasets=DATASETS, recalls=["R@1", "R@5"],
                 plots=["val", "lr"], notes=__doc__.split("\n\n", 1)[1].strip())

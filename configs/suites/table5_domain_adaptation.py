@@ -7,7 +7,7 @@ The paper adapted to tokyo-night's own test queries (transductive); to rerun tha
 train.da.target_dir to `<root>/tokyo-night/images/test/queries` (vgjax logs the run as
 transductive).
 """
-from configs.suites.common import DATASETS, base
+from configs.suites.common import DATASETS, base, overrides
 from vgjax.config.sweep import cell
 
 DA = {"train.da.enabled": True, "train.da.target_dir": "{root}/night-target/images",
@@ -18,7 +18,7 @@ DA = {"train.da.enabled": True, "train.da.target_dir": "{root}/night-target/imag
 def get_suite(arg=None):
     return dict(name="table5_domain_adaptation",
                 title="Table V: domain adaptation towards night images",
-                config=base(arg),
+                config=base(arg), overrides=overrides(arg),
                 cells=[cell("netvlad", {"model": "baseline"}),
                        cell("domain-adaptation", {"model": "domain adaptation"}, **DA)],
                 datasets=DATASETS, recalls=["R@1", "R@5"], plots=["val"],
