@@ -2,7 +2,8 @@
 
 1. builds the synthetic city (`demo` preset: a Pitts30k-like train/val/test set, sf-xs,
    tokyo-xs and tokyo-night-like test sets, an unlabeled night-target folder) unless it is
-   already there, and checks it with `vgjax.data.inspect`;
+   already there as this version of the generator renders it (each folder's city.json),
+   and checks it with `vgjax.data.inspect`;
 2. two reference points on the four test sets: the recalls of a random ranking (chance) and
    a trivial baseline, raw-pixel thumbnails;
 3. trains ImageNet-pretrained EfficientNet-Lite0 + NetVLAD and + GeM (configs/demo.py); each
@@ -12,8 +13,10 @@
    query (`vgjax.eval.compare`: exact McNemar p-values) and says on which test sets it is
    clearly better than both;
 5. the paper's extensions on the NetVLAD model: multi-scale testing (avg of scales
-   [0.667, 1, 1.5], one of the paper's Table III lists) and darkened training queries
-   (brightness 0.1, the paper's Table IV) for the night queries, each paired against NetVLAD;
+   [0.667, 1, 1.5], one of the paper's Table III lists) and, for the night queries,
+   darkened training queries (brightness 0.1, the paper's Table IV) and unsupervised domain
+   adaptation towards the unlabeled night-target images (a gradient-reversal layer, the
+   paper's Table V), each paired against NetVLAD;
 6. writes the report, `report.md` (tables) and `report.json` (per test set and model the
    recalls; every paired test with its p-value), pictures of queries with their
    predictions, and says where they are.
@@ -32,13 +35,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 DATASETS = ("pitts30k", "sf-xs", "tokyo-xs", "tokyo-night")
 RECALLS = ("R@1", "R@5")
 SCALES = "[0.667,1.0,1.5]"
 MODELS = {"netvlad": "NetVLAD", "gem": "GeM"}  # run folder -> label
-EXTENSIONS = {"multiscale": f"+ multi-scale avg {SCALES}", "brightness": "+ brightness 0.1"}
+EXTENSIONS = {"multiscale": f"+ multi-scale avg {SCALES}", "brightness": "+ brightness 0.1",
+              "da": "+ DA to night"}
 BEFORE = "before_training"  # the evals entry of configs/demo.py run before training
 ALPHA = 0.05
 
@@ -149,9 +152,12 @@ def main() -> int:
     py = sys.executable
     start = time.perf_counter()
     root, work = Path(args.root), Path(args.workdir)
-    if not all((root / d / "images").is_dir() for d in (*DATASETS, "night-target")):
+    from vgjax.synthetic.build import is_current
+    stale = is_current(root, args.preset)
+    if stale:  # missing, or rendered by another preset, seed or version of the renderer
+        print(f"{root}: (re)building {', '.join(stale)}", flush=True)
         run([py, "-m", "vgjax.synthetic", "--out", str(root), "--preset", args.preset,
-             "--overwrite"])
+             "--datasets", ",".join(stale), "--overwrite"])
     run([py, "-m", "vgjax.data.inspect", str(root / "pitts30k")])
     trivial = trivial_baseline(root, work / "trivial")
     common = ["--config", args.config, f"--config.data.root={root}"]
@@ -164,6 +170,12 @@ def main() -> int:
          "--config.test.num_pictures=8"])
     run([py, "-m", "vgjax.train", *common, "--workdir", str(work / "brightness"),
          "--config.train.query_augment=[brightness(0.1)]", f"--config.evals.{BEFORE}.when=[]"])
+    run([py, "-m", "vgjax.train", *common, "--workdir", str(work / "da"),
+         "--config.train.da.enabled=true",
+         f"--config.train.da.target_dir={root / 'night-target' / 'images'}",
+         "--config.train.da.schedule=ganin", "--config.train.da.ramp_epochs=2",
+         "--config.train.da.grl_lambda=0.1",
+         f"--config.evals.{BEFORE}.when=[]"])
 
     write_report(root, work, args.preset, args.config, trivial)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; report: {work / 'report.md'}"
@@ -193,8 +205,8 @@ def write_report(root: Path, work: Path, preset: str, config: str, trivial: dict
     verdicts = {label: beats(main_records, label, ["thumbnails", f"{label} before training"])
                 for label in MODELS.values()}
     domains = {label: load(work / folder / "results_domains.json")["tokyo-xs"]
-               for folder, label in (("netvlad", "NetVLAD"), ("brightness",
-                                                            EXTENSIONS["brightness"]))}
+               for folder, label in (("netvlad", "NetVLAD"),
+                                     *((f, EXTENSIONS[f]) for f in ("brightness", "da")))}
 
     def verdict_line(label):
         yes = verdicts[label]
@@ -223,7 +235,7 @@ def write_report(root: Path, work: Path, preset: str, config: str, trivial: dict
         table("NetVLAD, tokyo-xs per domain", domains, datasets=("day", "sunset", "night")),
         "", f"Pictures of queries beside their top-5: {work / 'multiscale' / 'pictures'}",
         f"Run folders (train.log, metrics.jsonl, lr.png, checkpoints/): "
-        f"{work / 'netvlad'}, {work / 'gem'}, {work / 'brightness'}",
+        f"{work / 'netvlad'}, {work / 'gem'}, {work / 'brightness'}, {work / 'da'} (+ domain.png)",
     ]
     text = "\n".join(report) + "\n"
     (work / "report.md").write_text(text)
