@@ -7,8 +7,12 @@ Every cell x repetition k trains in OUT/runs/<cell>-rep<k>/ (seed k) with
 `python -m vgjax.train`; suites with eval rows (Table III) re-evaluate each trained model
 with `python -m vgjax.eval` into OUT/runs/<row>-rep<k>/. Finished runs (results.json) are
 skipped and killed ones resume from their checkpoint, so rerunning the same command
-continues. A cell whose config is refused or whose run fails is recorded as failed with
-its error (OUT/runs/<run>/error.txt) and the others go on. Then OUT/<suite>.md / .csv /
+continues. Before any run the suite, its base config, its datasets (under the datasets
+root) and every row's config are checked: a user error ends with one line and exit status 2.
+A run that fails is recorded as failed with its error (OUT/runs/<run>/error.txt), the others
+go on, and the runner, once the tables are written, names the failed runs and exits with 1.
+Ctrl-C or SIGTERM stops the run in progress (it saves, as training does) and the runner
+(exit 130 / 143): the same command resumes. Then OUT/<suite>.md / .csv /
 .json hold the table (mean ± std over the repetitions), OUT/<suite>_paired.md every row
 tested against the baseline row query by query (exact McNemar p-value per repetition) and
 OUT/<suite>_*.png the plots.
@@ -21,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import difflib
 import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -72,8 +78,36 @@ def _machine() -> str:
     return f"{_host()}, JAX on {jax.default_backend()}"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that one handler stops both."""
+
+
+def _raise_on_signals() -> None:
+    def handler(signum, frame):
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _stop_child(proc: subprocess.Popen, error: KeyboardInterrupt) -> str:
+    """Passes the runner's signal on to its run and waits for it to save and stop; its
+    stderr (with its own resume line)."""
+    sig = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+    try:  # Ctrl-C reached the child through the process group; a signal sent to the
+        proc.wait(timeout=2)  # runner alone did not
+    except subprocess.TimeoutExpired:
+        proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        proc.kill()
+        _, err = proc.communicate()
+    return err or ""
+
+
 def _run(cmd: list[str], folder: Path) -> str | None:
-    """Runs `cmd` with its output in folder/run.log; the error text if it failed."""
+    """Runs `cmd` with its output in folder/run.log; the error text if it failed. On Ctrl-C
+    or SIGTERM the run gets the signal too, and the KeyboardInterrupt goes on up."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "error.txt").unlink(missing_ok=True)
     provenance = {"commit": _commit(), "machine": _host(),  # the run's log names its device
@@ -83,13 +117,18 @@ def _run(cmd: list[str], folder: Path) -> str | None:
     with open(folder / "run.log", "a") as log:
         log.write("$ " + provenance["command"] + "\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.PIPE, text=True, cwd=REPO)
-        log.write(proc.stderr)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        try:
+            _, stderr = proc.communicate()
+        except KeyboardInterrupt as e:
+            log.write(_stop_child(proc, e))
+            raise
+        log.write(stderr)
     provenance.update(seconds=round(time.perf_counter() - t0, 1), exit_status=proc.returncode)
     (folder / PROVENANCE).write_text(json.dumps(provenance, indent=1) + "\n")
     if proc.returncode == 0:
         return None
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     message = (errors or lines or [f"exit status {proc.returncode}"])[-1]
     (folder / "error.txt").write_text(message + "\n")
@@ -107,8 +146,62 @@ def chance_levels(root: Path, suite: Suite, positive_dist: float) -> dict:
             if all((f / role).is_dir() for role in ("database", "queries"))}
 
 
+PROG = "scripts/run_suite.py"
+
+
+class Refused(Exception):
+    """A user error found before any run: one line (plus one per bad row), exit status 2."""
+
+
+def _config_file(spec: str) -> Path:
+    """The file of a suite's `config` (`x.py` or `x.py:arg`), relative to the repository."""
+    text = spec.rsplit(":", 1)[0] if ".py:" in spec else spec
+    return REPO / text
+
+
+def _check_datasets(suite: Suite, root: Path) -> None:
+    """Every column's dataset is a folder under the datasets root, or the suite is refused
+    naming it and the datasets that are there."""
+    missing = [d for d in suite.datasets if not (root / d / "images").is_dir()]
+    if not missing:
+        return
+    present = sorted(x.name for x in root.iterdir() if (x / "images").is_dir())
+    hints = []
+    for d in missing:
+        close = difflib.get_close_matches(d, present, n=1)
+        hints.append(f"{d!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise Refused(f"suite {suite.name}: datasets {', '.join(hints)} not found under "
+                  f"--datasets-root {root} (<dataset>/images there: "
+                  f"{', '.join(present) or 'none'})")
+
+
+def _check_rows(suite: Suite, config: str, common: dict, root: Path, cells: list[dict]) -> None:
+    """Every cell's config and every eval row's overrides pass the checks, or the suite is
+    refused listing each bad row: a typo in the last cell costs no run of the first."""
+    bad = []
+    for c in cells:
+        try:
+            load_config(config, override_args({**common, **_with_root(c["overrides"], root),
+                                               "seed": 0}))
+        except (ConfigError, ValueError) as e:
+            bad.append(f"  {c['name']}: {str(e).splitlines()[0] if str(e) else repr(e)}")
+    for e in suite.evals:
+        try:
+            load_config(config, _eval_overrides(common, e))
+        except (ConfigError, ValueError) as err:
+            bad.append(f"  {e['name']}: {str(err).splitlines()[0] if str(err) else repr(err)}")
+    if bad:
+        raise Refused(f"suite {suite.name}: {len(bad)} row(s) with a config the checks "
+                      "refuse, nothing was run:\n" + "\n".join(bad))
+
+
+def _eval_overrides(common: dict, e: dict) -> list[str]:
+    return override_args({**{f: v for f, v in common.items()
+                             if f.split(".")[0] in ("data", "test")}, **e["overrides"]})
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/run_suite.py", description=__doc__,
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", required=True, type=Path)
     p.add_argument("--datasets-root", type=Path, default=None,
@@ -122,35 +215,53 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         p.error(f"--repeats {args.repeats}: must be >= 1")
     try:
+        return _main(args, argv)
+    except Refused as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        print(f"interrupted by {sig.name}: run the same command to resume (finished runs "
+              "are skipped, an interrupted one resumes from its checkpoint)",
+              file=sys.stderr, flush=True)
+        return 128 + int(sig)
+
+
+def _main(args, argv) -> int:
+    try:
         suite = load_suite(args.suite)
         for kind in suite.plots:  # a misspelt plot kind fails now, not after every run
             PLOTS.get(kind)
     except ConfigError as e:
-        p.error(f"suite {args.suite}: {e}" if "suite" not in str(e) else str(e))
+        raise Refused(f"suite {args.suite}: {e}" if "suite" not in str(e) else str(e))
+    if not _config_file(suite.config).is_file():
+        raise Refused(f"suite {suite.name}: config {suite.config}: no such file (in {REPO})")
     out = args.out
     root = args.datasets_root
     if root is None:
         if not args.smoke:
-            p.error("--datasets-root is required (without --smoke)")
+            raise Refused("--datasets-root is required (without --smoke)")
         root = out / "synthetic-tiny"
         if not (root / "pitts30k" / "images").is_dir():
             subprocess.run([sys.executable, "-m", "vgjax.synthetic", "--out", str(root),
                             "--preset", "tiny"], check=True, stdout=subprocess.DEVNULL)
     if not root.is_dir():
-        p.error(f"--datasets-root {root}: not a folder")
+        raise Refused(f"--datasets-root {root}: not a folder")
+    _check_datasets(suite, root)
     names = [c["name"] for c in suite.cells]
     if args.only:
         unknown = [n for n in args.only if n not in names]
         if unknown:
-            p.error(f"--only: unknown cell(s) {unknown} (cells: {', '.join(names)})")
+            raise Refused(f"--only: unknown cell(s) {unknown} (cells: {', '.join(names)})")
     config = f"{REPO / suite.config}:smoke" if args.smoke else str(REPO / suite.config)
     runs = out / "runs"
     common = {"data.root": str(root.resolve()), **suite.overrides}
+    cells = [c for c in suite.cells if not args.only or c["name"] in args.only]
+    _check_rows(suite, config, common, root, cells)
     start = time.perf_counter()
     py = sys.executable
-    for c in suite.cells:
-        if args.only and c["name"] not in args.only:
-            continue
+    failed = []  # (run folder, error)
+    for c in cells:
         for k in range(args.repeats):
             folder = runs / run_name(c["name"], k)
             overrides = override_args({**common, **_with_root(c["overrides"], root),
@@ -159,22 +270,14 @@ def main(argv=None) -> int:
             if state == "done":
                 print(f"[done]    {folder.name}", flush=True)
             else:
-                try:  # a refused config fails the cell now, not after the others
-                    load_config(config, overrides)
-                    error = None
-                except ConfigError as e:
-                    error = f"error: {e}"
-                    folder.mkdir(parents=True, exist_ok=True)
-                    (folder / "error.txt").write_text(error + "\n")
-                if error is None:
-                    t0 = time.perf_counter()
-                    print(f"[train]   {folder.name} ...", flush=True)
-                    error = _run([py, "-m", "vgjax.train", "--config", config, "--workdir",
-                                  str(folder), *overrides], folder)
-                    print(f"          {'failed: ' + error if error else 'done'} "
-                          f"({time.perf_counter() - t0:.0f} s)", flush=True)
-                else:
-                    print(f"[failed]  {folder.name}: {error}", flush=True)
+                t0 = time.perf_counter()
+                print(f"[train]   {folder.name} ...", flush=True)
+                error = _run([py, "-m", "vgjax.train", "--config", config, "--workdir",
+                              str(folder), *overrides], folder)
+                print(f"          {'failed: ' + error if error else 'done'} "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                if error:
+                    failed.append((folder, error))
             for e in suite.evals:
                 eval_folder = runs / run_name(e["name"] if len(suite.cells) == 1
                                               else f"{c['name']}-{e['name']}", k)
@@ -182,21 +285,22 @@ def main(argv=None) -> int:
                     continue
                 if read_run(folder)["status"] != "done":
                     eval_folder.mkdir(parents=True, exist_ok=True)
-                    (eval_folder / "error.txt").write_text(
-                        f"error: the model of {folder.name} did not finish\n")
+                    error = f"error: the model of {folder.name} did not finish"
+                    (eval_folder / "error.txt").write_text(error + "\n")
+                    failed.append((eval_folder, error))
                     continue
                 print(f"[eval]    {eval_folder.name} ...", flush=True)
                 err = _run([py, "-m", "vgjax.eval", "--checkpoint", str(folder),
                             "--config", config, "--out", str(eval_folder),
                             "--datasets", *[str(root / d) for d in suite.datasets],
-                            *override_args({**{f: v for f, v in common.items()
-                                               if f.split(".")[0] in ("data", "test")},
-                                            **e["overrides"]})], eval_folder)
+                            *_eval_overrides(common, e)], eval_folder)
                 if err:
                     print(f"          failed: {err}", flush=True)
+                    failed.append((eval_folder, err))
     rows = aggregate(suite, runs, args.repeats)
-    meta = {"command": "python " + " ".join(shlex.quote(a) for a in
-                                            ["scripts/run_suite.py", *(argv or sys.argv[1:])]),
+    command = "python " + " ".join(shlex.quote(a) for a in
+                                   ["scripts/run_suite.py", *(argv or sys.argv[1:])])
+    meta = {"command": command,
             "machine": _machine(), "date": datetime.date.today().isoformat(),
             "commit": _commit(), "datasets_root": str(root),
             "note": "synthetic city, tiny preset (--smoke)" if args.smoke else "",
@@ -220,8 +324,18 @@ def main(argv=None) -> int:
     extra = [out / f"{suite.name}_paired.md"] if tests is not None else []
     print("wrote", out / f"{suite.name}.md", out / f"{suite.name}.csv",
           out / f"{suite.name}.json", *extra, *plots)
+    if failed:
+        lines = [f"{len(failed)} run(s) failed (their cells read 'failed' in the table):"]
+        lines += [f"  {f.name}: {err.removeprefix('error: ')} (see {f / 'error.txt'}, "
+                  f"{f / 'run.log'})" if (f / "run.log").exists() else
+                  f"  {f.name}: {err.removeprefix('error: ')} (see {f / 'error.txt'})"
+                  for f, err in failed]
+        lines.append(f"rerun the failed runs (finished ones are skipped): {command}")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
+    _raise_on_signals()
     sys.exit(main())

@@ -1,7 +1,12 @@
-"""The suite runner end to end on the tiny city: one trained cell, a cell whose config is
-refused and one whose dataset is missing; resuming skips what finished."""
+"""The suite runner end to end on the tiny city: one trained cell and one whose run
+crashes (the suite writes its table and exits 1 naming it); resuming skips what finished;
+Ctrl-C stops the runner and its run with one line. Configs the checks refuse are refused
+before any run (tests/test_cli_errors.py)."""
 import json
+import os
+import signal
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -20,10 +25,7 @@ def get_suite(arg=None):
                            "data.test_datasets": ["pitts30k"],
                            "test.save_predictions": False},
                 cells=[cell("ok", {"setting": "smoke"}),
-                       cell("bad-option", {"setting": "bad option"},
-                            **{"train.optimizer": "rmsprop"}),
-                       cell("no-dataset", {"setting": "missing dataset"},
-                            **{"data.test_datasets": ["nowhere"]})],
+                       cell("crash", {"setting": "crashing run"})],
                 datasets=["pitts30k"], recalls=["R@1", "R@5"], plots=["val"])
 '''
 
@@ -47,16 +49,23 @@ def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
     suite = tmp_path / "mini.py"
     suite.write_text(SUITE)
     out = tmp_path / "out"
+    # the crash cell's run cannot open its log file: it fails after the checks
+    (out / "runs" / "crash-rep0" / "train.log").mkdir(parents=True)
     cmd = [sys.executable, str(REPO / "scripts" / "run_suite.py"), "--suite", str(suite),
            "--datasets-root", str(root), "--repeats", "1", "--out", str(out), "--smoke"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 1, first.stderr[-3000:]
+    summary = first.stderr.strip().splitlines()[-3:]
+    assert summary[0].startswith("1 run(s) failed") and "crash-rep0" in summary[1]
+    assert str(out / "runs" / "crash-rep0" / "error.txt") in summary[1]
+    assert summary[2].startswith("rerun the failed runs") and "run_suite.py" in summary[2]
+    assert "Traceback" not in first.stderr
     table = (out / "mini.md").read_text().splitlines()
     header = next(l for l in table if l.startswith("| setting"))
     assert header == "| setting | pitts30k/R@1 | pitts30k/R@5 |"
     rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]]
             for l in table if l.startswith("| ") and not l.startswith("| setting")}
-    assert set(rows) == {"smoke", "bad option", "missing dataset", "*chance (random ranking)*"}
+    assert set(rows) == {"smoke", "crashing run", "*chance (random ranking)*"}
     from vgjax.data import format as fmt
     from vgjax.eval.recalls import chance_recalls
     test = root / "pitts30k" / "images" / "test"
@@ -64,9 +73,8 @@ def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
                             fmt.utm_array(fmt.list_images(test / "database")), (1, 5))
     assert rows["*chance (random ranking)*"] == [f"*{chance['R@1']:.1f}*", f"*{chance['R@5']:.1f}*"]
     assert all(float(v) >= 0 for v in rows["smoke"])
-    assert rows["bad option"] == ["failed", "failed"] == rows["missing dataset"]
-    assert "train.optimizer" in (out / "runs" / "bad-option-rep0" / "error.txt").read_text()
-    assert "nowhere" in (out / "runs" / "no-dataset-rep0" / "error.txt").read_text()
+    assert rows["crashing run"] == ["failed", "failed"]
+    assert "train.log" in (out / "runs" / "crash-rep0" / "error.txt").read_text()
     data = json.loads((out / "mini.json").read_text())
     ok = next(r for r in data["rows"] if r["name"] == "ok")
     assert ok["runs"][0]["status"] == "done" and data["meta"]["commit"]
@@ -80,10 +88,43 @@ def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
     paired_rows = [l for l in (out / "mini_paired.md").read_text().splitlines()
                    if l.startswith("| ") and not l.startswith("| setting")]
     # against the first row ("ok"); the failed cells have no predictions to test
-    assert paired_rows == ["| bad option | - | - |", "| missing dataset | - | - |"]
+    assert paired_rows == ["| crashing run | - | - |"]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert again.returncode == 0
+    assert again.returncode == 1 and "1 run(s) failed" in again.stderr
     assert "[done]    ok-rep0" in again.stdout and "[train]   ok-rep0" not in again.stdout
+
+
+def test_ctrl_c_stops_the_runner_and_its_run_with_one_line(tmp_path, tiny_city):
+    """Ctrl-C (SIGINT to the process group) during a run: the run saves and stops, the
+    runner says how to resume and exits 130, without a traceback."""
+    suite = tmp_path / "one.py"
+    suite.write_text(SUITE.replace('cell("crash", {"setting": "crashing run"})', ""))
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(REPO / "scripts" / "run_suite.py"), "--suite", str(suite),
+           "--datasets-root", str(tiny_city), "--repeats", "1", "--out", str(out), "--smoke"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        while line and not line.startswith("[train]"):
+            line = proc.stdout.readline()
+        assert line.startswith("[train]   ok-rep0"), line
+        metrics = out / "runs" / "ok-rep0" / "metrics.jsonl"  # the run's loop has begun
+        deadline = time.time() + 300
+        while not metrics.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("interrupted by SIGINT: run the same "
+                                                      "command to resume"), stderr[-3000:]
+    assert "Traceback" not in stderr
+    log = (out / "runs" / "ok-rep0" / "run.log").read_text()  # the run's own resume line
+    assert log.strip().splitlines()[-1].startswith("interrupted by SIGINT: "), log[-3000:]
+    assert not (out / "mini.md").exists()
 
 
 @pytest.mark.parametrize("variant", ["paper", "city", "demo"])

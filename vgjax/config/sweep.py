@@ -145,10 +145,24 @@ def load_suite(path: str | os.PathLike, arg: str | None = None) -> Suite:
         path = Path(text)
     if not path.is_file():
         raise ConfigError(f"--suite {path}: no such file")
-    module = import_file(path, f"_vgjax_suite_{path.stem}")
+    spec = f"{path}:{arg}" if arg is not None else str(path)
+    try:
+        module = import_file(path, f"_vgjax_suite_{path.stem}")
+    except Exception as e:  # a syntax error, a failed import: one line naming the file
+        raise ConfigError(f"--suite {path} failed to load: {type(e).__name__}: {e}") from None
     if not hasattr(module, "get_suite"):
         raise ConfigError(f"--suite {path}: no get_suite() function")
-    return Suite.from_dict(module.get_suite(arg))
+    try:  # e.g. an unknown variant: `table1_baselines.py:bogus`
+        d = module.get_suite(arg)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"--suite {spec}: {e}") from None
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"--suite {spec}: get_suite() returned {type(d).__name__}, "
+                          "expected a dict")
+    try:
+        return Suite.from_dict(d)
+    except TypeError as e:  # a required field missing
+        raise ConfigError(f"--suite {spec}: {e}") from None
 
 
 def run_name(cell_name: str, rep: int) -> str:

@@ -104,12 +104,15 @@ def paired(suite: Suite, runs_dir: Path, repeats: int, positive_dist: float = 25
 
 def epoch_records(run: Path) -> list[dict]:
     """The per-epoch records of a training run's metrics.jsonl (lines that do not parse, as
-    a killed run's last one may, are skipped); [] without the file."""
+    a killed run's last one may, are skipped); [] without the file or where it cannot be
+    read (a plot then lacks that run's curve, the table is still written)."""
     path = run / "metrics.jsonl"
-    if not path.exists():
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
         return []
     out = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             r = json.loads(line)
         except json.JSONDecodeError:
