@@ -38,6 +38,24 @@ def default_model_config():
     return load_config_file(REPO / "configs" / "default.py").model
 
 
+def _refuse(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _size_error(backbone: str, h: int, w: int, where: str) -> str | None:
+    """Why an h x w input cannot go through `backbone` (no local feature left), or None."""
+    from vgjax.models.backbones import parse_backbone
+    try:
+        fh, fw = parse_backbone(backbone).feature_size(h, w)
+    except ValueError as e:
+        return f"{where}: {e}"
+    if fh < 1 or fw < 1:
+        return (f"--image-size {h} {w}: too small for {where} {backbone} (its local features "
+                f"would be {fh} x {fw}); pass a larger --image-size")
+    return None
+
+
 def main(argv=None) -> int:
     from vgjax.models.aggregation import AGGREGATIONS
     parser = argparse.ArgumentParser(description=__doc__,
@@ -54,6 +72,13 @@ def main(argv=None) -> int:
                         metavar=("H", "W"), help="input size stored with the model")
     parser.add_argument("--seed", type=int, default=0, help="for a head not in the file")
     args = parser.parse_args(argv)
+    h, w = args.image_size
+    if h < 1 or w < 1:
+        return _refuse(f"--image-size {h} {w}: expected positive sizes")
+    if args.backbone:  # a size the backbone cannot take is refused before the file is read
+        error = _size_error(args.backbone, h, w, "--backbone")
+        if error:
+            return _refuse(error)
 
     from vgjax.models.convert import CheckpointError, convert_state_dict, load_torch_checkpoint
     from vgjax.models.io import save_model
@@ -68,6 +93,9 @@ def main(argv=None) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: --input {args.input}: {e}", file=sys.stderr)
         return 2
+    error = _size_error(model_cfg.backbone, h, w, "the inferred backbone")
+    if error:
+        return _refuse(error)
     out = save_model(args.output, model_cfg, variables, tuple(args.image_size),
                      extra={"converted_from": str(Path(args.input).resolve()), **report})
     print(json.dumps({"output": str(out), "backbone": model_cfg.backbone,

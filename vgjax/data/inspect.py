@@ -160,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: expected at least 1")
+    for option, value in (("--soft-dist", args.soft_dist), ("--hard-dist", args.hard_dist)):
+        if not value > 0 or value == float("inf"):  # NaN fails `> 0` too
+            parser.error(f"{option} {value:g}: expected a positive distance in metres")
+    if args.hard_dist > args.soft_dist:
+        parser.error(f"--hard-dist {args.hard_dist:g} > --soft-dist {args.soft_dist:g}: hard "
+                     "positives are the closer ones (expected hard <= soft)")
     try:
         report = inspect_dataset(args.dataset, args.verify_images, args.soft_dist,
                                  args.hard_dist, args.workers)

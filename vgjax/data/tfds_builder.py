@@ -318,7 +318,10 @@ def _parse_args(argv: Iterable[str] | None):
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing copy")
     p.add_argument("--num_shards", type=int, default=None,
                    help="shards per TFDS split (default: chosen from the size)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.num_shards is not None and args.num_shards < 1:  # before any work
+        p.error(f"--num_shards {args.num_shards}: expected at least 1")
+    return args
 
 
 def main(argv: Iterable[str] | None = None) -> int:

@@ -21,6 +21,8 @@ import argparse
 import dataclasses
 import os
 import sys
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,21 +74,46 @@ def _load(path: Path) -> dict:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in ("query_paths", "db_paths", "topk_indices", "query_utm",
                                       "db_utm")}
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        # an empty file (EOFError), a truncated one (BadZipFile), another .npz (KeyError)
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else "empty or truncated"
         raise ValueError(f"{path}: not a predictions file of `python -m vgjax.eval` "
-                         f"({type(e).__name__}: {e})") from None
+                         f"({type(e).__name__}: {detail})") from None
+
+
+def _relative(names) -> list[str]:
+    """Each path relative to the folder all of them are in (the queries or database folder
+    of the dataset, wherever its root): the same images under two roots get the same keys,
+    and files of one name in different subfolders stay apart."""
+    names = [str(x) for x in names]
+    if not names:
+        return names
+    try:
+        top = os.path.commonpath([os.path.dirname(x) for x in names])
+    except ValueError:  # absolute and relative paths mixed
+        return names
+    cut = len(top.rstrip("/")) + 1 if top else 0
+    return [x[cut:] for x in names]
 
 
 def _order(a_names, b_names, what: str, a: Path, b: Path):
-    """Indices into B's rows that line them up with A's, matching full paths, else file
-    names (the same dataset under two roots)."""
-    for key in (lambda p: p, lambda p: os.path.basename(p)):
-        ka, kb = [key(str(x)) for x in a_names], [key(str(x)) for x in b_names]
+    """Indices into B's rows that line them up with A's, matching full paths, else paths
+    relative to the folder that holds them all (the same dataset under two roots), else
+    file names."""
+    keys = (lambda xs: [str(x) for x in xs], _relative,
+            lambda xs: [os.path.basename(str(x)) for x in xs])
+    for key in keys:
+        ka, kb = key(a_names), key(b_names)
         if len(set(ka)) == len(ka) == len(kb) == len(set(kb)) and set(ka) == set(kb):
             where = {k: i for i, k in enumerate(kb)}
             return np.array([where[k] for k in ka], np.int64)
-    raise ValueError(f"{a} and {b} do not hold the same {what} ({len(a_names)} and "
-                     f"{len(b_names)} images): a paired comparison needs both models "
+    ka, kb = _relative(a_names), _relative(b_names)
+    only_a, only_b = sorted(set(ka) - set(kb)), sorted(set(kb) - set(ka))
+    example = (f"; e.g. {only_a[0]} is only in A" if only_a else
+               f"; e.g. {only_b[0]} is only in B" if only_b else
+               "; one of them lists an image twice")
+    raise ValueError(f"{a} (A) and {b} (B) do not hold the same {what} ({len(a_names)} and "
+                     f"{len(b_names)} images{example}): a paired comparison needs both models "
                      f"evaluated on the same queries and database")
 
 

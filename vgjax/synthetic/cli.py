@@ -8,11 +8,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from vgjax.synthetic.build import generate
 from vgjax.synthetic.specs import ALL_OUTPUTS, PRESETS
 from vgjax.synthetic.stats import plan_stats, stats_table
+
+
+def _out_problem(out: Path) -> str | None:
+    """Why the datasets root `out` cannot be written (a file, under a file, a folder this
+    user cannot write in), or None."""
+    if out.exists():
+        if not out.is_dir():
+            return "is a file, not a folder"
+        folder = out
+    else:
+        folder = out.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"{folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in {folder} (permission denied)"
+    return None
 
 
 def main(argv=None) -> int:
@@ -63,6 +83,10 @@ def main(argv=None) -> int:
         return 0
     if not args.out:
         parser.error("--out is required (unless --stats-only)")
+    problem = _out_problem(Path(args.out))
+    if problem:  # before rendering anything
+        print(f"{parser.prog}: error: --out {args.out}: {problem}", file=sys.stderr)
+        return 2
     try:
         summary = generate(
             args.out,
@@ -76,6 +100,9 @@ def main(argv=None) -> int:
         )
     except FileExistsError as e:
         parser.error(str(e))
+    except OSError as e:  # e.g. a full disk or a read-only file system while writing
+        print(f"{parser.prog}: error: --out {args.out}: {e}", file=sys.stderr)
+        return 2
     if summary["datasets"]:
         print(stats_table(summary["datasets"]), file=sys.stderr)
     print(json.dumps(summary, indent=2))
