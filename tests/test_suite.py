@@ -89,7 +89,7 @@ def test_reduced_suite_end_to_end_and_resume(tmp_path, tiny_city):
 @pytest.mark.parametrize("variant", ["paper", "city"])
 def test_every_shipped_suite_cell_validates(variant):
     """Each cell of each table's suite is a config the checks accept (no run)."""
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     for path in sorted((REPO / "configs" / "suites").glob("table*.py")):
         suite = load_suite(Path(f"{path}:{variant}"))
         for c in suite.cells:

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vgjax.checks import validate_training
+from vgjax.train.settings import validate_training
 from vgjax.data.augment import host_query_augment, make_query_augment
 from vgjax.data.cache import CACHE_MODES, cache_loader, decode_once, target_images
 from vgjax.data.dataset import check_evaluable
