@@ -93,7 +93,7 @@ def run(argv: list[str]) -> dict:
                                                                      model_overrides)
     except ValueError as e:  # a bad model override or an unreadable model dir
         raise UsageError(str(e)) from None
-    if int(cfg.test.pca_dim) > 0:
+    if cfg.test.pca_dim > 0:
         check_pca(cfg.test, descriptor_dim(model_cfg))
     if "data.resize" not in overridden:
         cfg.data.resize = image_size  # the size the model was trained for
