@@ -123,7 +123,7 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
     test_cfg, data_cfg = TestSettings.from_section(test_cfg), DataSettings.from_section(data_cfg)
     name = name or split.dataset
     model_size = data_cfg.resize
-    recall_values = list(test_cfg.recall_values)
+    recall_values = test_cfg.recall_values
     k = max(recall_values)
     dtype = np.float16 if test_cfg.store_float16 else np.float32
     limit = test_cfg.descriptors_in_memory_gb * (1 << 30)

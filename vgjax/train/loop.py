@@ -103,7 +103,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
     pool = None
     cache_mode = CACHE_MODES.get(data.cache_decoded)
     if cache_mode.decodes:
-        reader, decoded = decode_once(config, run, train, reader, epoch_evals)
+        reader, decoded = decode_once(data, run, train, reader, epoch_evals)
         if cache_mode.on_device:  # replicated: every device gathers locally
             pool = jax.device_put(np.asarray(decoded.array), NamedSharding(mesh, P()))
             log.info("data.cache_decoded=%s: %d training images (%.2f GB) on %d device(s)",
@@ -111,7 +111,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
                      mesh.devices.size)
     log.info("%s; %s", train.summary(), "; ".join(
         e.open(d)[0].summary() for e in epoch_evals for d in e.datasets))
-    target = target_images(config, run) if t.da.enabled else None
+    target = target_images(data, t.da.target_dir, run) if t.da.enabled else None
     net = build_network(config.model)
     negative_cache = (np.full((len(train.queries), t.negatives_per_query), -1, np.int32)
                       if mining.get_miner(t.mining).remembers_negatives else None)
@@ -125,7 +125,7 @@ def _train_and_evaluate(config, run: Path) -> dict:
     if domain is not None:
         terms.append(make_term("domain", weight=t.da.weight))
     describe = make_describe_fn(net)
-    augment = make_query_augment(list(t.query_augment) if host_augment is None else
+    augment = make_query_augment(t.query_augment if host_augment is None else
                                  host_augment.device_specs, 2 + t.negatives_per_query)
     ctx = RoundContext(
         train=train, reader=reader, tables=mining.MiningTables.from_split(train),

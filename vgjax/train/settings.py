@@ -121,7 +121,7 @@ def check_train(config) -> None:
     _check(t.num_devices >= 0, "train.num_devices", "must be >= 0 (0 = all)")
     _check(t.cache_resize in CACHE_RESIZE, "train.cache_resize",
            f"unknown value {t.cache_resize!r} (accepted: {', '.join(CACHE_RESIZE)})")
-    check_specs(list(t.query_augment))
+    check_specs(t.query_augment)
     _check(t.augment_on in AUGMENT_ON, "train.augment_on",
            f"unknown value {t.augment_on!r} (accepted: {', '.join(AUGMENT_ON)})")
     if t.augment_on == "host":
