@@ -211,7 +211,7 @@ class ModelKit:
 
 
 def model_config(args, overrides, aggregation: str, dtype: str):
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     extra = [f"--config.model.aggregation={aggregation}", f"--config.model.dtype={dtype}"]
     if aggregation != "netvlad":
         extra.append("--config.model.netvlad_init.enabled=False")
@@ -689,7 +689,7 @@ def run(args, overrides, argv) -> dict:
                  "environment": environment(argv), "sizes": sizes, "model": None,
                  "backbones": None, "pipeline": None, "round": None, "epoch": None,
                  "eval": None}
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     base = load_config(args.config, overrides)
     size = tuple(int(s) for s in base.data.resize)
     out["config"] = {"file": os.path.relpath(args.config, REPO) if os.path.isabs(args.config)

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax.train.loop import train_and_evaluate
 
     p = argparse.ArgumentParser(description=__doc__,

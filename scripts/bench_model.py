@@ -36,7 +36,7 @@ def median_time(fn, steps: int) -> float:
 
 
 def main(argv=None) -> int:
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax.config import split_argv
     from vgjax.models.network import (build_network, descriptor_dim, init_variables,
                                       make_describe_fn, network_info, trainable_mask)

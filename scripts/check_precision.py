@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv=None) -> int:
     import jax
 
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax.data.pipeline import BatchLoader
     from vgjax.data.sources import open_split
     from vgjax.eval import evaluate

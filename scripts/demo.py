@@ -59,7 +59,7 @@ def trivial_baseline(root: Path, out: Path) -> dict:
     if results.exists():
         return json.loads(results.read_text())
     print("\n# trivial baseline: raw-pixel 12x16 thumbnails, exact search", flush=True)
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax.eval import evaluators
     from vgjax.eval.baselines import BASELINES
     cfg = load_config(REPO / "configs" / "demo.py", [f"data.root={root}"])

@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from vgjax.checks import load_config
+from vgjax.cli.config import load_config
 from vgjax.config import ConfigError
 from vgjax.config.sweep import Suite, load_suite, override_args, run_name
 from vgjax.suite import PLOTS, PROVENANCE, aggregate, paired, read_run, write_plots, write_tables

@@ -41,7 +41,7 @@ def _train_classifier(day, night, grl_lambda, steps=40):
     """Trains the smoke network + a domain classifier with the triplet term off (weight 0),
     so that only the domain term moves the weights; returns the classifier's accuracy over
     the last 10 steps (what metrics.jsonl reports as domain_acc)."""
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax.models.network import build_network, init_variables, trainable_mask
     from vgjax.train import optim
     from vgjax.train.adaptation import DOMAIN, DomainAdaptation
@@ -83,7 +83,7 @@ def test_classifier_separates_domains_and_reversal_confuses_it(day_night):
 
 
 def test_target_folder_errors_before_training(day_night, tmp_path, caplog):
-    from vgjax.checks import load_config, validate_training
+    from vgjax.cli.config import load_config, validate_training
     from vgjax.config import ConfigError
     from vgjax.data.pipeline import ImageError
     from vgjax.train import loop
@@ -107,7 +107,7 @@ def test_target_folder_errors_before_training(day_night, tmp_path, caplog):
 
 
 def test_smoke_night_trains_and_logs_domain_metrics(day_night, tmp_path):
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax.train import loop
     root, _, _ = day_night
     cfg = load_config(REPO / "configs" / "smoke_night.py", [

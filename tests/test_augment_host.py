@@ -161,7 +161,7 @@ def test_batch_places_load_queries_through_the_host_augment():
 
 
 def _config(root, *extra):
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     return load_config(REPO / "configs" / "smoke.py", [
         f"data.root={root}", "data.test_datasets=[pitts30k]", "train.queries_per_epoch=8",
         "train.epochs=1", "test.save_predictions=false", *extra])
@@ -201,7 +201,7 @@ def test_training_with_host_augment_darkens_only_the_queries(tiny_city, tmp_path
 
 
 def test_host_augment_with_a_device_cache_is_refused(tiny_city):
-    from vgjax.checks import validate_training
+    from vgjax.train.settings import validate_training
     from vgjax.config import ConfigError
     with pytest.raises(ConfigError, match="train.augment_on: host .*data.cache_decoded=host or none"):
         validate_training(_config(tiny_city, "train.augment_on=host", "data.cache_decoded=device"))

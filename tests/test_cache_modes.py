@@ -15,7 +15,7 @@ def city(tiny_city):
 
 
 def _config(root, mode, *extra):
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     return load_config(REPO / "configs" / "smoke.py", [
         f"data.root={root}", "data.test_datasets=[pitts30k]", "train.queries_per_epoch=16",
         "train.epochs=1", "test.save_predictions=false", f"data.cache_decoded={mode}", *extra])

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from vgjax.checks import load_config, validate_training
+from vgjax.cli.config import load_config, validate_training
 from vgjax.config import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from torch_reference import GeM, L2Norm, TorchEfficientNetLite
 
 from configs.default import get_config
 from vgjax import describe
-from vgjax.checks import load_config
+from vgjax.cli.config import load_config
 from vgjax.config import ConfigError
 from vgjax.data.dataset import load_split
 from vgjax.data.ops import resize

@@ -9,7 +9,7 @@ import pytest
 from conftest import write_dataset
 
 from vgjax.eval import Describer, recalls_from_predictions
-from vgjax.eval import __main__ as cli
+from vgjax.cli import eval as cli
 
 PROJ = jnp.asarray(np.random.default_rng(0).standard_normal((8 * 8 * 3, 16)), jnp.float32)
 

@@ -66,7 +66,7 @@ def test_sigint_and_sigterm_stop_cleanly_and_resume(city, tmp_path):
 
 
 def test_bad_workdirs_are_one_line_errors(city, tmp_path):
-    from vgjax.train.__main__ import main
+    from vgjax.cli.train import main
     afile = tmp_path / "file"
     afile.write_text("x")
     readonly = tmp_path / "ro"
@@ -81,7 +81,7 @@ def test_bad_workdirs_are_one_line_errors(city, tmp_path):
 
 
 def test_restart_before_the_first_checkpoint_leaves_no_stale_records(city, tmp_path):
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax.train import loop
     run = tmp_path / "run"
     run.mkdir()

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from vgjax import checks
+from vgjax.cli import config as checks
 from vgjax.config import ConfigError, flatten, get_path, parse_value, split_list
 from vgjax.data.format import (
     FIELDS,

@@ -130,7 +130,7 @@ def test_ctrl_c_stops_the_runner_and_its_run_with_one_line(tmp_path, tiny_city):
 @pytest.mark.parametrize("variant", ["paper", "city", "demo"])
 def test_every_shipped_suite_cell_validates(variant):
     """Each cell of each table's suite is a config the checks accept (no run)."""
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     for path in sorted((REPO / "configs" / "suites").glob("table*.py")):
         suite = load_suite(Path(f"{path}:{variant}"))
         for c in suite.cells:

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_training_lowers_loss_and_raises_recall(tmp_path, monkeypatch):
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax import synthetic
     from vgjax.train import loop
 

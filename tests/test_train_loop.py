@@ -18,7 +18,7 @@ def synthetic_root(tiny_city):
 
 
 def _config(root, *overrides):
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     return load_config(REPO / "configs" / "smoke.py", [
         f"data.root={root}", "data.test_datasets=pitts30k,sf-xs", "train.queries_per_epoch=16",
         "train.epochs=2", "test.save_predictions=false", *overrides])
@@ -102,7 +102,7 @@ def test_nan_loss_saves_then_raises(synthetic_root, tmp_path):
 
 
 def test_config_overrides_and_errors():
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax.config import ConfigError
     smoke = REPO / "configs" / "smoke.py"
     cfg = load_config(smoke, ["--config.train.lr=1e-4", "data.resize=(32,48)",
@@ -123,7 +123,7 @@ TWO_DEVICES = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from vgjax.checks import load_config
+from vgjax.cli.config import load_config
 from vgjax.models.network import build_network, init_variables, trainable_mask
 from vgjax.train import optim
 from vgjax.data.augment import make_query_augment
@@ -266,7 +266,7 @@ def test_one_and_two_devices_compute_the_same_step(tmp_path):
     assert max(_rel(s2[k], shard[k]) for k in moved) > 1e-3  # per-shard would be caught
 
     # parameters after one Adam update (no weight decay in the smoke config)
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     cfg = load_config(REPO / "configs" / "smoke.py")
     assert cfg.train.optimizer == "adam" and not cfg.train.weight_decay
     lr, eps = float(cfg.train.lr), 1e-8

@@ -250,7 +250,7 @@ def test_weighted_rounds_draw_without_repetition_and_follow_the_weights():
 
 def test_msls_weighted_refused_before_training_without_msls_names(tmp_path):
     from conftest import write_dataset
-    from vgjax.checks import load_config, validate_training
+    from vgjax.cli.config import load_config, validate_training
     from vgjax.config import ConfigError
     from pathlib import Path
     smoke = Path(__file__).resolve().parent.parent / "configs" / "smoke.py"

@@ -56,7 +56,7 @@ def test_non_finite_loss_freezes_the_state():
 def test_pretrained_of_another_architecture_is_refused(tmp_path):
     import pytest
 
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax.config import ConfigError
     from vgjax.models.io import save_model
     from vgjax.models.network import build_network, init_variables
@@ -77,7 +77,7 @@ def test_pretrained_of_another_architecture_is_refused(tmp_path):
 
 
 def test_resumed_run_with_other_options_says_which(tmp_path, caplog):
-    from vgjax.checks import load_config
+    from vgjax.cli.config import load_config
     from vgjax.config import to_json
     from vgjax.train.run_dir import note_config_changes as _note_config_changes
 

@@ -1,7 +1,7 @@
 """Configs: a `configs/*.py` file with `get_config(arg=None)`, `--config.a.b=value` overrides.
 
 The mechanics of the one config system every command uses (train, eval, describe, suites);
-the checks of each option live with the code that owns it (`vgjax.checks` gathers them), so
+the checks of each option live with the code that owns it (`vgjax.cli.config` gathers them), so
 this package imports nothing else from vgjax (`values`: the error and value checks, `files`:
 config files, `schema`: holding a config to the default one, `overrides`: `--config.`
 parsing, `sweep`: suite files, their grid of cells and the overrides each cell becomes):

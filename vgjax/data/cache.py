@@ -209,15 +209,16 @@ def check_cache_size(mode: str, n_images: int, size, folder: Path,
                           f"use {CACHE_MODES.get(mode).fallback}, or a smaller data.resize")
 
 
-def decode_once(config, run: Path, train, reader, epoch_evals):
+def decode_once(data, run: Path, train, reader, epoch_evals):
     """`data.cache_decoded` = host | device: the train images (at the model size, as
     training reads them; rows: the database, then the queries) and every-epoch evaluation
     images (at the model size for `data.eval_resize=pil`, at their own size for the float
     resize when they all share one), decoded once into RUN/decoded/: every round and
-    validation re-read them. Returns (reader serving them, the decoded train images)."""
-    size = tuple(config.data.resize)
-    mode = config.data.cache_decoded
-    kw = dict(cache_dir=run / "decoded", num_workers=int(config.data.num_workers),
+    validation re-read them. `data`: the run's `vgjax.data.settings.DataSettings`. Returns
+    (reader serving them, the decoded train images)."""
+    size = data.resize
+    mode = data.cache_decoded
+    kw = dict(cache_dir=run / "decoded", num_workers=data.num_workers,
               progress=True, key=f"draft={reader.draft}")
     train_paths = np.concatenate([train.database.paths, train.queries.paths])
     eval_paths = np.concatenate([p for e in epoch_evals for d in e.datasets
@@ -225,7 +226,7 @@ def decode_once(config, run: Path, train, reader, epoch_evals):
                                            e.open(d)[0].queries.paths)])
     check_cache_size(mode, len(train_paths), size, run / "decoded")
     decoded = DecodedImages(train_paths, size, load_fn=reader.loader(size), **kw)
-    if RESAMPLING_MODES.get(config.data.eval_resize).decoder_resizes:
+    if RESAMPLING_MODES.get(data.eval_resize).decoder_resizes:
         eval_size, native, load = size, False, reader.loader(size)
     else:  # the float resize starts from the full-size images
         sizes = {tuple(reader.size(p)) for p in eval_paths}
@@ -241,27 +242,26 @@ def decode_once(config, run: Path, train, reader, epoch_evals):
     return decoded.reader(reader), decoded
 
 
-def target_images(config, run: Path):
+def target_images(data, target_dir: str, run: Path):
     """`train.da.target_dir` decoded once at the model size (every image read now, so a
     bad one stops the run before training); logged as transductive when it holds test
-    queries."""
-    da = config.train.da
-    paths = list_images(da.target_dir)
+    queries. `data`: the run's `vgjax.data.settings.DataSettings`."""
+    paths = list_images(target_dir)
     test_queries = set()
-    for name in config.data.test_datasets:
-        folder = Path(config.data.root) / name / "images" / "test" / "queries"
-        if SOURCES.get(config.data.source).folders and folder.is_dir():
+    for name in data.test_datasets:
+        folder = Path(data.root) / name / "images" / "test" / "queries"
+        if SOURCES.get(data.source).folders and folder.is_dir():
             test_queries.update(os.path.realpath(p) for p in list_images(folder))
     shared = sum(os.path.realpath(p) in test_queries for p in paths)
     if shared:
         log.warning("train.da.target_dir=%s holds %d test queries: transductive adaptation "
                     "(the paper's setting for tokyo-night); the recalls on that test set "
-                    "are not those of an unseen target", da.target_dir, shared)
-    size = tuple(config.data.resize)
-    log.info("domain adaptation: %d target images from %s", len(paths), da.target_dir)
-    on_disk = CACHE_MODES.get(config.data.cache_decoded).on_disk  # else in memory: it is small
+                    "are not those of an unseen target", target_dir, shared)
+    size = data.resize
+    log.info("domain adaptation: %d target images from %s", len(paths), target_dir)
+    on_disk = CACHE_MODES.get(data.cache_decoded).on_disk  # else in memory: it is small
     return DecodedImages(paths, size, cache_dir=run / "decoded" if on_disk else None,
-                         num_workers=int(config.data.num_workers),
+                         num_workers=data.num_workers,
                          load_fn=FOLDER_READER.loader(size), progress=True)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from vgjax.data import format as fmt
 from vgjax.data.ops import resampling
+from vgjax.data.settings import DataSettings
 from vgjax.data.sources import FOLDER_READER
 from vgjax.eval.report import save_pictures, save_predictions, save_recall_curve
 from vgjax.eval.extract import extract_descriptors
@@ -31,6 +32,7 @@ from vgjax.eval.pca import PCA, sample_rows
 from vgjax.eval.recalls import (chance_from_counts, chance_recalls, correct_matrix,
                                 recalls_from_correct)
 from vgjax.eval.search import search
+from vgjax.eval.settings import TestSettings
 from vgjax.eval.store import DescriptorStore
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,8 @@ def fit_pca(test_cfg, data_cfg, describe, database_store: DescriptorStore | None
 
     The PCA images are described at their native size when `test.pca_native_size` (what
     the reference does), else resized like the database."""
-    dim, max_images = int(test_cfg.pca_dim), int(test_cfg.pca_max_images)
+    test_cfg, data_cfg = TestSettings.from_section(test_cfg), DataSettings.from_section(data_cfg)
+    dim, max_images = test_cfg.pca_dim, test_cfg.pca_max_images
     if test_cfg.pca_dataset:
         folder = Path(test_cfg.pca_dataset)
         if not folder.is_dir():
@@ -89,13 +92,13 @@ def fit_pca(test_cfg, data_cfg, describe, database_store: DescriptorStore | None
         if len(paths) > max_images:
             rng = np.random.default_rng(seed)
             paths = [paths[i] for i in np.sort(rng.choice(len(paths), max_images, replace=False))]
-        plan = ViewPlan.for_database(test_cfg, tuple(data_cfg.resize),
+        plan = ViewPlan.for_database(test_cfg, data_cfg.resize,
                                      resampling=resampling(data_cfg, test_cfg))
         if test_cfg.pca_native_size:
             plan = dataclasses.replace(plan, method="native", sizes=plan.sizes[:1])
         store, _ = extract_descriptors(
-            paths, describe, plan, batch_size=int(test_cfg.batch_size),
-            num_workers=int(data_cfg.num_workers), prefetch=int(data_cfg.prefetch))
+            paths, describe, plan, batch_size=test_cfg.batch_size,
+            num_workers=data_cfg.num_workers, prefetch=data_cfg.prefetch)
         samples = store.read()
     elif database_store is not None:
         samples = sample_rows(database_store, max_images, seed)
@@ -117,13 +120,14 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
     returns the right one for a TFDS copy).
     """
     t_start = time.perf_counter()
+    test_cfg, data_cfg = TestSettings.from_section(test_cfg), DataSettings.from_section(data_cfg)
     name = name or split.dataset
-    model_size = tuple(int(s) for s in data_cfg.resize)
-    recall_values = [int(n) for n in test_cfg.recall_values]
+    model_size = data_cfg.resize
+    recall_values = test_cfg.recall_values
     k = max(recall_values)
     dtype = np.float16 if test_cfg.store_float16 else np.float32
-    limit = float(test_cfg.descriptors_in_memory_gb) * (1 << 30)
-    chunk_bytes = int(float(test_cfg.search_chunk_mb) * (1 << 20))
+    limit = test_cfg.descriptors_in_memory_gb * (1 << 30)
+    chunk_bytes = int(test_cfg.search_chunk_mb * (1 << 20))
     keep_dir = Path(test_cfg.descriptors_dir) / name if test_cfg.descriptors_dir else None
     tmp = None
     stores: list[DescriptorStore] = []
@@ -143,8 +147,8 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
             return store
         return make
 
-    loader_kw = {"batch_size": int(test_cfg.batch_size),
-                 "num_workers": int(data_cfg.num_workers), "prefetch": int(data_cfg.prefetch)}
+    loader_kw = {"batch_size": test_cfg.batch_size,
+                 "num_workers": data_cfg.num_workers, "prefetch": data_cfg.prefetch}
     read = reader or FOLDER_READER
     resample = resampling(data_cfg, test_cfg)
     db_plan = ViewPlan.for_database(test_cfg, model_size, read, resample)
@@ -161,7 +165,7 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
                              f"{db_store.dim}: the describe function is not consistent")
         model_dim = db_store.dim
         t_pca = time.perf_counter()
-        if int(test_cfg.pca_dim) > 0:
+        if test_cfg.pca_dim > 0:
             pca = pca or fit_pca(test_cfg, data_cfg, describe, db_store)
             db_store = pca.transform_store(db_store, make_store_for("database_pca"), chunk_bytes)
             q_store = pca.transform_store(q_store, make_store_for("queries_pca"), chunk_bytes)
@@ -177,9 +181,9 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
             tmp.cleanup()
 
     correct = correct_matrix(indices, split.queries.utm, split.database.utm,
-                             float(test_cfg.positive_dist))
+                             test_cfg.positive_dist)
     recalls = recalls_from_correct(correct, recall_values)
-    domains = query_domains(split.queries.paths, list(test_cfg.domains))
+    domains = query_domains(split.queries.paths, test_cfg.domains)
     domain_recalls, domain_counts = {}, {}
     for dom in test_cfg.domains:
         mask = domains == dom.lower()
@@ -187,12 +191,12 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
             domain_recalls[dom] = recalls_from_correct(correct[mask], recall_values)
             domain_counts[dom] = int(mask.sum())
 
-    if float(split.soft_dist) == float(test_cfg.positive_dist):
+    if float(split.soft_dist) == test_cfg.positive_dist:
         chance = chance_from_counts([len(p) for p in split.soft_positives], len(split.database),
                                     recall_values)
     else:
         chance = chance_recalls(split.queries.utm, split.database.utm, recall_values,
-                                float(test_cfg.positive_dist))
+                                test_cfg.positive_dist)
 
     timings = {"database_s": db_stats["seconds"], "database_img_per_s": db_stats["images_per_s"],
                "queries_s": q_stats["seconds"], "queries_img_per_s": q_stats["images_per_s"],
@@ -208,12 +212,11 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
         if test_cfg.save_predictions:
             result.predictions_path = str(save_predictions(
                 out_dir / "predictions" / f"{name}.npz", result, split))
-        if int(test_cfg.num_pictures) > 0:
+        if test_cfg.num_pictures > 0:
             save_pictures(result, split, out_dir / "pictures" / name,
-                                 num=int(test_cfg.num_pictures),
-                                 only_wrong=bool(test_cfg.pictures_only_wrong),
-                                 topk=int(test_cfg.pictures_topk),
-                                 positive_dist=float(test_cfg.positive_dist), reader=read)
+                          num=test_cfg.num_pictures, only_wrong=test_cfg.pictures_only_wrong,
+                          topk=test_cfg.pictures_topk, positive_dist=test_cfg.positive_dist,
+                          reader=read)
             save_recall_curve({name: correct}, out_dir / "pictures" / f"{name}_recall.png")
     result.timings["total_s"] = time.perf_counter() - t_start
     log.info("%s/%s (%s): %s", name, split.split, test_cfg.method, result.summary())

@@ -26,6 +26,7 @@ from vgjax.config import ConfigError, check_value
 from vgjax.data.sources import open_split
 from vgjax.eval.evaluate import EvalResult, evaluate, fit_pca
 from vgjax.eval.report import results_rows, save_recall_curve, write_results_json
+from vgjax.eval.settings import TestSettings, check_test
 from vgjax.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class RetrievalEvaluator:
     split: str
     datasets: Sequence[str]
     when: Sequence[str]
-    settings: ml_collections.ConfigDict
+    settings: TestSettings
     data_cfg: ml_collections.ConfigDict
     opener: Callable = open_split   # (data_cfg, dataset, split) -> (Split, ImageReader)
     seed: int = 0
@@ -70,9 +71,9 @@ class RetrievalEvaluator:
             progress: bool = False) -> list[EvalResult]:
         """Evaluates `describe` on every dataset; with `out_dir`, writes what the settings
         ask for (predictions, pictures) and `results.json` there."""
-        s = self.settings
+        s = TestSettings.from_section(self.settings)
         pca = None
-        if int(s.pca_dim) > 0 and s.pca_dataset:  # one PCA for every dataset
+        if s.pca_dim > 0 and s.pca_dataset:  # one PCA for every dataset
             pca = fit_pca(s, self.data_cfg, describe, seed=self.seed)
         results = []
         for dataset in self.datasets:
@@ -148,6 +149,14 @@ def check_entry(config, name: str) -> None:
     entry_settings(config, name)
 
 
+def check_evals(config) -> None:
+    """Refuses a bad `test` section or `evals` entry, naming the option."""
+    check_test(config.test)
+    for name in config.evals.keys():
+        check_entry(config, name)
+        check_test(entry_settings(config, name), f"evals.{name}")
+
+
 def build(config, name: str, *, datasets: Sequence[str] | None = None,
           split: str | None = None, opener: Callable = open_split):
     """The evaluator of entry `name` (`datasets` / `split` replace the entry's)."""
@@ -157,8 +166,9 @@ def build(config, name: str, *, datasets: Sequence[str] | None = None,
     cls = EVALUATORS.get(entry.get("type", "retrieval"))
     return cls(name=name, split=split,
                datasets=list(datasets) if datasets else entry_datasets(config, name, split),
-               when=tuple(entry.get("when", ())), settings=entry_settings(config, name),
-               data_cfg=config.data, opener=opener, seed=int(config.seed))
+               when=tuple(entry.get("when", ())),
+               settings=TestSettings.from_section(entry_settings(config, name)),
+               data_cfg=config.data, opener=opener, seed=config.seed)
 
 
 def build_all(config, opener: Callable = open_split) -> dict[str, RetrievalEvaluator]:

@@ -146,7 +146,7 @@ class MajorityVoting(NearestCrop):
         q = distances.shape[0] // self.rows_per_image
         d = distances.reshape(q, self.rows_per_image, -1)
         i = indices.reshape(q, self.rows_per_image, -1)
-        return merge_crop_rankings(d, i, k, voting_bonus(i, float(settings.majority_weight)))
+        return merge_crop_rankings(d, i, k, voting_bonus(i, settings.majority_weight))
 
 
 @TEST_METHODS.register("native")
@@ -189,7 +189,7 @@ class ViewPlan:
                     resampling: Resampling = Resampling()) -> ViewPlan:
         return cls(method=test_cfg.method, sizes=scale_sizes(test_cfg.scales, model_size),
                    combine=test_cfg.multiscale_method,
-                   renormalize=bool(test_cfg.multiscale_renormalize), read=read,
+                   renormalize=test_cfg.multiscale_renormalize, read=read,
                    resampling=resampling)
 
     @classmethod

@@ -370,8 +370,8 @@ def _ivfpq(database, queries, k, test_cfg, chunk_bytes):
     log.info("approximate search of %d queries in %d x %d database, top-%d: faiss IndexIVFPQ "
              "(nlist %s, m %s, nprobe %s)", len(queries), len(database), database.dim, k,
              test_cfg.ivfpq_nlist, test_cfg.ivfpq_m, test_cfg.get("ivfpq_nprobe", 16))
-    return ivfpq_search(database, queries, k, nlist=int(test_cfg.ivfpq_nlist),
-                        m=int(test_cfg.ivfpq_m), nprobe=int(test_cfg.get("ivfpq_nprobe", 16)),
+    return ivfpq_search(database, queries, k, nlist=test_cfg.ivfpq_nlist,
+                        m=test_cfg.ivfpq_m, nprobe=test_cfg.get("ivfpq_nprobe", 16),
                         chunk_bytes=chunk_bytes)
 
 

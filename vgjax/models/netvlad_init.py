@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgjax.models.network import make_features_fn
+from vgjax.models.settings import ModelSettings
 
 
 def netvlad_params_from_descriptors(descriptors: np.ndarray, clusters: int,
@@ -74,19 +75,20 @@ def initialize_netvlad(net, variables, image_batches: Iterable, model_cfg, seed:
     if "centroids" not in variables["params"].get("aggregation", {}):
         raise ValueError(f"initialize_netvlad: model.aggregation is {model_cfg.aggregation!r}, "
                          "not 'netvlad'")
-    init_cfg = model_cfg.netvlad_init
+    model = ModelSettings.from_section(model_cfg)
+    init = model.netvlad_init
     rng = np.random.default_rng(seed)
     features_fn = make_features_fn(net)
     chunks = []
     for item in image_batches:
         batch, n_valid = item if isinstance(item, tuple) else (item, len(item))
         feats = np.asarray(features_fn(variables, batch))[:n_valid]
-        chunks.append(sample_local_descriptors(feats, int(init_cfg.descriptors_per_image), rng))
+        chunks.append(sample_local_descriptors(feats, init.descriptors_per_image, rng))
     if not chunks:
         raise ValueError("initialize_netvlad: no images to initialise NetVLAD from")
     descriptors = np.concatenate(chunks)
     centroids, kernel, _ = netvlad_params_from_descriptors(
-        descriptors, int(model_cfg.netvlad_clusters), int(init_cfg.iterations), seed)
+        descriptors, model.netvlad_clusters, init.iterations, seed)
     params = dict(variables["params"])
     agg = dict(params["aggregation"])
     agg["centroids"] = jnp.asarray(centroids)

@@ -14,15 +14,18 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from vgjax.config import ConfigError
 from vgjax.data.dataset import Split
 from vgjax.data.pipeline import BatchLoader
+from vgjax.data.settings import DataSettings
 from vgjax.models.aggregation import AGGREGATIONS, uses_kmeans_init
 from vgjax.models.io import load_model, merge_pretrained, read_model_info
 from vgjax.models.netvlad_init import initialize_netvlad, sample_init_paths
 from vgjax.models.backbones import parse_backbone
 from vgjax.models.network import (abstract_variables, init_variables, trainable_from,
                                   trainable_mask)
+from vgjax.models.settings import ModelSettings
 from vgjax.models.pretrained import IMAGENET, imagenet_variables, locate_imagenet_weights
 from vgjax.train import checkpoint, multihost, optim, run_dir
 from vgjax.train.adaptation import DOMAIN
+from vgjax.train.settings import TrainSettings
 from vgjax.train.state import Progress, TrainState
 
 log = logging.getLogger("vgjax.train")
@@ -74,7 +77,8 @@ def initial_variables(config, net, train_split: Split, reader=None, load_fn=None
     enabled and the pretrained model brings no NetVLAD head, on images read by `load_fn`
     (`train.cache_resize=eval`), else by `reader` at the model size."""
     model_cfg = config.model
-    size = tuple(config.data.resize)
+    data, t = DataSettings.from_config(config), TrainSettings.from_config(config)
+    size = data.resize
     variables = init_variables(model_cfg, jax.random.key(config.seed), size)
     has_head = False
     if model_cfg.pretrained:
@@ -99,13 +103,13 @@ def initial_variables(config, net, train_split: Split, reader=None, load_fn=None
         t0 = time.perf_counter()
         paths = sample_init_paths(list(train_split.database.paths) +  # the whole training set
                                   list(train_split.queries.paths),
-                                  int(model_cfg.netvlad_init.images), int(config.seed))
-        batches = BatchLoader(paths, size, int(config.train.infer_batch_size),
-                              num_workers=int(config.data.num_workers),
-                              prefetch=int(config.data.prefetch),
+                                  ModelSettings.from_config(config).netvlad_init.images,
+                                  config.seed)
+        batches = BatchLoader(paths, size, t.infer_batch_size,
+                              num_workers=data.num_workers, prefetch=data.prefetch,
                               load_fn=load_fn or (reader.loader(size) if reader is not None
                                                   else None))
-        variables = initialize_netvlad(net, variables, batches, model_cfg, seed=int(config.seed))
+        variables = initialize_netvlad(net, variables, batches, model_cfg, seed=config.seed)
         log.info("NetVLAD initialised by k-means on %d images in %.1f s", len(paths),
                  time.perf_counter() - t0)
     return variables
@@ -124,8 +128,8 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
     """(state, progress, negative cache, tx) of a run: resumed from the newest usable
     checkpoint in `run` if there is one, else fresh (`initial_variables`, plus the domain
     classifier's parameters with domain adaptation), replicated over `mesh`."""
-    t = config.train
-    size = tuple(config.data.resize)
+    t = TrainSettings.from_config(config)
+    size = DataSettings.from_config(config).resize
     replicated = NamedSharding(mesh, P())
 
     def with_domain(variables, domain_params):
@@ -152,7 +156,7 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
         variables = initial_variables(config, net, train, reader, init_load)
         if domain is not None:
             variables = with_domain(variables, _domain_params(domain, net, config.model, size,
-                                                              int(config.seed)))
+                                                              config.seed))
         variables = multihost.from_process_zero(variables)
         # host copies: device_put places those on every process of a multi-process mesh
         state = jax.device_put(jax.tree.map(np.asarray, TrainState.create(variables, tx)),

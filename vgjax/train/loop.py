@@ -21,10 +21,11 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vgjax.checks import validate_training
+from vgjax.train.settings import validate_training
 from vgjax.data.augment import host_query_augment, make_query_augment
 from vgjax.data.cache import CACHE_MODES, cache_loader, decode_once, target_images
 from vgjax.data.dataset import check_evaluable
+from vgjax.data.settings import DataSettings
 from vgjax.data.ops import train_query
 from vgjax.data.sources import open_split, with_view
 from vgjax.eval import evaluators
@@ -39,6 +40,7 @@ from vgjax.train.interrupt import interrupted
 from vgjax.train.losses import make_term
 from vgjax.train.rounds import RoundContext, run_round
 from vgjax.train.schedules import make_scheduler
+from vgjax.train.settings import TrainSettings
 from vgjax.train.state import Progress, TrainState, epoch_queries
 from vgjax.train.step import NonFiniteLossError, make_mesh, make_train_step
 
@@ -68,11 +70,11 @@ def train_and_evaluate(config, workdir) -> dict:
 def _check_devices(t, mesh) -> None:
     n_dev = mesh.devices.size
     for field in ("queries_per_step", "infer_batch_size"):
-        if int(t[field]) % n_dev:
+        if t[field] % n_dev:
             raise ValueError(f"train.{field}={t[field]} must be a multiple of the {n_dev} "
                              "devices used (set train.num_devices)")
     if jax.process_count() > 1:
-        step_images = int(t.queries_per_step) * (2 + int(t.negatives_per_query))
+        step_images = t.queries_per_step * (2 + t.negatives_per_query)
         rows = multihost.process_rows(NamedSharding(mesh, P("data")), step_images)
         log.info("process %d of %d (%d of the %d devices) loads rows [%d, %d) of every train "
                  "batch of %d images", jax.process_index(), jax.process_count(),
@@ -80,93 +82,88 @@ def _check_devices(t, mesh) -> None:
 
 
 def _train_and_evaluate(config, run: Path) -> dict:
-    t = config.train
+    t, data = TrainSettings.from_config(config), DataSettings.from_config(config)
     if multihost.is_primary():
         run_dir.write_config(run, config)
-    train, reader = open_split(config.data, config.data.train_dataset, "train")
+    train, reader = open_split(config.data, data.train_dataset, "train")
     # msls_weighted: each query's chance of a round (refused here, before any work, when the
     # file names do not say night / sideways); None: uniform
     weights = mining.get_miner(t.mining).query_weights(train.queries.paths)
     cache_load = cache_loader(config, reader)  # None: the cache reads the training images
     host_augment = host_query_augment(config, reader)  # None: queries augmented in the train step
-    if config.data.train_query_crop:  # the reference's RandomResizedCrop(scale=(1, 1))
+    if data.train_query_crop:  # the reference's RandomResizedCrop(scale=(1, 1))
         reader = with_view(reader, train.queries.paths, train_query)
     evals = evaluators.build_all(config)
     epoch_evals = [e for e in evals.values() if "epoch" in e.when]
     for e in epoch_evals:  # early stopping on a split without positives is meaningless
         for d in e.datasets:
             check_evaluable(e.open(d)[0], f"evals.{e.name}")
-    mesh = make_mesh(int(t.num_devices))
+    mesh = make_mesh(t.num_devices)
     _check_devices(t, mesh)
     pool = None
-    cache_mode = CACHE_MODES.get(config.data.cache_decoded)
+    cache_mode = CACHE_MODES.get(data.cache_decoded)
     if cache_mode.decodes:
-        reader, decoded = decode_once(config, run, train, reader, epoch_evals)
+        reader, decoded = decode_once(data, run, train, reader, epoch_evals)
         if cache_mode.on_device:  # replicated: every device gathers locally
             pool = jax.device_put(np.asarray(decoded.array), NamedSharding(mesh, P()))
             log.info("data.cache_decoded=%s: %d training images (%.2f GB) on %d device(s)",
-                     config.data.cache_decoded, len(decoded), pool.nbytes / 2**30,
+                     data.cache_decoded, len(decoded), pool.nbytes / 2**30,
                      mesh.devices.size)
     log.info("%s; %s", train.summary(), "; ".join(
         e.open(d)[0].summary() for e in epoch_evals for d in e.datasets))
-    target = target_images(config, run) if t.da.enabled else None
+    target = target_images(data, t.da.target_dir, run) if t.da.enabled else None
     net = build_network(config.model)
-    negative_cache = (np.full((len(train.queries), int(t.negatives_per_query)), -1, np.int32)
+    negative_cache = (np.full((len(train.queries), t.negatives_per_query), -1, np.int32)
                       if mining.get_miner(t.mining).remembers_negatives else None)
-    domain = (DomainAdaptation.from_config(t.da, _steps_per_epoch(t)) if target is not None
+    domain = (DomainAdaptation.from_config(t.da, t.steps_per_epoch) if target is not None
               else None)
     state, progress, negative_cache, tx = initial_state(config, run, net, train, reader, mesh,
                                                          negative_cache, domain, cache_load)
     if progress.finished:
         log.info("Training already finished; evaluating the best model")
-    terms = [make_term(t.loss, dict(t.loss_args))]
+    terms = [make_term(t.loss, t.loss_args.kwargs())]
     if domain is not None:
-        terms.append(make_term("domain", weight=float(t.da.weight)))
+        terms.append(make_term("domain", weight=t.da.weight))
     describe = make_describe_fn(net)
-    augment = make_query_augment(list(t.query_augment) if host_augment is None else
-                                 host_augment.device_specs, 2 + int(t.negatives_per_query))
+    augment = make_query_augment(t.query_augment if host_augment is None else
+                                 host_augment.device_specs, 2 + t.negatives_per_query)
     ctx = RoundContext(
         train=train, reader=reader, tables=mining.MiningTables.from_split(train),
         mining=t.mining, describe=describe,
-        train_step=make_train_step(net, tx, terms, int(t.negatives_per_query), mesh,
-                                   augment=augment, seed=int(config.seed), domain=domain,
+        train_step=make_train_step(net, tx, terms, t.negatives_per_query, mesh,
+                                   augment=augment, seed=config.seed, domain=domain,
                                    gather=pool is not None),
         target=target, pool=pool, cache_load=cache_load, host_augment=host_augment,
         describe_rows=jax.jit(lambda v, images, rows: describe(v, images[rows])),
         mesh=mesh, metrics=run_dir.MetricsWriter(run / "metrics.jsonl",
                                                  enabled=multihost.is_primary()),
-        size=tuple(config.data.resize), seed=int(config.seed),
-        queries_per_step=int(t.queries_per_step), negatives_per_query=int(t.negatives_per_query),
-        neg_samples_num=int(t.neg_samples_num), infer_batch_size=int(t.infer_batch_size),
-        mining_chunk_bytes=int(float(t.mining_chunk_mb) * (1 << 20)),
-        num_workers=int(config.data.num_workers), prefetch=int(config.data.prefetch))
+        size=data.resize, seed=config.seed,
+        queries_per_step=t.queries_per_step, negatives_per_query=t.negatives_per_query,
+        neg_samples_num=t.neg_samples_num, infer_batch_size=t.infer_batch_size,
+        mining_chunk_bytes=int(t.mining_chunk_mb * (1 << 20)),
+        num_workers=data.num_workers, prefetch=data.prefetch)
     try:
-        _epochs(config, run, ctx, evals, state, progress, negative_cache, weights)
+        _epochs(config, t, run, ctx, evals, state, progress, negative_cache, weights)
     finally:
         ctx.metrics.close()
     return _final(config, run, evals, describe)
 
 
-def _steps_per_epoch(t) -> int:
-    rounds = math.ceil(int(t.queries_per_epoch) / int(t.cache_refresh_rate))
-    return rounds * (int(t.cache_refresh_rate) // int(t.queries_per_step))
-
-
-def _eval_variables(config, state: TrainState):
+def _eval_variables(t: TrainSettings, state: TrainState):
     """The network's variables evaluations use (ASGD's averaged copy when asked; no domain
     classifier), one local copy."""
     variables = state.variables
-    if config.train.eval_with_averaged_weights:
+    if t.eval_with_averaged_weights:
         variables = {"params": optim.averaged_params(state.params, state.opt_state),
                      "batch_stats": state.batch_stats}
     return jax.tree.map(lambda x: x.addressable_data(0), network_variables(variables))
 
 
-def _save(config, run, name: str, state, progress, negative_cache):
-    variables = _eval_variables(config, state)
+def _save(config, t: TrainSettings, run, name: str, state, progress, negative_cache):
+    variables = _eval_variables(t, state)
     checkpoint.save(run, name, state, progress, config.model, negative_cache,
-                    seed=int(config.seed), model_variables=variables,
-                    image_size=tuple(config.data.resize))
+                    seed=config.seed, model_variables=variables,
+                    image_size=DataSettings.from_config(config).resize)
 
 
 def _evaluate(evals, when: str, describe, variables,
@@ -188,10 +185,9 @@ def _evaluate(evals, when: str, describe, variables,
     return metrics, recalls, by_dataset
 
 
-def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progress,
-            negative_cache, weights=None):
-    t = config.train
-    rounds = math.ceil(int(t.queries_per_epoch) / int(t.cache_refresh_rate))
+def _epochs(config, t: TrainSettings, run: Path, ctx: RoundContext, evals, state,
+            progress: Progress, negative_cache, weights=None):
+    rounds = math.ceil(t.queries_per_epoch / t.cache_refresh_rate)
     scheduler = make_scheduler(t)
     if progress.scheduler:
         scheduler.load_state_dict(progress.scheduler)
@@ -200,24 +196,24 @@ def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progre
         # the untrained model's files (RUN/before/<entry>/): what paired comparisons with
         # the trained model (`python -m vgjax.eval.compare`) need
         _, recalls, by_dataset = _evaluate(
-            evals, "before", ctx.describe, _eval_variables(config, state),
+            evals, "before", ctx.describe, _eval_variables(t, state),
             out_root=run / "before" if multihost.is_primary() else None)
         for name, results in by_dataset.items():  # e.g. "initial_val": {"val": recalls}
             single = {name: recalls[name]} if name in recalls else {}
             ctx.metrics.write(type=f"initial_{name}", results=results, **single)
-    while not progress.finished and progress.epoch < int(t.epochs):
+    while not progress.finished and progress.epoch < t.epochs:
         epoch = progress.epoch
         t_epoch = time.perf_counter()
-        queries = epoch_queries(config.seed, epoch, len(ctx.train.queries), int(t.queries_per_epoch),
-                                weights, int(t.cache_refresh_rate))
+        queries = epoch_queries(config.seed, epoch, len(ctx.train.queries), t.queries_per_epoch,
+                                weights, t.cache_refresh_rate)
         lr = optim.learning_rate(state.opt_state)
         while progress.round < rounds:
-            rq = int(t.cache_refresh_rate)
+            rq = t.cache_refresh_rate
             chunk = queries[progress.round * rq:(progress.round + 1) * rq]
             result = run_round(ctx, state, progress, chunk, negative_cache)
             state = result.state
             if result.bad_step is not None:
-                _save(config, run, "nan", state, progress, negative_cache)
+                _save(config, t, run, "nan", state, progress, negative_cache)
                 raise NonFiniteLossError(
                     f"loss is not finite at step {result.bad_step + 1} (epoch {epoch}, round "
                     f"{progress.round}; train.loss={t.loss}, train.lr={lr}); the state before "
@@ -227,10 +223,10 @@ def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progre
             progress.round += 1
             progress.epoch_loss_sum += float(np.sum(result.losses))
             progress.epoch_loss_steps += len(result.losses)
-            _save(config, run, "last", state, progress, negative_cache)
+            _save(config, t, run, "last", state, progress, negative_cache)
         train_loss = progress.epoch_loss_sum / max(progress.epoch_loss_steps, 1)
         metrics, recalls, _ = _evaluate(evals, "epoch", ctx.describe,
-                                        _eval_variables(config, state))
+                                        _eval_variables(t, state))
         value = float(metrics[best_key])
         progress.val_history.append(metrics)
         improved = value > progress.best_value
@@ -252,15 +248,15 @@ def _epochs(config, run: Path, ctx: RoundContext, evals, state, progress: Progre
         progress.epoch += 1
         progress.round = 0
         progress.epoch_loss_sum, progress.epoch_loss_steps = 0.0, 0
-        if progress.not_improved >= int(t.patience):
+        if progress.not_improved >= t.patience:
             log.info("Early stopping: %s has not improved for %d epochs", best_key, t.patience)
             progress.finished = True
         if improved:
-            _save(config, run, "best", state, progress, negative_cache)
-        _save(config, run, "last", state, progress, negative_cache)
+            _save(config, t, run, "best", state, progress, negative_cache)
+        _save(config, t, run, "last", state, progress, negative_cache)
         if multihost.is_primary():
             run_dir.plot_lr(run / "metrics.jsonl", run / "lr.png")
-            if config.train.da.enabled:
+            if t.da.enabled:
                 run_dir.plot_steps(run / "metrics.jsonl", run / "domain.png",
                                    ("loss/domain", "domain_acc", "grl_lambda"))
 

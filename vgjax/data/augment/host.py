@@ -33,6 +33,7 @@ from PIL import Image, ImageEnhance
 from vgjax.data.augment.ops import CROP_ATTEMPTS, CROP_RATIO
 from vgjax.data.augment.specs import AUGMENTATIONS, check_specs
 from vgjax.data.ops import PIL, resize, train_query
+from vgjax.data.settings import DataSettings
 from vgjax.registry import Registry
 
 __all__ = ["AUGMENT_ON", "HOST_OPS", "HostQueryAugment", "adjust_hue", "host_query_augment",
@@ -231,10 +232,10 @@ def _on_device(config, source_reader) -> None:
 def _on_host(config, source_reader) -> HostQueryAugment:
     """The query read at full size from its file (`source_reader`, never a decoded cache),
     augmented, then cropped and resized as training queries are."""
-    finish = train_query if config.data.train_query_crop else \
-        functools.partial(resize, resampling=PIL)
-    return HostQueryAugment(list(config.train.query_augment), tuple(config.data.resize),
-                            int(config.seed), read_full=source_reader, finish=finish)
+    data = DataSettings.from_config(config)
+    finish = train_query if data.train_query_crop else functools.partial(resize, resampling=PIL)
+    return HostQueryAugment(config.train.query_augment, data.resize, config.seed,
+                            read_full=source_reader, finish=finish)
 
 
 def host_query_augment(config, source_reader) -> HostQueryAugment | None:

@@ -1,0 +1,63 @@
+"""The `data` section: its checks and its frozen, typed settings (`DataSettings`)."""
+from __future__ import annotations
+
+import dataclasses
+
+from vgjax.config import ConfigError
+from vgjax.config.settings import Settings
+from vgjax.data.cache import CACHE_MODES
+from vgjax.data.ops import RESAMPLING_MODES
+from vgjax.data.sources import SOURCES
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings(Settings):
+    root: str = "data"
+    train_dataset: str = "pitts30k"
+    test_datasets: tuple[str, ...] = ("pitts30k",)
+    source: str = "folder"
+    tfds_dir: str = ""
+    resize: tuple[int, ...] = (480, 640)
+    num_workers: int = 8
+    prefetch: int = 2
+    cache_decoded: str = "none"
+    eval_resize: str = "float"
+    resize_antialias: bool = False
+    jpeg_draft: bool = False
+    train_query_crop: bool = True
+    soft_positives_dist: float = 25.0
+    hard_positives_dist: float = 10.0
+
+    @classmethod
+    def from_config(cls, config) -> "DataSettings":
+        return cls.from_section(config.data)
+
+
+def check(cond: bool, option: str, message: str) -> None:
+    """Raises ConfigError "`option`: `message`" unless `cond`."""
+    if not cond:
+        raise ConfigError(f"{option}: {message}")
+
+
+def check_positive(settings, prefix: str, fields) -> None:
+    """Each of `fields` of `settings` (typed) is >= 1."""
+    for f in fields:
+        value = settings[f]
+        check(value >= 1, f"{prefix}.{f}", f"must be >= 1, got {value}")
+
+
+def check_data(config) -> None:
+    """Refuses a bad `data` section, naming the option."""
+    raw = config.data
+    check(len(raw.resize) == 2 and all(s > 0 for s in raw.resize), "data.resize",
+          f"expected (H, W) positive integers, got {raw.resize!r}")
+    check(raw.soft_positives_dist >= raw.hard_positives_dist > 0, "data.hard_positives_dist",
+          "must be > 0 and <= data.soft_positives_dist")
+    check(len(raw.test_datasets) > 0, "data.test_datasets", "is empty")
+    SOURCES.check(raw.source)
+    check(raw.cache_decoded in CACHE_MODES, "data.cache_decoded",
+          f"unknown value {raw.cache_decoded!r} (accepted: {', '.join(CACHE_MODES)}, true = "
+          "host, false = none)")
+    check(raw.eval_resize in RESAMPLING_MODES, "data.eval_resize",
+          f"unknown value {raw.eval_resize!r} (accepted: {', '.join(RESAMPLING_MODES)})")
+    check_positive(DataSettings.from_section(raw), "data", ("num_workers", "prefetch"))
