@@ -29,6 +29,7 @@ from vgjax.config import ConfigError, split_argv
 from vgjax.data import dataset as ds
 from vgjax.data.format import DatasetFormatError
 from vgjax.data.pipeline import ImageError
+from vgjax.data.sources import SOURCES
 from vgjax.eval import evaluators
 from vgjax.eval.extract import Describer
 from vgjax.eval.settings import check_pca
@@ -82,7 +83,7 @@ def run(argv: list[str]) -> dict:
     if dupes:
         raise UsageError(f"--datasets: several folders are named {dupes}; results are keyed "
                          "by folder name")
-    if cfg.data.source == "folder":
+    if SOURCES.get(cfg.data.source).folders:
         for d in args.datasets:
             ds.split_folder(d, args.split)  # fail before loading the model
     out = Path(args.out)

@@ -126,8 +126,6 @@ def make_scheduler(train_cfg):
 
 
 def plateau_patience(train_cfg) -> int | None:
-    """The plateau scheduler's patience, None for other schedulers."""
-    spec = SCHEDULERS.check(train_cfg.scheduler, scheduler_kwargs(train_cfg))
-    if spec.name != "plateau":
-        return None
-    return int(spec.kwargs.get("patience", 10))
+    """The epochs a scheduler waits without improvement before it lowers the rate (its
+    `patience`), None for schedulers that do not wait on the metric."""
+    return getattr(make_scheduler(train_cfg), "patience", None)

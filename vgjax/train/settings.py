@@ -9,11 +9,11 @@ from pathlib import Path
 from vgjax.config import ConfigError
 from vgjax.config.settings import Args, Settings
 from vgjax.data.augment import AUGMENT_ON, check_specs
-from vgjax.data.cache import CACHE_RESIZE
+from vgjax.data.cache import CACHE_MODES, CACHE_RESIZE
 from vgjax.data.dataset import split_folder
 from vgjax.data.format import DatasetFormatError, list_images
 from vgjax.data.settings import DataSettings
-from vgjax.data.sources import folder_location
+from vgjax.data.sources import SOURCES, folder_location
 from vgjax.eval import evaluators
 from vgjax.eval.settings import check_pca
 from vgjax.models.aggregation import AGGREGATIONS, uses_kmeans_init
@@ -124,8 +124,8 @@ def check_train(config) -> None:
     check_specs(t.query_augment)
     _check(t.augment_on in AUGMENT_ON, "train.augment_on",
            f"unknown value {t.augment_on!r} (accepted: {', '.join(AUGMENT_ON)})")
-    if t.augment_on == "host":
-        _check(config.data.cache_decoded != "device", "train.augment_on",
+    if AUGMENT_ON.get(t.augment_on).reads_files:
+        _check(not CACHE_MODES.get(config.data.cache_decoded).on_device, "train.augment_on",
                "host decodes every training query from its file at full size, but "
                "data.cache_decoded=device serves the train steps from the device; use "
                "data.cache_decoded=host or none")
@@ -164,7 +164,8 @@ def validate_training(config) -> None:
         if settings.pca_dim > 0:
             check_pca(settings, descriptor_dim(config.model),
                       f"evals.{name}" if name != "test" else "test")
-    if data.source == "folder":  # every split the run reads, before any work
+    folders = SOURCES.get(data.source).folders
+    if folders:  # every split the run reads, before any work
         needed = [("data.train_dataset", data.train_dataset, "train")]
         for name in config.evals.keys():
             e = evaluators.build(config, name)
@@ -175,7 +176,7 @@ def validate_training(config) -> None:
                 split_folder(folder_location(config.data, dataset), split)
             except DatasetFormatError as e:
                 raise ConfigError(f"{option}: {dataset!r}: {e}") from None
-    if data.source == "folder":  # e.g. msls_weighted needs night / sideways names
+    if folders:  # e.g. msls_weighted needs night / sideways names
         folder = Path(folder_location(config.data, data.train_dataset))
         queries = folder / "images" / "train" / "queries"
         if queries.is_dir():

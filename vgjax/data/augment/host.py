@@ -218,7 +218,8 @@ class HostQueryAugment:
 
 # Where the queries are augmented (train.augment_on) -----------------------------------------
 
-# (config, the source's reader) -> HostQueryAugment, or None: the train step augments them
+# (config, the source's reader) -> HostQueryAugment, or None: the train step augments them;
+# each entry's `reads_files` says whether it decodes the queries from their files itself
 AUGMENT_ON = Registry("train.augment_on")
 
 
@@ -236,6 +237,10 @@ def _on_host(config, source_reader) -> HostQueryAugment:
     finish = train_query if data.train_query_crop else functools.partial(resize, resampling=PIL)
     return HostQueryAugment(config.train.query_augment, data.resize, config.seed,
                             read_full=source_reader, finish=finish)
+
+
+_on_device.reads_files = False  # the queries come from wherever the train steps read them
+_on_host.reads_files = True     # every query decoded again from its file at full size
 
 
 def host_query_augment(config, source_reader) -> HostQueryAugment | None:
