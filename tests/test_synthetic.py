@@ -15,8 +15,9 @@ from vgjax.data import format as fmt
 
 
 def _digests(root, name):
+    """{path under <name>/images: sha256} (the images; city.json says how they were built)."""
     out = {}
-    base = root / name
+    base = root / name / "images"
     for dirpath, _, files in os.walk(base):
         for f in files:
             path = os.path.join(dirpath, f)
