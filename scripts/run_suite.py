@@ -178,21 +178,21 @@ def _check_datasets(suite: Suite, root: Path) -> None:
 def _check_rows(suite: Suite, config: str, common: dict, root: Path, cells: list[dict]) -> None:
     """Every cell's config and every eval row's overrides pass the checks, or the suite is
     refused listing each bad row: a typo in the last cell costs no run of the first."""
+    rows = [(c["name"], _cell_overrides(common, c, root, seed=0)) for c in cells]
+    rows += [(e["name"], _eval_overrides(common, e)) for e in suite.evals]
     bad = []
-    for c in cells:
+    for name, overrides in rows:
         try:
-            load_config(config, override_args({**common, **_with_root(c["overrides"], root),
-                                               "seed": 0}))
+            load_config(config, overrides)
         except (ConfigError, ValueError) as e:
-            bad.append(f"  {c['name']}: {str(e).splitlines()[0] if str(e) else repr(e)}")
-    for e in suite.evals:
-        try:
-            load_config(config, _eval_overrides(common, e))
-        except (ConfigError, ValueError) as err:
-            bad.append(f"  {e['name']}: {str(err).splitlines()[0] if str(err) else repr(err)}")
+            bad.append(f"  {name}: {str(e).splitlines()[0] if str(e) else repr(e)}")
     if bad:
         raise Refused(f"suite {suite.name}: {len(bad)} row(s) with a config the checks "
                       "refuse, nothing was run:\n" + "\n".join(bad))
+
+
+def _cell_overrides(common: dict, c: dict, root: Path, seed: int) -> list[str]:
+    return override_args({**common, **_with_root(c["overrides"], root), "seed": seed})
 
 
 def _eval_overrides(common: dict, e: dict) -> list[str]:
@@ -264,8 +264,7 @@ def _main(args, argv) -> int:
     for c in cells:
         for k in range(args.repeats):
             folder = runs / run_name(c["name"], k)
-            overrides = override_args({**common, **_with_root(c["overrides"], root),
-                                       "seed": k})
+            overrides = _cell_overrides(common, c, root, seed=k)
             state = read_run(folder)["status"]
             if state == "done":
                 print(f"[done]    {folder.name}", flush=True)

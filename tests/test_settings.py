@@ -33,3 +33,14 @@ def test_sections_become_frozen_typed_settings():
     assert TrainSettings.from_section(train) is train   # converted once
     built = evaluators.build(config, "test")
     assert isinstance(built.settings, TestSettings)
+
+
+def test_settings_defaults_are_the_schemas():
+    """Each settings class has exactly the fields of its section of configs/default.py, with
+    the same defaults: the two cannot drift apart."""
+    from vgjax.cli.config import schema
+    default = schema()
+    for cls, section in ((DataSettings, default.data), (ModelSettings, default.model),
+                         (TrainSettings, default.train), (TestSettings, default.test)):
+        assert {f.name for f in dataclasses.fields(cls)} == set(section.keys()), cls.__name__
+        assert cls.from_section(section) == cls(), cls.__name__

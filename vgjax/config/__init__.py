@@ -31,14 +31,15 @@ from vgjax.config.files import load_config_file, parse_arg, split_spec
 from vgjax.config.overrides import (NEW, apply_overrides, literal_dict, parse_value,
                                     split_argv, split_list)
 from vgjax.config.schema import conform, get_path, set_path
-from vgjax.config.values import ConfigError, check_value, literal
+from vgjax.config.values import ConfigError, check_value, literal, require, require_positive
 
 ConfigDict = ml_collections.ConfigDict
 Check = Callable[[ConfigDict], None]
 
 __all__ = ["NEW", "Check", "ConfigDict", "ConfigError", "apply_overrides", "check_value",
            "conform", "flatten", "get_path", "literal", "literal_dict", "load_config",
-           "load_config_file", "parse_arg", "parse_value", "set_path", "split_argv",
+           "load_config_file", "parse_arg", "parse_value", "require", "require_positive", "set_path",
+           "split_argv",
            "split_list", "split_spec", "to_json", "validate"]
 
 

@@ -126,7 +126,7 @@ class Settings:
         for f in dataclasses.fields(cls):
             if f.name in replace:
                 values[f.name] = replace[f.name]
-            elif _has(section, f.name):
+            elif f.name in section:  # a Settings object or a ConfigDict / mapping
                 values[f.name] = _convert(hints[f.name], _read(section, f.name))
         return cls(**values)
 
@@ -139,12 +139,6 @@ class Settings:
 
     def __contains__(self, name: str) -> bool:
         return name in {f.name for f in dataclasses.fields(self)}
-
-
-def _has(section, name: str) -> bool:
-    if isinstance(section, Settings):
-        return name in section
-    return name in section
 
 
 def _read(section, name: str):

@@ -11,6 +11,19 @@ class ConfigError(ValueError):
     """A config file or option that cannot be used; the message names it."""
 
 
+def require(cond: bool, option: str, message: str) -> None:
+    """Raises ConfigError "`option`: `message`" unless `cond` (the section owners' checks)."""
+    if not cond:
+        raise ConfigError(f"{option}: {message}")
+
+
+def require_positive(settings, prefix: str, fields) -> None:
+    """Each of `fields` of `settings` (typed: a Settings object) is >= 1."""
+    for f in fields:
+        value = settings[f]
+        require(value >= 1, f"{prefix}.{f}", f"must be >= 1, got {value}")
+
+
 # Files ---------------------------------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from vgjax.config import ConfigError
+from vgjax.config import require, require_positive
 from vgjax.config.settings import Settings
 from vgjax.data.cache import CACHE_MODES
 from vgjax.data.ops import RESAMPLING_MODES
@@ -33,31 +33,18 @@ class DataSettings(Settings):
         return cls.from_section(config.data)
 
 
-def check(cond: bool, option: str, message: str) -> None:
-    """Raises ConfigError "`option`: `message`" unless `cond`."""
-    if not cond:
-        raise ConfigError(f"{option}: {message}")
-
-
-def check_positive(settings, prefix: str, fields) -> None:
-    """Each of `fields` of `settings` (typed) is >= 1."""
-    for f in fields:
-        value = settings[f]
-        check(value >= 1, f"{prefix}.{f}", f"must be >= 1, got {value}")
-
-
 def check_data(config) -> None:
     """Refuses a bad `data` section, naming the option."""
     raw = config.data
-    check(len(raw.resize) == 2 and all(s > 0 for s in raw.resize), "data.resize",
-          f"expected (H, W) positive integers, got {raw.resize!r}")
-    check(raw.soft_positives_dist >= raw.hard_positives_dist > 0, "data.hard_positives_dist",
-          "must be > 0 and <= data.soft_positives_dist")
-    check(len(raw.test_datasets) > 0, "data.test_datasets", "is empty")
+    require(len(raw.resize) == 2 and all(s > 0 for s in raw.resize), "data.resize",
+            f"expected (H, W) positive integers, got {raw.resize!r}")
+    require(raw.soft_positives_dist >= raw.hard_positives_dist > 0, "data.hard_positives_dist",
+            "must be > 0 and <= data.soft_positives_dist")
+    require(len(raw.test_datasets) > 0, "data.test_datasets", "is empty")
     SOURCES.check(raw.source)
-    check(raw.cache_decoded in CACHE_MODES, "data.cache_decoded",
-          f"unknown value {raw.cache_decoded!r} (accepted: {', '.join(CACHE_MODES)}, true = "
-          "host, false = none)")
-    check(raw.eval_resize in RESAMPLING_MODES, "data.eval_resize",
-          f"unknown value {raw.eval_resize!r} (accepted: {', '.join(RESAMPLING_MODES)})")
-    check_positive(DataSettings.from_section(raw), "data", ("num_workers", "prefetch"))
+    require(raw.cache_decoded in CACHE_MODES, "data.cache_decoded",
+            f"unknown value {raw.cache_decoded!r} (accepted: {', '.join(CACHE_MODES)}, true = "
+            "host, false = none)")
+    require(raw.eval_resize in RESAMPLING_MODES, "data.eval_resize",
+            f"unknown value {raw.eval_resize!r} (accepted: {', '.join(RESAMPLING_MODES)})")
+    require_positive(DataSettings.from_section(raw), "data", ("num_workers", "prefetch"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from vgjax.config import ConfigError
+from vgjax.config import require
 from vgjax.config.settings import Settings
 from vgjax.data.format import list_images
 from vgjax.data.ops import CROP_RESIZES
@@ -46,29 +46,24 @@ class TestSettings(Settings):
     __test__ = False  # not a pytest class
 
 
-def _check(cond: bool, option: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{option}: {message}")
-
-
 def check_test(test, option: str = "test") -> None:
     """Refuses bad `test.*` settings (a section or an entry's merged settings)."""
     TEST_METHODS.check(test.method)
     MULTISCALE.check(test.multiscale_method)
     INDEXES.check(test.index)
     rv = list(test.recall_values)
-    _check(len(rv) > 0 and all(n >= 1 for n in rv), f"{option}.recall_values",
-           f"must be positive integers, got {rv}")
+    require(len(rv) > 0 and all(n >= 1 for n in rv), f"{option}.recall_values",
+            f"must be positive integers, got {rv}")
     scales = list(test.scales)
-    _check(len(scales) > 0 and all(f > 0 for f in scales), f"{option}.scales",
-           f"must be positive factors of the model resolution, got {scales}")
+    require(len(scales) > 0 and all(f > 0 for f in scales), f"{option}.scales",
+            f"must be positive factors of the model resolution, got {scales}")
     s = TestSettings.from_section(test)
-    _check(s.positive_dist > 0, f"{option}.positive_dist", "must be > 0")
-    _check(s.batch_size >= 1, f"{option}.batch_size", "must be >= 1")
-    _check(s.pca_dim >= 0, f"{option}.pca_dim", "must be >= 0 (0 = no PCA)")
-    _check(s.pictures_topk >= 1, f"{option}.pictures_topk", "must be >= 1")
-    _check(s.central_crop_resize in CROP_RESIZES, f"{option}.central_crop_resize",
-           f"unknown value {s.central_crop_resize!r} (accepted: {', '.join(CROP_RESIZES)})")
+    require(s.positive_dist > 0, f"{option}.positive_dist", "must be > 0")
+    require(s.batch_size >= 1, f"{option}.batch_size", "must be >= 1")
+    require(s.pca_dim >= 0, f"{option}.pca_dim", "must be >= 0 (0 = no PCA)")
+    require(s.pictures_topk >= 1, f"{option}.pictures_topk", "must be >= 1")
+    require(s.central_crop_resize in CROP_RESIZES, f"{option}.central_crop_resize",
+            f"unknown value {s.central_crop_resize!r} (accepted: {', '.join(CROP_RESIZES)})")
 
 
 def check_pca(settings, descriptor_size: int, option: str = "test") -> None:
@@ -77,14 +72,14 @@ def check_pca(settings, descriptor_size: int, option: str = "test") -> None:
     dim = s.pca_dim
     if dim <= 0:
         return
-    _check(dim <= descriptor_size, f"{option}.pca_dim",
-           f"({dim}) exceeds the model's descriptor size {descriptor_size}")
-    _check(dim < s.pca_max_images, f"{option}.pca_dim",
-           f"({dim}) must be below {option}.pca_max_images ({s.pca_max_images}), the "
-           "number of descriptors it is fitted on")
+    require(dim <= descriptor_size, f"{option}.pca_dim",
+            f"({dim}) exceeds the model's descriptor size {descriptor_size}")
+    require(dim < s.pca_max_images, f"{option}.pca_dim",
+            f"({dim}) must be below {option}.pca_max_images ({s.pca_max_images}), the "
+            "number of descriptors it is fitted on")
     if s.pca_dataset:
         folder = Path(s.pca_dataset)
-        _check(folder.is_dir(), f"{option}.pca_dataset", f"{folder} is not a folder")
+        require(folder.is_dir(), f"{option}.pca_dataset", f"{folder} is not a folder")
         n = len(list_images(folder))
-        _check(dim < n, f"{option}.pca_dim",
-               f"({dim}) must be below the {n} images of {option}.pca_dataset={folder}")
+        require(dim < n, f"{option}.pca_dim",
+                f"({dim}) must be below the {n} images of {option}.pca_dataset={folder}")

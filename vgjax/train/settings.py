@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from vgjax.config import ConfigError
+from vgjax.config import ConfigError, require, require_positive
 from vgjax.config.settings import Args, Settings
 from vgjax.data.augment import AUGMENT_ON, check_specs
 from vgjax.data.cache import CACHE_MODES, CACHE_RESIZE
@@ -81,11 +81,6 @@ class TrainSettings(Settings):
         return rounds * (self.cache_refresh_rate // self.queries_per_step)
 
 
-def _check(cond: bool, option: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{option}: {message}")
-
-
 def check_train(config) -> None:
     """Refuses a bad `train` section, naming the option (`data.cache_decoded` too where it
     conflicts with `train.augment_on`)."""
@@ -101,34 +96,34 @@ def check_train(config) -> None:
         raise ConfigError(f"train.optimizer_args: {e}") from None
     t = TrainSettings.from_section(raw)
     SCHEDULERS.build(t.scheduler, scheduler_kwargs(t), lr=t.lr)  # checks the values
-    for f in ("queries_per_step", "negatives_per_query", "cache_refresh_rate",
-              "queries_per_epoch", "epochs", "patience", "infer_batch_size", "neg_samples_num"):
-        _check(t[f] >= 1, f"train.{f}", f"must be >= 1, got {t[f]}")
-    _check(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
-    _check(t.crn_lr > 0, "train.crn_lr", f"must be > 0, got {t.crn_lr}")
-    _check(t.weight_decay is None or t.weight_decay >= 0, "train.weight_decay",
-           f"must be >= 0 (or None: the optimizer's default), got {raw.weight_decay}")
-    _check(t.cache_refresh_rate >= t.queries_per_step, "train.cache_refresh_rate",
-           f"({t.cache_refresh_rate}) must be >= train.queries_per_step ({t.queries_per_step})")
+    require_positive(t, "train", ("queries_per_step", "negatives_per_query",
+                                  "cache_refresh_rate", "queries_per_epoch", "epochs",
+                                  "patience", "infer_batch_size", "neg_samples_num"))
+    require(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    require(t.crn_lr > 0, "train.crn_lr", f"must be > 0, got {t.crn_lr}")
+    require(t.weight_decay is None or t.weight_decay >= 0, "train.weight_decay",
+            f"must be >= 0 (or None: the optimizer's default), got {raw.weight_decay}")
+    require(t.cache_refresh_rate >= t.queries_per_step, "train.cache_refresh_rate",
+            f"({t.cache_refresh_rate}) must be >= train.queries_per_step ({t.queries_per_step})")
     if mining.get_miner(t.mining).samples_candidates:
-        _check(t.neg_samples_num >= t.negatives_per_query, "train.neg_samples_num",
-               f"({t.neg_samples_num}) must be >= train.negatives_per_query "
-               f"({t.negatives_per_query})")
+        require(t.neg_samples_num >= t.negatives_per_query, "train.neg_samples_num",
+                f"({t.neg_samples_num}) must be >= train.negatives_per_query "
+                f"({t.negatives_per_query})")
     if t.eval_with_averaged_weights:
-        _check(keeps_averaged_weights(t), "train.eval_with_averaged_weights",
-               f"needs an optimizer that averages the weights, train.optimizer=asgd "
-               f"(got {t.optimizer!r})")
-    _check(t.num_devices >= 0, "train.num_devices", "must be >= 0 (0 = all)")
-    _check(t.cache_resize in CACHE_RESIZE, "train.cache_resize",
-           f"unknown value {t.cache_resize!r} (accepted: {', '.join(CACHE_RESIZE)})")
+        require(keeps_averaged_weights(t), "train.eval_with_averaged_weights",
+                f"needs an optimizer that averages the weights, train.optimizer=asgd "
+                f"(got {t.optimizer!r})")
+    require(t.num_devices >= 0, "train.num_devices", "must be >= 0 (0 = all)")
+    require(t.cache_resize in CACHE_RESIZE, "train.cache_resize",
+            f"unknown value {t.cache_resize!r} (accepted: {', '.join(CACHE_RESIZE)})")
     check_specs(t.query_augment)
-    _check(t.augment_on in AUGMENT_ON, "train.augment_on",
-           f"unknown value {t.augment_on!r} (accepted: {', '.join(AUGMENT_ON)})")
+    require(t.augment_on in AUGMENT_ON, "train.augment_on",
+            f"unknown value {t.augment_on!r} (accepted: {', '.join(AUGMENT_ON)})")
     if AUGMENT_ON.get(t.augment_on).reads_files:
-        _check(not CACHE_MODES.get(config.data.cache_decoded).on_device, "train.augment_on",
-               "host decodes every training query from its file at full size, but "
-               "data.cache_decoded=device serves the train steps from the device; use "
-               "data.cache_decoded=host or none")
+        require(not CACHE_MODES.get(config.data.cache_decoded).on_device, "train.augment_on",
+                "host decodes every training query from its file at full size, but "
+                "data.cache_decoded=device serves the train steps from the device; use "
+                "data.cache_decoded=host or none")
     b, rq, qpe = t.queries_per_step, t.cache_refresh_rate, t.queries_per_epoch
     dropped = (qpe // rq) * (rq % b) + (qpe % rq) % b
     if dropped:
@@ -144,14 +139,14 @@ def check_train(config) -> None:
                     t.patience - 2)
     da = t.da
     if da.enabled:
-        _check(bool(da.target_dir), "train.da.target_dir",
-               "is empty: name a folder of unlabeled target-domain images")
+        require(bool(da.target_dir), "train.da.target_dir",
+                "is empty: name a folder of unlabeled target-domain images")
         DOMAIN_CLASSIFIERS.build(da.classifier)
         LAMBDA_SCHEDULES.check(da.schedule)
-        _check(da.weight >= 0, "train.da.weight", f"must be >= 0, got {da.weight}")
-        _check(da.grl_lambda >= 0, "train.da.grl_lambda", f"must be >= 0, got {da.grl_lambda}")
-        _check(da.ramp_epochs >= 1, "train.da.ramp_epochs",
-               f"must be >= 1, got {da.ramp_epochs}")
+        require(da.weight >= 0, "train.da.weight", f"must be >= 0, got {da.weight}")
+        require(da.grl_lambda >= 0, "train.da.grl_lambda", f"must be >= 0, got {da.grl_lambda}")
+        require(da.ramp_epochs >= 1, "train.da.ramp_epochs",
+                f"must be >= 1, got {da.ramp_epochs}")
 
 
 def validate_training(config) -> None:
@@ -176,7 +171,7 @@ def validate_training(config) -> None:
                 split_folder(folder_location(config.data, dataset), split)
             except DatasetFormatError as e:
                 raise ConfigError(f"{option}: {dataset!r}: {e}") from None
-    if folders:  # e.g. msls_weighted needs night / sideways names
+        # e.g. msls_weighted needs night / sideways names
         folder = Path(folder_location(config.data, data.train_dataset))
         queries = folder / "images" / "train" / "queries"
         if queries.is_dir():
@@ -187,9 +182,9 @@ def validate_training(config) -> None:
     da = train.da
     if da.enabled:
         folder = Path(da.target_dir)
-        _check(folder.is_dir(), "train.da.target_dir", f"{folder} is not a folder")
-        _check(bool(list_images(folder)), "train.da.target_dir",
-               f"{folder} holds no .jpg/.jpeg/.png images")
+        require(folder.is_dir(), "train.da.target_dir", f"{folder} is not a folder")
+        require(bool(list_images(folder)), "train.da.target_dir",
+                f"{folder} holds no .jpg/.jpeg/.png images")
     check_features = AGGREGATIONS.get(model.aggregation).check_features
     if check_features is not None:
         try:
@@ -199,7 +194,7 @@ def validate_training(config) -> None:
     if uses_kmeans_init(config.model):
         init = model.netvlad_init
         h, w = parse_backbone(model.backbone).feature_size(*data.resize)
-        _check(init.descriptors_per_image <= h * w,
-               "model.netvlad_init.descriptors_per_image",
-               f"({init.descriptors_per_image}) exceeds the {h}x{w} = {h * w} local "
-               f"features of a {data.resize[0]}x{data.resize[1]} image")
+        require(init.descriptors_per_image <= h * w,
+                "model.netvlad_init.descriptors_per_image",
+                f"({init.descriptors_per_image}) exceeds the {h}x{w} = {h * w} local "
+                f"features of a {data.resize[0]}x{data.resize[1]} image")
