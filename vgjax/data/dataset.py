@@ -4,6 +4,7 @@ No mining, no behaviour flags: training and evaluation build what they need from
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -22,9 +23,19 @@ class Index:
     """The images of one role (database or queries) of one split."""
     paths: np.ndarray      # (N,) str, sorted
     utm: np.ndarray        # (N, 2) float64 east, north in metres
+    # (N,) str UTM zones ('17T', '17' or '' for unknown), parsed with the UTM by load_index;
+    # None where the index was built otherwise (then `zone_labels` parses the file names)
+    zones: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def zone_labels(self) -> np.ndarray:
+        """The UTM zone of each image, '' where its file name has none."""
+        if self.zones is not None:
+            return self.zones
+        return np.array([fmt.parse_zone(p) for p in self.paths], dtype=str)
 
     @property
     def notes(self) -> np.ndarray:
@@ -107,7 +118,46 @@ def load_index(folder: str | os.PathLike) -> Index:
     if not paths:
         raise fmt.DatasetFormatError(
             f"{folder} holds no images (looked for {', '.join(fmt.IMAGE_EXTENSIONS)})")
-    return Index(paths=np.array(paths), utm=fmt.utm_array(paths))
+    utm, zones = fmt.utm_and_zones(paths)
+    index = Index(paths=np.array(paths), utm=utm, zones=zones)
+    check_zones(str(folder), {folder.name: index})  # a folder mixing zones
+    return index
+
+
+def check_zones(where: str, indexes: dict[str, Index]) -> dict[str, int]:
+    """`{zone: number of images}` over `indexes` (role -> Index; zone '' for the images whose
+    file names carry none), most frequent first.
+
+    Raises a one-line DatasetFormatError naming `where`, each zone with its count and an
+    example file, if the known zones differ: eastings and northings of two UTM zones are
+    not comparable, so distances between them are meaningless. Only the zone number and
+    the hemisphere matter: within one zone the band letter does not change the coordinates,
+    except that bands C..M (south of the equator) count northings from a false origin
+    10,000 km away, so 17M and 17N are refused, 17S and 17T accepted. Images without a zone
+    are accepted beside images of one zone (taken to be in it; `inspect` reports both).
+    """
+    counts: collections.Counter = collections.Counter()
+    examples: dict[str, str] = {}
+    for role, index in indexes.items():
+        labels = index.zone_labels
+        counts.update(labels.tolist())
+        for zone in set(labels.tolist()) - set(examples):
+            i = int(np.flatnonzero(labels == zone)[0])
+            examples[zone] = f"{role}/{os.path.basename(str(index.paths[i]))}"
+    counts = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    known = [z for z in counts if z]
+    numbers = {fmt.zone_number(z) for z in known}
+    hemispheres = {fmt.zone_hemisphere(z) for z in known} - {None}
+    if len(numbers) > 1 or len(hemispheres) > 1:
+        found = ", ".join(f"{z or 'unknown'} ({n} image{'s' if n > 1 else ''}, e.g. "
+                          f"{examples[z]})" for z, n in counts.items())
+        south = (" (bands C..M lie south of the equator, their northings start 10,000 km "
+                 "lower)" if len(hemispheres) > 1 else "")
+        raise fmt.DatasetFormatError(
+            f"{where}: images in different UTM zones: {found}{south}; eastings and northings "
+            f"of two zones are not comparable, so distances across zones are meaningless: "
+            f"re-project the coordinates in the file names to one zone (e.g. {known[0]})")
+    return counts
 
 
 def load_split(dataset_dir: str | os.PathLike, split: str,
@@ -128,10 +178,16 @@ def split_from_indexes(dataset: str, split: str, database: Index, queries: Index
                        soft_dist: float, hard_dist: float, where: str) -> Split:
     """Positives of `queries` in `database`; drops training queries without hard positive.
 
-    `where` names the source (folder or copy) in errors. Raises DatasetFormatError if no
-    training query has a hard positive; for val/test, logs how many queries have no soft
-    positive (they count as misses) and warns if none has one.
+    `where` names the source (folder or copy) in errors. Raises DatasetFormatError, before
+    any work, if the images lie in different UTM zones (`check_zones`), and if no training
+    query has a hard positive; for val/test, logs how many queries have no soft positive
+    (they count as misses) and warns if none has one.
     """
+    zones = check_zones(where, {"database": database, "queries": queries})
+    if "" in zones and len(zones) > 1:
+        log.info("%s: %d of %d images carry no UTM zone in their file names; taken to be in "
+                 "zone %s like the others", where, zones[""], len(database) + len(queries),
+                 next(z for z in zones if z))
     hard = None
     dropped = np.array([], dtype=str)
     if split == "train":
@@ -141,7 +197,8 @@ def split_from_indexes(dataset: str, split: str, database: Index, queries: Index
             dropped = queries.paths[~keep]
             log.info("%s: dropped %d of %d training queries without a database image "
                      "within %g m", where, (~keep).sum(), len(keep), hard_dist)
-            queries = Index(paths=queries.paths[keep], utm=queries.utm[keep])
+            queries = Index(paths=queries.paths[keep], utm=queries.utm[keep],
+                            zones=None if queries.zones is None else queries.zones[keep])
             hard = [h for h, k in zip(hard, keep) if k]
         if len(queries) == 0:
             raise fmt.DatasetFormatError(

@@ -4,6 +4,11 @@
 `@utm_east@utm_north@utm_zone_number@utm_zone_letter@lat@lon@pano_id@tile_num@heading@pitch@roll@height@timestamp@note@.jpg`.
 Only east and north are required. Labels are read from the file name only, never the
 full path, so an `@` inside a folder name is harmless.
+
+The UTM zone (number 1..60 and latitude band letter C..X without I and O) is optional: both
+fields empty means "unknown"; a number without a letter is accepted (the number is what makes
+eastings comparable); a letter without a number, a number outside 1..60 or another letter is
+refused naming the file (`parse_zone`, `utm_and_zones`).
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from typing import Sequence
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "val", "test")
+# UTM latitude bands, south to north: C..M lie south of the equator, N..X north of it
+UTM_BANDS = "CDEFGHJKLMNPQRSTUVWX"
 ROLES = ("database", "queries")
 FIELDS = ("utm_east", "utm_north", "utm_zone_number", "utm_zone_letter", "lat", "lon",
           "pano_id", "tile_num", "heading", "pitch", "roll", "height", "timestamp", "note")
@@ -36,7 +43,10 @@ def parse_fields(filename: str | os.PathLike) -> dict[str, str]:
 
 def parse_utm(filename: str | os.PathLike) -> tuple[float, float]:
     """UTM (east, north) in metres from a file name; raises DatasetFormatError."""
-    fields = parse_fields(filename)
+    return _utm_of(parse_fields(filename), filename)
+
+
+def _utm_of(fields: dict[str, str], filename: str | os.PathLike) -> tuple[float, float]:
     try:
         east, north = float(fields["utm_east"]), float(fields["utm_north"])
     except ValueError:
@@ -47,6 +57,44 @@ def parse_utm(filename: str | os.PathLike) -> tuple[float, float]:
     if not (math.isfinite(east) and math.isfinite(north)):
         raise DatasetFormatError(f"{os.path.basename(os.fspath(filename))!r}: non-finite UTM")
     return east, north
+
+
+def _zone_of(fields: dict[str, str], filename: str | os.PathLike) -> str:
+    number, letter = fields["utm_zone_number"].strip(), fields["utm_zone_letter"].strip()
+    if not number and not letter:
+        return ""
+    name = os.path.basename(os.fspath(filename))
+    if not number:
+        raise DatasetFormatError(
+            f"{name!r}: UTM zone letter {letter!r} without a zone number")
+    if not (number.isascii() and number.isdigit() and 1 <= int(number) <= 60):
+        raise DatasetFormatError(
+            f"{name!r}: UTM zone number {number!r} is not an integer from 1 to 60")
+    if letter and not (len(letter) == 1 and letter.upper() in UTM_BANDS):
+        raise DatasetFormatError(
+            f"{name!r}: UTM zone letter {letter!r} is not a latitude band "
+            f"({UTM_BANDS[0]}..{UTM_BANDS[-1]} without I and O)")
+    return f"{int(number)}{letter.upper()}"
+
+
+def parse_zone(filename: str | os.PathLike) -> str:
+    """The UTM zone of a file name: '17T' (number and band), '17' (number only) or '' (both
+    fields empty: unknown); raises DatasetFormatError naming the file."""
+    return _zone_of(parse_fields(filename), filename)
+
+
+def zone_number(zone: str) -> int | None:
+    """17 for '17T' or '17'; None for '' (unknown)."""
+    digits = zone.rstrip(UTM_BANDS)
+    return int(digits) if digits else None
+
+
+def zone_hemisphere(zone: str) -> str | None:
+    """'N' or 'S' from the band letter of a zone ('17T' -> 'N', '23K' -> 'S'); None without
+    a letter."""
+    if not zone or not zone[-1].isalpha():
+        return None
+    return "S" if zone[-1] <= "M" else "N"
 
 
 def make_filename(east: float, north: float, ext: str = ".jpg", **fields: object) -> str:
@@ -85,6 +133,33 @@ def list_images(folder: str | os.PathLike) -> list[str]:
     return sorted(found)
 
 
+def _bad_names(bad: list[tuple[str, str]]) -> DatasetFormatError:
+    shown = "\n  ".join(f"{p}: {msg}" for p, msg in bad[:5])
+    more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return DatasetFormatError(
+        f"{len(bad)} file name(s) without parseable UTM fields:\n  {shown}{more}")
+
+
+def utm_and_zones(paths: Sequence[str]):
+    """((N, 2) float64 UTM, (N,) str zones as `parse_zone` gives them) of paths, each name
+    parsed once; the error names the first files whose UTM or zone fields are bad."""
+    import numpy as np
+
+    utm = np.empty((len(paths), 2), np.float64)
+    zones = []
+    bad = []
+    for i, p in enumerate(paths):
+        try:
+            fields = parse_fields(p)
+            utm[i] = _utm_of(fields, p)
+            zones.append(_zone_of(fields, p))
+        except DatasetFormatError as e:
+            bad.append((p, str(e)))
+    if bad:
+        raise _bad_names(bad)
+    return utm, np.array(zones, dtype=str)
+
+
 def utm_array(paths: Sequence[str]):
     """(N, 2) float64 UTM of paths; the error names the first bad files."""
     import numpy as np
@@ -97,8 +172,5 @@ def utm_array(paths: Sequence[str]):
         except DatasetFormatError as e:
             bad.append((p, str(e)))
     if bad:
-        shown = "\n  ".join(f"{p}: {msg}" for p, msg in bad[:5])
-        more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise DatasetFormatError(
-            f"{len(bad)} file name(s) without parseable UTM fields:\n  {shown}{more}")
+        raise _bad_names(bad)
     return utm

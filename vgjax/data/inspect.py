@@ -2,9 +2,10 @@
 
 Per split: database/query counts, image sizes seen, source image modes and how decoding
 converts them to 8-bit RGB (e.g. 16-bit grayscale -> value >> 8), EXIF orientations (not
-applied, like the reference), queries without soft/hard positives, UTM extent. Exits
-non-zero with a message naming the path and the reason when the folder does not follow the
-standard format, or an image is unreadable or in a mode that decoding refuses (see
+applied, like the reference), queries without soft/hard positives, UTM zones and extent.
+Exits non-zero with a message naming the path and the reason when the folder does not follow
+the standard format (a split whose images lie in different UTM zones included), or an image
+is unreadable or in a mode that decoding refuses (see
 `vgjax.data.pipeline.load_image`).
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vgjax.data import format as fmt
-from vgjax.data.dataset import Index, images_folder, load_index, present_splits
+from vgjax.data.dataset import Index, check_zones, images_folder, load_index, present_splits
 from vgjax.data.pipeline import (CONVERSIONS, ImageError, UnsupportedImageError, image_info,
                                  load_image)
 from vgjax.data.positives import positives_within
@@ -68,16 +69,27 @@ def _listing(what: str, items: list[str]) -> str:
     return f"{len(items)} {what}:\n  {shown}{more}"
 
 
-def inspect_split(split_dir: Path, verify_images: bool, soft_dist: float, hard_dist: float,
-                  workers: int) -> dict:
-    """Summary of one split; raises DatasetFormatError / ImageError on problems."""
+def load_indexes(split_dir: Path) -> tuple[dict[str, Index], dict[str, int]]:
+    """(role -> Index, zone -> count) of one split, from the file names only; raises
+    DatasetFormatError for a missing or empty role folder, bad names or mixed UTM zones."""
     for role in fmt.ROLES:
         if not (split_dir / role).is_dir():
             raise fmt.DatasetFormatError(f"{split_dir / role} does not exist "
                                          f"(each split needs {' and '.join(fmt.ROLES)})")
     indexes: dict[str, Index] = {role: load_index(split_dir / role) for role in fmt.ROLES}
+    return indexes, check_zones(str(split_dir), indexes)
+
+
+def inspect_split(split_dir: Path, verify_images: bool, soft_dist: float, hard_dist: float,
+                  workers: int,
+                  loaded: tuple[dict[str, Index], dict[str, int]] | None = None) -> dict:
+    """Summary of one split; raises DatasetFormatError / ImageError on problems.
+
+    `loaded`: what `load_indexes(split_dir)` returned, if it was called already."""
+    indexes, zones = loaded or load_indexes(split_dir)
     db, q = indexes["database"], indexes["queries"]
-    summary: dict = {"database": len(db), "queries": len(q)}
+    summary: dict = {"database": len(db), "queries": len(q),
+                     "zones": {z or "unknown": n for z, n in zones.items()}}
     scan = _Scan()
     for role, index in indexes.items():
         scan.sizes = collections.Counter()
@@ -112,8 +124,19 @@ def inspect_dataset(dataset_dir: str | os.PathLike, verify_images: bool = False,
                     soft_dist: float = 25.0, hard_dist: float = 10.0,
                     workers: int = 8) -> dict:
     images = images_folder(dataset_dir)
-    return {split: inspect_split(images / split, verify_images, soft_dist, hard_dist, workers)
-            for split in present_splits(dataset_dir)}
+    # every split's names (and zones) are checked before any image is read
+    loaded = {split: load_indexes(images / split) for split in present_splits(dataset_dir)}
+    return {split: inspect_split(images / split, verify_images, soft_dist, hard_dist, workers,
+                                 loaded[split])
+            for split in loaded}
+
+
+def _zones_line(zones: dict[str, int]) -> str:
+    """'17T (all)', 'unknown', or each zone with its count ('17T (40), unknown (3)')."""
+    if len(zones) == 1:
+        zone = next(iter(zones))
+        return zone if zone == "unknown" else f"{zone} (all)"
+    return ", ".join(f"{z} ({n})" for z, n in zones.items())
 
 
 def format_report(name: str, report: dict) -> str:
@@ -139,6 +162,8 @@ def format_report(name: str, report: dict) -> str:
             lines.append(f"         {n} {'image carries' if n == 1 else 'images carry'} an "
                          f"EXIF orientation other than upright ({tags}): read as stored, "
                          f"unrotated, like the reference")
+        if "zones" in s:
+            lines.append(f"         zones: {_zones_line(s['zones'])}")
         lines.append(f"         UTM east {east[0]:.1f}..{east[1]:.1f} "
                      f"({east[1] - east[0]:.0f} m), north {north[0]:.1f}..{north[1]:.1f} "
                      f"({north[1] - north[0]:.0f} m)")
