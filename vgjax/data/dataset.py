@@ -126,7 +126,7 @@ def load_index(folder: str | os.PathLike) -> Index:
 
 def check_zones(where: str, indexes: dict[str, Index]) -> dict[str, int]:
     """`{zone: number of images}` over `indexes` (role -> Index; zone '' for the images whose
-    file names carry none), most frequent first.
+    file names carry none), the known zones most frequent first, unknown last.
 
     Raises a one-line DatasetFormatError naming `where`, each zone with its count and an
     example file, if the known zones differ: eastings and northings of two UTM zones are
@@ -144,15 +144,15 @@ def check_zones(where: str, indexes: dict[str, Index]) -> dict[str, int]:
         for zone in set(labels.tolist()) - set(examples):
             i = int(np.flatnonzero(labels == zone)[0])
             examples[zone] = f"{role}/{os.path.basename(str(index.paths[i]))}"
-    counts = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    counts = dict(sorted(counts.items(), key=lambda kv: (kv[0] == "", -kv[1], kv[0])))
     known = [z for z in counts if z]
     numbers = {fmt.zone_number(z) for z in known}
     hemispheres = {fmt.zone_hemisphere(z) for z in known} - {None}
     if len(numbers) > 1 or len(hemispheres) > 1:
         found = ", ".join(f"{z or 'unknown'} ({n} image{'s' if n > 1 else ''}, e.g. "
                           f"{examples[z]})" for z, n in counts.items())
-        south = (" (bands C..M lie south of the equator, their northings start 10,000 km "
-                 "lower)" if len(hemispheres) > 1 else "")
+        south = (" (bands C..M lie south of the equator, where northings carry a "
+                 "10,000 km false northing)" if len(hemispheres) > 1 else "")
         raise fmt.DatasetFormatError(
             f"{where}: images in different UTM zones: {found}{south}; eastings and northings "
             f"of two zones are not comparable, so distances across zones are meaningless: "
