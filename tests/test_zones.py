@@ -172,3 +172,21 @@ def test_synthetic_city_names_carry_one_zone_per_dataset():
         name = _file_name(spec, 500000.0, 4100000.0, 0.0, 0.0, 2.0, "day", "p0", "0")
         number, letter = spec.zone
         assert fmt.parse_zone(name) == f"{number}{letter}"
+
+
+def test_indexes_built_from_paths_alone_are_checked_from_their_names():
+    """What a TFDS copy hands over: paths relative to the dataset folder, no stored zones."""
+    import numpy as np
+    from vgjax.data.dataset import Index, split_from_indexes
+
+    def index(role, east, number):
+        paths = np.array([f"images/test/{role}/" + fmt.make_filename(
+            east, 4100000.0, utm_zone_number=number, utm_zone_letter="T")])
+        return Index(paths=paths, utm=fmt.utm_array(paths))
+
+    split = split_from_indexes("x", "test", index("database", 500000.0, 17),
+                               index("queries", 500003.0, 17), 25.0, 10.0, where="copy (test)")
+    assert split.queries.zone_labels.tolist() == ["17T"]
+    with pytest.raises(fmt.DatasetFormatError, match=r"^copy \(test\): images in different"):
+        split_from_indexes("x", "test", index("database", 500000.0, 17),
+                           index("queries", 500003.0, 18), 25.0, 10.0, where="copy (test)")

@@ -140,8 +140,9 @@ def check_zones(where: str, indexes: dict[str, Index]) -> dict[str, int]:
     examples: dict[str, str] = {}
     for role, index in indexes.items():
         labels = index.zone_labels
-        counts.update(labels.tolist())
-        for zone in set(labels.tolist()) - set(examples):
+        values = labels.tolist()
+        counts.update(values)
+        for zone in set(values) - set(examples):
             i = int(np.flatnonzero(labels == zone)[0])
             examples[zone] = f"{role}/{os.path.basename(str(index.paths[i]))}"
     counts = dict(sorted(counts.items(), key=lambda kv: (kv[0] == "", -kv[1], kv[0])))
