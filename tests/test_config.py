@@ -35,10 +35,17 @@ def test_netvlad_init_sampling_must_fit_the_feature_map(tmp_path):
     ("test.multiscale_method=median", "test.multiscale_method"),
     ("test.recall_values=[0]", "test.recall_values"), ("test.pca_dim=-1", "test.pca_dim"),
     ("test.pictures_topk=0", "test.pictures_topk"),
-    ("train.cache_resize=pillow", "train.cache_resize")])
+    ("train.cache_resize=pillow", "train.cache_resize"),
+    ("model.aggregation=gem", None), ("model.gem_p=0", None),  # GeM's p only matters for GeM
+    ("model.aggregation=gem model.gem_p=0", "model.gem_p"),
+    ("model.aggregation=gem model.gem_p=-2", "model.gem_p"),
+    ("model.aggregation=gem model.gem_eps=0", "model.gem_eps")])
 def test_bad_test_options_are_refused_before_any_work(override, option):
+    if option is None:
+        load_config(REPO / "configs" / "default.py", override.split())
+        return
     with pytest.raises(ConfigError, match=option.replace(".", r"\.")):
-        load_config(REPO / "configs" / "default.py", [override])
+        load_config(REPO / "configs" / "default.py", override.split())
 
 
 def _write_config(tmp_path, body):
@@ -147,6 +154,17 @@ def test_training_options_checked_before_any_work(tmp_path, caplog):
                                           r"the local features are 3x4"):
         validate_training(load_config(smoke, base + ["model.aggregation=crn"]))
     validate_training(load_config(smoke, base + ["model.aggregation=crn", "data.resize=(64,96)"]))
+    # image sizes the backbone cannot describe: data.resize, and the scales of test / evals
+    with pytest.raises(ConfigError, match=r"data.resize: a 8x8 image is too small for vgg16 "
+                                          r"\(local features 0x0\): both sides must be at "
+                                          r"least 16 px"):
+        validate_training(load_config(smoke, base + ["model.backbone=vgg16", "data.resize=(8,8)"]))
+    with pytest.raises(ConfigError, match=r"test.scales=\[0.001, 1.0\] \(scale 0.001 of "
+                                          r"data.resize=\(48, 64\)\): a 1x1 image"):
+        validate_training(load_config(smoke, base + ["test.scales=[0.001,1]"]))
+    with pytest.raises(ConfigError, match=r"evals.val.scales=\[0.25\] .*a 12x16 image"):
+        validate_training(load_config(smoke, base + ["evals.val.scales=[0.25]"]))
+    validate_training(load_config(smoke, base + ["test.scales=[0.34,1,2]"]))  # 16x22: fits
     with pytest.raises(ConfigError, match=r"train.crn_lr: must be > 0"):
         load_config(smoke, base + ["train.crn_lr=0"])
     with caplog.at_level("WARNING"):

@@ -65,8 +65,14 @@ def _check_outputs(out, names, k):
 def test_cli_writes_results_with_standin(tmp_path, monkeypatch, capsys):
     a, b = _toy_datasets(tmp_path / "data")
     monkeypatch.setattr(Describer, "from_checkpoint", classmethod(
-        lambda cls, path, overrides=None: (Describer(standin), ml_collections.ConfigDict(), (24, 32))))
+        lambda cls, path, overrides=None: (Describer(standin), ml_collections.ConfigDict(
+            {"backbone": "resnet18conv4"}), (24, 32))))
     out = tmp_path / "out"
+    with pytest.raises(cli.UsageError, match=r"test.scales=\[0.5, 1.0\] \(scale 0.5 of "
+                                         r"data.resize=\(24, 32\)\): a 12x16 image is too small "
+                                         r"for resnet18conv4"):  # before any image is read
+        cli.run(["--checkpoint", "unused", "--datasets", str(a), "--out", str(out),
+                 "--config.test.scales=[0.5,1]"])
     results = cli.run(["--checkpoint", "unused", "--datasets", str(a), str(b), "--out", str(out),
                        "--config.test.method=nearest_crop", "--config.test.num_pictures=1",
                        "--config.data.num_workers=2"])
@@ -136,3 +142,25 @@ def test_cli_with_a_saved_model(tmp_path):
     info = json.loads((tmp_path / "bf16" / "eval_info.json").read_text())
     assert info["model"]["dtype"] == "bfloat16"
     _check_outputs(tmp_path / "bf16", ["alpha"], 20)
+
+
+def test_truncated_query_is_found_before_the_database_is_described(tmp_path, monkeypatch,
+                                                                 capsys):
+    a, _ = _toy_datasets(tmp_path / "data")
+    query = sorted((a / "images" / "test" / "queries").iterdir())[-1]
+    query.write_bytes(query.read_bytes()[:-100])
+    calls = []
+
+    def counting(images):
+        calls.append(len(images))
+        return standin(images)
+
+    monkeypatch.setattr(Describer, "from_checkpoint", classmethod(
+        lambda cls, path, overrides=None: (Describer(counting), ml_collections.ConfigDict(
+            {"backbone": "resnet18conv4"}), (24, 32))))
+    code = cli.main(["--checkpoint", "unused", "--datasets", str(a), "--out",
+                     str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and calls == [] and len(err) == 1, err
+    assert err[0].startswith("error: 1 of the 14 images of alpha (test database and queries) "
+                             f"cannot be read: {query}: truncated or damaged")

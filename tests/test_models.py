@@ -390,6 +390,8 @@ def test_crn_starts_from_a_trained_netvlad(tmp_path):
     trained head: no k-means), as the reference trains CRN from a NetVLAD checkpoint."""
     from vgjax.models.io import save_model
     from vgjax.models.network import init_variables
+    from vgjax.config import ConfigError
+    from vgjax.models.pretrained_dir import check_pretrained_dir
     from vgjax.train.init import pretrained_variables
     nv_cfg = model_cfg(resnet_width=8, netvlad_clusters=4)
     netvlad = init_variables(nv_cfg, 1, (64, 64))
@@ -401,5 +403,21 @@ def test_crn_starts_from_a_trained_netvlad(tmp_path):
     agg = variables["params"]["aggregation"]
     np.testing.assert_array_equal(agg["centroids"], netvlad["params"]["aggregation"]["centroids"])
     assert "crn" in agg
+    # another head, or the same with other shapes: refused naming both, unless partial
     gem_cfg = model_cfg(resnet_width=8, aggregation="gem", pretrained=str(tmp_path / "nv"))
-    assert not pretrained_variables(gem_cfg, init_variables(gem_cfg, 2, (64, 64)))[1]
+    with pytest.raises(ConfigError, match="a netvlad head there, gem here.*pretrained_partial"):
+        pretrained_variables(gem_cfg, init_variables(gem_cfg, 2, (64, 64)))
+    other_k = model_cfg(resnet_width=8, netvlad_clusters=6, pretrained=str(tmp_path / "nv"))
+    with pytest.raises(ConfigError, match=r"aggregation/centroids \(4, 32\) there, \(6, 32\) here"):
+        check_pretrained_dir(other_k)
+    fc = model_cfg(resnet_width=8, netvlad_clusters=4, fc_output_dim=16,
+                   pretrained=str(tmp_path / "nv"))
+    with pytest.raises(ConfigError, match=r"fc/kernel absent there, \(128, 16\) here"):
+        check_pretrained_dir(fc)
+    check_pretrained_dir(crn_cfg)  # CRN on a NetVLAD fits
+    partial = model_cfg(resnet_width=8, aggregation="gem", pretrained=str(tmp_path / "nv"),
+                        pretrained_partial=True)
+    variables, has_head = pretrained_variables(partial, init_variables(partial, 2, (64, 64)))
+    assert not has_head
+    np.testing.assert_array_equal(variables["params"]["backbone"]["conv1"]["kernel"],
+                                  netvlad["params"]["backbone"]["conv1"]["kernel"])

@@ -84,3 +84,28 @@ def test_several_views_per_image(images):
                       views=[(8, 8), (4, 4)])
     with pytest.raises(ImageError, match="returned 1 views, expected 2"):
         list(bad)
+
+
+def test_check_image_files_finds_truncated_empty_and_missing_files(tmp_path):
+    """Every file's ends are checked before any image is described: a JPEG or PNG cut
+    short, an empty file and a missing one are named; a JPEG with data after its end (as
+    some cameras write) and whole files pass."""
+    from vgjax.data.pipeline import check_image_files
+    good_jpg, good_png = tmp_path / "a.jpg", tmp_path / "b.png"
+    write_image(str(good_jpg), (40, 60), seed=1)
+    write_image(str(good_png), (40, 60), seed=2)
+    appended = tmp_path / "c.jpg"
+    appended.write_bytes(good_jpg.read_bytes() + b"\0" * 500)
+    cut_jpg, cut_png = tmp_path / "d.jpg", tmp_path / "e.png"
+    cut_jpg.write_bytes(good_jpg.read_bytes()[:-200])
+    cut_png.write_bytes(good_png.read_bytes()[:-30])
+    empty = tmp_path / "f.jpg"
+    empty.write_bytes(b"")
+    check_image_files([str(good_jpg), str(good_png), str(appended)], "set")
+    with pytest.raises(ImageError) as e:
+        check_image_files([str(p) for p in (good_jpg, cut_jpg, cut_png, empty,
+                                             tmp_path / "g.jpg")], "pitts30k queries")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("4 of the 5 images of pitts30k queries")
+    assert f"{cut_jpg}: truncated or damaged" in msg and f"{cut_png}: truncated" in msg
+    assert f"{empty}: empty file" in msg and "1 more" in msg

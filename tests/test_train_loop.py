@@ -287,3 +287,23 @@ def test_one_and_two_devices_compute_the_same_step(tmp_path):
     spread = np.max([np.abs(r[f"perm{i}"] - t1) / np.abs(t1) for i in range(3)], axis=0)
     tolerance = np.maximum(10 * np.maximum.accumulate(spread), 1e-5)
     assert (np.abs(t2 - t1) / np.abs(t1) <= tolerance).all(), (t1, t2, spread)
+
+
+def test_unreadable_test_image_stops_training_before_any_work(tmp_path):
+    """A truncated test query is named when the run starts, not after training."""
+    from conftest import write_dataset
+    from vgjax.data.pipeline import ImageError
+    from vgjax.train.loop import train_and_evaluate
+    root = tmp_path / "data"
+    write_dataset(root, name="pitts30k", splits=("train", "val", "test"))
+    query = sorted((root / "pitts30k" / "images" / "test" / "queries").iterdir())[0]
+    query.write_bytes(query.read_bytes()[:-100])
+    cfg = _config(root, "data.test_datasets=pitts30k")
+    with pytest.raises(ImageError, match=rf"pitts30k \(test database and queries\) cannot be "
+                                         rf"read: {query}: truncated"):
+        train_and_evaluate(cfg, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    from vgjax.data.sources import open_split  # data.check_images=false: no check at all
+    assert open_split(cfg.data, "pitts30k", "test")[1].check is not None
+    off = _config(root, "data.test_datasets=pitts30k", "data.check_images=false")
+    assert open_split(off.data, "pitts30k", "test")[1].check is None

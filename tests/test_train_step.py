@@ -68,8 +68,11 @@ def test_pretrained_of_another_architecture_is_refused(tmp_path):
     with other.unlocked():
         other.resnet_width = 16
     save_model(tmp_path / "r18w16", other, init_variables(other, 0, (48, 64)), (48, 64))
-    cfg = load_config(SMOKE, [f"model.pretrained={tmp_path / 'r18w16'}"])
-    with pytest.raises(ConfigError, match="width 16.*width 8"):
+    with pytest.raises(ConfigError, match="width 16.*width 8"):  # when the config loads
+        load_config(SMOKE, [f"model.pretrained={tmp_path / 'r18w16'}"])
+    cfg = load_config(SMOKE)
+    cfg.model.pretrained = str(tmp_path / "r18w16")
+    with pytest.raises(ConfigError, match="width 16.*width 8"):  # and when the run starts
         initial_variables(cfg, build_network(cfg.model), None)
     val = entry_settings(load_config(SMOKE, [
         "test.method=five_crops", "test.scales=[0.5,1]", "test.pca_dim=8"]), "val")

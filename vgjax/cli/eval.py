@@ -99,6 +99,10 @@ def run(argv: list[str]) -> dict:
     if "data.resize" not in overridden:
         cfg.data.resize = image_size  # the size the model was trained for
     log.info("model input size (H, W) = %s", tuple(cfg.data.resize))
+    try:
+        evaluators.check_image_sizes(cfg, model_cfg.backbone, cfg.data.resize, ["test"])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     evaluator = evaluators.build(cfg, "test", datasets=args.datasets, split=args.split)
     for d in args.datasets:
         log.info("%s", evaluator.open(d)[0].summary())

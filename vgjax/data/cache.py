@@ -126,7 +126,7 @@ class DecodedImages:
                 return np.asarray(self.array[i])
             return fallback(path, size)
 
-        return ImageReader(read, fallback.size, draft=fallback.draft)
+        return ImageReader(read, fallback.size, draft=fallback.draft, check=fallback.check)
 
 
 # What a training run keeps decoded (data.cache_decoded) --------------------------------------

@@ -187,6 +187,51 @@ def decode_image_bytes(data: bytes, size: tuple[int, int] | None = None,
 
 
 
+# A whole file ends with its format's end marker: a JPEG's end-of-image, a PNG's IEND chunk.
+END_MARKERS = ((b"\xff\xd8", b"\xff\xd9"), (b"\x89PNG", b"IEND"))
+TAIL_BYTES = 64  # where the marker is looked for (some writers pad a few bytes after it)
+
+
+def _file_problem(path: str) -> str | None:
+    """Why `path` cannot be a whole image, or None. Reads its first and last bytes; a JPEG
+    or PNG without its end marker there is decoded to be sure (some cameras append data
+    after a JPEG's end), and refused only if that fails."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    if size == 0:
+        return "empty file"
+    end = next((e for magic, e in END_MARKERS if head.startswith(magic)), None)
+    if end is None or end in tail:
+        return None
+    try:
+        load_image(path)
+    except ImageError as e:
+        return f"truncated or damaged ({str(e).removeprefix(path + ': ')})"
+    return None
+
+
+def check_image_files(paths: Sequence[str], what: str, num_workers: int = 8) -> None:
+    """Raises ImageError naming the files of `paths` that cannot be whole images (missing,
+    empty, truncated): a check of every file's ends, before any image is described, so a
+    broken query is found before a database is. `what` names the set in the message."""
+    paths = list(paths)
+    with cf.ThreadPoolExecutor(max(1, num_workers)) as pool:
+        problems = [(p, why) for p, why in zip(paths, pool.map(_file_problem, paths)) if why]
+    if problems:
+        shown = "; ".join(f"{p}: {why}" for p, why in problems[:3])
+        more = f"; ... {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ImageError(f"{len(problems)} of the {len(paths)} images of {what} cannot be "
+                         f"read: {shown}{more}")
+
+
 def image_size(path, name: str | None = None) -> tuple[int, int]:
     """(H, W) from the header only, of a file path or a file-like object."""
     try:

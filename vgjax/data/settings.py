@@ -24,6 +24,7 @@ class DataSettings(Settings):
     eval_resize: str = "float"
     resize_antialias: bool = False
     jpeg_draft: bool = False
+    check_images: bool = True
     train_query_crop: bool = True
     soft_positives_dist: float = 25.0
     hard_positives_dist: float = 10.0

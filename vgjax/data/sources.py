@@ -9,12 +9,12 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from vgjax.data.dataset import Split, load_split
-from vgjax.data.pipeline import encoded_image_size, image_size, load_image
+from vgjax.data.pipeline import check_image_files, encoded_image_size, image_size, load_image
 from vgjax.registry import Registry
 
 SOURCES = Registry("data.source", fixed=("data_cfg", "dataset", "split"))
@@ -28,6 +28,9 @@ class ImageReader:
     read: Callable[..., np.ndarray]
     size: Callable[[str], tuple[int, int]]
     draft: bool = False
+    # check(paths, what): raises ImageError naming the files that cannot be read, before
+    # any is described (image files: `check_image_files`); None where the source checks
+    check: Callable[[Sequence[str], str], None] | None = None
 
     def __call__(self, path: str, size: tuple[int, int] | None = None) -> np.ndarray:
         if self.draft and size is not None:
@@ -41,7 +44,7 @@ class ImageReader:
         return functools.partial(self, size=size)
 
 
-FOLDER_READER = ImageReader(load_image, image_size)
+FOLDER_READER = ImageReader(load_image, image_size, check=check_image_files)
 
 
 def with_view(reader: ImageReader, paths, view: Callable) -> ImageReader:
@@ -54,7 +57,7 @@ def with_view(reader: ImageReader, paths, view: Callable) -> ImageReader:
             return view(reader(path), size)
         return reader(path, size)
 
-    return ImageReader(read, reader.size)
+    return ImageReader(read, reader.size, check=reader.check)
 
 
 def folder_location(data_cfg, name_or_path) -> str:
@@ -79,8 +82,10 @@ def _source(name: str, *, folders: bool):
 @_source("folder", folders=True)
 def _open_folder(data_cfg, dataset, split: str) -> tuple[Split, ImageReader]:
     location = folder_location(data_cfg, dataset)
+    reader = FOLDER_READER if data_cfg.get("check_images", True) else dataclasses.replace(
+        FOLDER_READER, check=None)
     return (load_split(location, split, data_cfg.soft_positives_dist,
-                       data_cfg.hard_positives_dist), FOLDER_READER)
+                       data_cfg.hard_positives_dist), reader)
 
 
 @_source("tfds", folders=False)

@@ -25,8 +25,10 @@ import ml_collections
 from vgjax.config import ConfigError, check_value
 from vgjax.data.sources import open_split
 from vgjax.eval.evaluate import EvalResult, evaluate, fit_pca
+from vgjax.eval.methods import scaled_size
 from vgjax.eval.report import results_rows, save_recall_curve, write_results_json
 from vgjax.eval.settings import TestSettings, check_test
+from vgjax.models.backbones import check_input_size
 from vgjax.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,18 @@ class RetrievalEvaluator:
 
     def __post_init__(self):
         self._opened: dict = {}
+        self._checked: set = set()
+
+    def check_files(self) -> None:
+        """Refuses (ImageError naming them) images of the datasets that cannot be read,
+        before any is described; once per dataset."""
+        for dataset in self.datasets:
+            if dataset not in self._checked:
+                split, reader = self.open(dataset)
+                if reader.check is not None:
+                    reader.check([*split.database.paths, *split.queries.paths],
+                                 f"{split.dataset} ({self.split} database and queries)")
+                self._checked.add(dataset)
 
     def open(self, dataset: str):
         """The Split and reader of one dataset, opened once and kept for later runs."""
@@ -71,6 +85,7 @@ class RetrievalEvaluator:
             progress: bool = False) -> list[EvalResult]:
         """Evaluates `describe` on every dataset; with `out_dir`, writes what the settings
         ask for (predictions, pictures) and `results.json` there."""
+        self.check_files()
         s = TestSettings.from_section(self.settings)
         pca = None
         if s.pca_dim > 0 and s.pca_dataset:  # one PCA for every dataset
@@ -173,6 +188,19 @@ def build(config, name: str, *, datasets: Sequence[str] | None = None,
 
 def build_all(config, opener: Callable = open_split) -> dict[str, RetrievalEvaluator]:
     return {name: build(config, name, opener=opener) for name in config.evals.keys()}
+
+
+def check_image_sizes(config, backbone: str, size, names: Sequence[str] | None = None) -> None:
+    """Raises ValueError naming the option when `size` (data.resize) or a size an entry's
+    `scales` make of it is too small for `backbone` (e.g. `test.scales=[0.001, 1]`: a 1x1
+    image would be averaged in)."""
+    check_input_size(backbone, size, "data.resize")
+    for name in config.evals.keys() if names is None else names:
+        scales = list(entry_settings(config, name).scales)
+        option = "test.scales" if name == "test" else f"evals.{name}.scales"
+        for scale in scales:
+            check_input_size(backbone, scaled_size(size, scale),
+                             f"{option}={scales} (scale {scale} of data.resize={tuple(size)})")
 
 
 def parse_metric(config, metric: str) -> tuple[str, str]:

@@ -212,6 +212,17 @@ class Aggregation:
     takes_head_of: tuple[str, ...] = ()  # pretrained heads it starts from (CRN: NetVLAD's)
     check_features: Callable[[int, int], None] | None = None  # refuses a local feature size
     lr_groups: tuple[tuple[str, str], ...] = ()  # (parameter group, train.<option>): its lr
+    check_settings: Callable[[Callable[[str], object]], None] | None = None  # its options' ranges
+
+
+def _check_gem(get) -> None:
+    """GeM's exponent and clamp: p <= 0 divides by zero (1 / p) or inverts the pooling, and
+    eps <= 0 lets log(0) into p's gradient; both end in NaN losses."""
+    p, eps = float(get("gem_p")), float(get("gem_eps"))
+    if not p > 0:
+        raise ValueError(f"model.gem_p: must be > 0 (3 is GeM's usual start), got {p}")
+    if not eps > 0:
+        raise ValueError(f"model.gem_eps: must be > 0 (the clamp before x^p), got {eps}")
 
 
 AGGREGATIONS.register("netvlad")(Aggregation(
@@ -222,7 +233,7 @@ AGGREGATIONS.register("netvlad")(Aggregation(
 for _kind in POOLS:
     AGGREGATIONS.register(_kind)(Aggregation(
         module=lambda s, kind=_kind: GlobalPool(kind, s.l2, s.gem_p, s.gem_eps),
-        dim=lambda c, k: c))
+        dim=lambda c, k: c, check_settings=_check_gem if POOLS[_kind] is None else None))
 AGGREGATIONS.register("rrm")(Aggregation(module=lambda s: RRM(), dim=lambda c, k: c,
                                        uses_l2=False))
 

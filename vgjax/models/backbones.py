@@ -27,3 +27,25 @@ def parse_backbone(name: str) -> BackboneSpec | PlainSpec | EfficientNetSpec:
         raise ValueError(f"model.backbone: unknown backbone {name!r} "
                          f"(accepted: {', '.join(BACKBONES)})")
     return spec
+
+
+def min_input_side(name: str) -> int:
+    """The smallest image side `name` describes: at least its stride (a smaller image gives
+    local features computed from padding) and at least one local feature (VGG-16 and AlexNet
+    floor their sizes: an 8 x 8 image leaves them none)."""
+    spec = parse_backbone(name)
+    stride = round(1024 / spec.feature_size(1024, 1024)[0])
+    side = 1
+    while min(spec.feature_size(side, side)) < 1:
+        side += 1
+    return max(stride, side)
+
+
+def check_input_size(name: str, size, option: str) -> None:
+    """Raises ValueError naming `option` when an (H, W) image is too small for backbone `name`."""
+    smallest = min_input_side(name)
+    h, w = (int(s) for s in size)
+    if min(h, w) < smallest:
+        fh, fw = parse_backbone(name).feature_size(h, w)
+        raise ValueError(f"{option}: a {h}x{w} image is too small for {name} (local features "
+                         f"{max(fh, 0)}x{max(fw, 0)}): both sides must be at least {smallest} px")

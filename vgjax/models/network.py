@@ -111,6 +111,8 @@ def validate_model_config(model_cfg) -> None:
     l2 = _get(model_cfg, "l2")
     if agg.uses_l2 and l2 not in L2_MODES:
         raise ValueError(f"model.l2: unknown value {l2!r} (accepted: {', '.join(L2_MODES)})")
+    if agg.check_settings is not None:
+        agg.check_settings(lambda name: _get(model_cfg, name))
     if agg.uses_clusters and int(_get(model_cfg, "netvlad_clusters")) < 1:
         raise ValueError("model.netvlad_clusters: must be >= 1")
     if int(_get(model_cfg, "fc_output_dim") or 0) < 0:

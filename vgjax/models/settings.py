@@ -7,6 +7,7 @@ from vgjax.config import ConfigError
 from vgjax.config.settings import Settings
 from vgjax.models.network import validate_model_config
 from vgjax.models.pretrained import IMAGENET, PretrainedError, imagenet_state_dict
+from vgjax.models.pretrained_dir import check_pretrained_dir
 from vgjax.models.torch_pickle import CheckpointError
 
 
@@ -33,6 +34,7 @@ class ModelSettings(Settings):
     dtype: str = "float32"
     matmul_precision: str = "highest"
     pretrained: str = ""
+    pretrained_partial: bool = False
     netvlad_init: NetVLADInitSettings = dataclasses.field(default_factory=NetVLADInitSettings)
 
     @classmethod
@@ -59,3 +61,5 @@ def check_model(config) -> None:
             raise ConfigError(str(e)) from None
         except (CheckpointError, OSError) as e:
             raise ConfigError(f"model.pretrained=imagenet: {e}") from None
+    elif config.model.pretrained:  # a model dir: it exists and its arrays fit
+        check_pretrained_dir(config.model)

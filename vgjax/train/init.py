@@ -11,34 +11,24 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vgjax.config import ConfigError
 from vgjax.data.dataset import Split
 from vgjax.data.pipeline import BatchLoader
 from vgjax.data.settings import DataSettings
 from vgjax.models.aggregation import AGGREGATIONS, uses_kmeans_init
-from vgjax.models.io import load_model, merge_pretrained, read_model_info
+from vgjax.models.io import merge_pretrained
 from vgjax.models.netvlad_init import initialize_netvlad, sample_init_paths
 from vgjax.models.backbones import parse_backbone
 from vgjax.models.network import (abstract_variables, init_variables, trainable_from,
                                   trainable_mask)
 from vgjax.models.settings import ModelSettings
 from vgjax.models.pretrained import IMAGENET, imagenet_variables, locate_imagenet_weights
+from vgjax.models.pretrained_dir import leaf_shapes, open_pretrained_dir
 from vgjax.train import checkpoint, multihost, optim, run_dir
 from vgjax.train.adaptation import DOMAIN
 from vgjax.train.settings import TrainSettings
 from vgjax.train.state import Progress, TrainState
 
 log = logging.getLogger("vgjax.train")
-
-
-def _same_network(loaded_cfg, model_cfg) -> tuple[tuple, tuple]:
-    """(theirs, ours) as (backbone family, width): another cut (conv4 / conv5, stride 16 /
-    32) of the same network is fine, another depth or width is not (the width only where
-    model.resnet_width scales the backbone)."""
-    def key(cfg):
-        spec = parse_backbone(cfg.backbone)
-        return spec.family, cfg.get("resnet_width", 64) if spec.uses_width else None
-    return key(loaded_cfg), key(model_cfg)
 
 
 def pretrained_variables(model_cfg, variables) -> tuple[dict, bool]:
@@ -49,27 +39,21 @@ def pretrained_variables(model_cfg, variables) -> tuple[dict, bool]:
         log.info("Initialised %d backbone arrays from the ImageNet weights of %s (%s)",
                  len(copied), model_cfg.backbone, locate_imagenet_weights(model_cfg.backbone))
         return variables, False
-    loaded_cfg, loaded = load_model(model_cfg.pretrained)
-    theirs, ours = _same_network(loaded_cfg, model_cfg)
-    if theirs != ours:
-        def described(cfg, key):
-            return cfg.backbone + ("" if key[1] is None else f" of width {key[1]}")
-        raise ConfigError(
-            f"model.pretrained={model_cfg.pretrained} holds a {described(loaded_cfg, theirs)}, "
-            f"this config builds a {described(model_cfg, ours)}")
-    variables, copied = merge_pretrained(variables, loaded)
-    # a converted backbone-only file (e.g. torchvision weights) brings a random head,
-    # which the converter lists as "initialised": that is not a trained head
-    initialised = read_model_info(model_cfg.pretrained).get("extra", {}).get("initialised", [])
-    placeholder = any(str(k).startswith("aggregation") for k in initialised)
-    # CRN starts from a trained NetVLAD (its centroids and soft assignment), as the reference
-    same_head = loaded_cfg.aggregation in (
-        model_cfg.aggregation, *AGGREGATIONS.get(model_cfg.aggregation).takes_head_of)
-    has_head = (same_head and not placeholder
-                and any(k.startswith("['params']['aggregation']") for k in copied))
+    pretrained = open_pretrained_dir(model_cfg, variables)
+    variables, copied = merge_pretrained(variables, pretrained.variables)
+    copied_names = {k.removeprefix("['params']['").removesuffix("']").replace("']['", "/")
+                    for k in copied}
+    missing = [k for k in leaf_shapes(variables, ("backbone",)) if k not in copied_names]
+    if missing:
+        log.warning("model.pretrained=%s has no weights for %d backbone array(s) (e.g. %s): "
+                    "they start from random values", model_cfg.pretrained, len(missing),
+                    missing[0])
+    if pretrained.problems:
+        log.warning("model.pretrained_partial: the head of %s does not fit (%s); it starts "
+                    "afresh", model_cfg.pretrained, "; ".join(pretrained.problems[:2]))
     log.info("Initialised %d arrays from %s%s", len(copied), model_cfg.pretrained,
-             " (with its aggregation head)" if has_head else "")
-    return variables, has_head
+             " (with its aggregation head)" if pretrained.trained_head else "")
+    return variables, pretrained.trained_head
 
 
 def initial_variables(config, net, train_split: Split, reader=None, load_fn=None) -> dict:

@@ -86,6 +86,12 @@ def _train_and_evaluate(config, run: Path) -> dict:
     if multihost.is_primary():
         run_dir.write_config(run, config)
     train, reader = open_split(config.data, data.train_dataset, "train")
+    evals = evaluators.build_all(config)
+    if reader.check is not None:  # images that cannot be read, before any work
+        reader.check([*train.database.paths, *train.queries.paths],
+                     f"{train.dataset} (train database and queries)")
+    for e in evals.values():
+        e.check_files()
     # msls_weighted: each query's chance of a round (refused here, before any work, when the
     # file names do not say night / sideways); None: uniform
     weights = mining.get_miner(t.mining).query_weights(train.queries.paths)
@@ -93,7 +99,6 @@ def _train_and_evaluate(config, run: Path) -> dict:
     host_augment = host_query_augment(config, reader)  # None: queries augmented in the train step
     if data.train_query_crop:  # the reference's RandomResizedCrop(scale=(1, 1))
         reader = with_view(reader, train.queries.paths, train_query)
-    evals = evaluators.build_all(config)
     epoch_evals = [e for e in evals.values() if "epoch" in e.when]
     for e in epoch_evals:  # early stopping on a split without positives is meaningless
         for d in e.datasets:

@@ -185,6 +185,10 @@ def validate_training(config) -> None:
         require(folder.is_dir(), "train.da.target_dir", f"{folder} is not a folder")
         require(bool(list_images(folder)), "train.da.target_dir",
                 f"{folder} holds no .jpg/.jpeg/.png images")
+    try:
+        evaluators.check_image_sizes(config, model.backbone, data.resize)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     check_features = AGGREGATIONS.get(model.aggregation).check_features
     if check_features is not None:
         try:
