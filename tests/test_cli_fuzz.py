@@ -21,7 +21,8 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
 from conftest import write_dataset
@@ -29,6 +30,7 @@ from conftest import write_dataset
 REPO = Path(__file__).resolve().parent.parent
 
 FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=False,
+                phases=(Phase.explicit, Phase.generate, Phase.shrink),
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow, HealthCheck.filter_too_much])
 
@@ -62,6 +64,8 @@ OPTION = re.compile(r"--[A-Za-z][\w.-]*")
 def check_contract(code, err: str, argv: list[str], extra_names=(), codes=(0, 2)) -> None:
     """Exit `codes`; on a non-zero status one `error:` line (after argparse's usage lines
     only) naming an option, a config field or a file of the command line."""
+    if currently_in_test_context():  # counts shown by --hypothesis-show-statistics
+        event(f"exit {code}" + (f": {err.strip().splitlines()[-1][:90]}" if code and err.strip() else ""))
     where = f"argv={argv!r}\nstderr:\n{err}"
     assert "Traceback" not in err, where
     assert code in codes, f"exit status {code!r}; {where}"
@@ -74,7 +78,7 @@ def check_contract(code, err: str, argv: list[str], extra_names=(), codes=(0, 2)
     line = errors[0]
     names = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
     names |= {a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")}
-    names |= {a.split("=", 1)[-1] for a in argv if "/" in a or "." in a}
+    names |= {a for a in argv if len(a) > 1 and not a.startswith("-")}  # files, arguments
     names |= set(extra_names)
     assert OPTION.search(line) or any(n and n in line for n in names), \
         f"the error names no option or file; {where}"
@@ -107,8 +111,9 @@ def world(tmp_path_factory):
         path.parent.mkdir(parents=True)
         np.savez(path, query_paths=np.array([f"/d/{side}/q{i}.jpg" for i in range(3)]),
                  db_paths=np.array([f"/d/{side}/d{j}.jpg" for j in range(4)]),
-                 topk_indices=np.array([[i if i in found else 3, 3] for i in range(3)]),
-                 topk_distances=np.zeros((3, 2)),
+                 topk_indices=np.array([[i if i in found else 3, 3] + [-1] * 18
+                                        for i in range(3)]),
+                 topk_distances=np.zeros((3, 20)),
                  query_utm=np.array([(100.0 * i, 0.0) for i in range(3)]),
                  db_utm=np.array([(100.0 * j, 0.0) for j in range(3)] + [(1e5, 0.0)]),
                  recall_values=np.array([1, 2]), method=np.array("hard_resize"))
@@ -118,9 +123,16 @@ def world(tmp_path_factory):
     suite = base / "suite.py"
     suite.write_text(SUITE)
     fields = sorted(_fields(schema()))
-    return dict(base=base, root=root, dataset=root / "pitts30k", afile=afile, empty=empty,
+    return World(base=base, root=root, dataset=root / "pitts30k", afile=afile, empty=empty,
                 model=model, preds=preds, broken=broken, suite=suite, fields=fields,
                 counter=itertools.count())
+
+
+class World(dict):
+    """The module's inputs (short in hypothesis's reports)."""
+
+    def __repr__(self):
+        return f"World({self['base']})"
 
 
 def _config(arg=None):
@@ -148,7 +160,9 @@ NUMBERS = ["0", "-1", "1", "2", "3", "-3", "1.5", "-0.5", "1e30", "-1e30", "9999
 
 
 def number(data, valid: list[str]) -> str:
-    return data.draw(st.one_of(st.sampled_from(valid), st.sampled_from(NUMBERS),
+    if data.draw(st.integers(0, 9), label="valid number") < 7:
+        return data.draw(st.sampled_from(valid))
+    return data.draw(st.one_of(st.sampled_from(NUMBERS),
                                st.integers(-10**20, 10**20).map(str),
                                st.floats(allow_nan=True, allow_infinity=True).map(repr)))
 
@@ -156,21 +170,22 @@ def number(data, valid: list[str]) -> str:
 def path(data, world, kinds: dict) -> str:
     """One of `kinds` (name -> valid path) or a missing path, a file, an empty folder, an
     empty string, a unicode name or a path under a file."""
-    choices = {**kinds, "missing": str(world["base"] / "does-not-exist" / "x"),
-               "file": str(world["afile"]), "empty folder": str(world["empty"]), "empty": "",
-               "unicode": str(world["base"] / "données-é-名前"),
-               "under a file": str(world["afile"] / "sub")}
+    bad = {"missing": str(world["base"] / "does-not-exist" / "x"),
+           "file": str(world["afile"]), "empty folder": str(world["empty"]), "empty": "",
+           "unicode": str(world["base"] / "données-é-名前"),
+           "under a file": str(world["afile"] / "sub")}
+    choices = kinds if data.draw(st.integers(0, 9), label="valid path") < 8 else bad
     return choices[data.draw(st.sampled_from(sorted(choices)), label="path")]
 
 
 def unknown_flags(data) -> list[str]:
-    return data.draw(st.sampled_from([[], [], [], ["--bogus"], ["--help-me", "1"], ["-x"],
-                                      ["positional"]]), label="extra")
+    return data.draw(st.sampled_from([[]] * 24 + [["--bogus"], ["--help-me", "1"], ["-x"],
+                                                   ["positional"]]), label="extra")
 
 
 def shuffle(data, groups: list[list[str]]) -> list[str]:
     """The option groups in a drawn order, each kept or (when drawn) dropped."""
-    kept = [g for g in groups if g and data.draw(st.integers(0, 9), label="keep") > 0]
+    kept = [g for g in groups if g and data.draw(st.integers(0, 19), label="keep") > 0]
     order = data.draw(st.permutations(range(len(kept))), label="order")
     return [a for i in order for a in kept[i]]
 
@@ -222,7 +237,7 @@ def config_override(data, world) -> str:
 
 
 @pytest.mark.parametrize("config", ["configs/smoke.py", "configs/default.py:smoke"])
-@settings(FUZZ, max_examples=30)
+@settings(FUZZ, max_examples=100)
 @given(data=st.data())
 def test_train_check_fuzz(world, config, data):
     """`python -m vgjax.train --check` with 0-3 overrides drawn from the schema (real field
@@ -232,7 +247,7 @@ def test_train_check_fuzz(world, config, data):
     workdir = fresh(world, "run")
     base = [f"--config.data.root={world['root']}", "--config.data.test_datasets=[pitts30k]"]
     overrides = [config_override(data, world) for _ in range(data.draw(st.integers(0, 3)))]
-    config_path = data.draw(st.sampled_from([config] * 6 + [
+    config_path = data.draw(st.sampled_from([config] * 18 + [
         str(world["broken"]), str(world["afile"]), str(world["empty"]), "configs/nope.py",
         "configs/default.py:bogus", ""]), label="config")
     workdir_arg = data.draw(st.sampled_from([str(workdir)] * 4 + [str(world["afile"]), None]))
@@ -264,7 +279,7 @@ def test_train_check_accepts_a_good_config_and_refuses_a_missing_split(world, ca
                      "--config.data.train_dataset=nosplit"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    check_contract(2, err, base)
+    check_contract(2, err, base + ["--config.data.train_dataset=nosplit"])
     assert "data.train_dataset: 'nosplit'" in err, err
 
 
@@ -291,7 +306,7 @@ def test_eval_fuzz(world, monkeypatch, data):
     out = fresh(world, "eval")
     checkpoint = path(data, world, {"model": str(world["model"]), "model2": str(world["model"])})
     datasets = [path(data, world, {"ds": str(world["dataset"]), "ds2": str(world["dataset"])})
-                for _ in range(data.draw(st.integers(0, 2)))]
+                for _ in range(data.draw(st.sampled_from([1] * 6 + [0, 2])))]
     overrides = [data.draw(st.sampled_from([
         "--config.model.dtype=bfloat16", "--config.model.dtype=float64",
         "--config.model.backbone=vgg16", "--config.test.method=five_crops",
@@ -311,6 +326,7 @@ def test_eval_fuzz(world, monkeypatch, data):
     try:
         code, _, err = call(eval_cli.main, argv)
     except Reached:
+        event("reached the recorder")
         assert reached and Path(reached[0]) == world["model"], argv
         return
     check_contract(code, err, argv)
@@ -348,6 +364,7 @@ def test_describe_fuzz(world, monkeypatch, data):
     try:
         code, _, err = call(describe.main, argv)
     except Reached:
+        event("reached the recorder")
         assert reached and Path(reached[0]) == world["model"], argv
         return
     check_contract(code, err, argv)
@@ -364,7 +381,8 @@ def test_compare_fuzz(world, data):
     preds = world["preds"]
     kinds = {"A file": str(preds["a"]), "B file": str(preds["b"]),
              "A run": str(preds["a"].parents[1]), "B folder": str(preds["b"].parent)}
-    positional = [path(data, world, kinds) for _ in range(data.draw(st.integers(0, 3)))]
+    count = data.draw(st.sampled_from([2] * 8 + [0, 1, 3]), label="positionals")
+    positional = [path(data, world, kinds) for _ in range(count)]
     groups = [positional,
               ["--recall-values", *[number(data, ["1", "2"]) for _ in range(
                   data.draw(st.integers(0, 2)))]] if data.draw(st.booleans()) else [],
@@ -453,7 +471,7 @@ def test_tfds_builder_fuzz(world, data):
     out = fresh(world, "tfds")
     datasets = [path(data, world, {"dataset": str(world["dataset"]),
                                    "dataset2": str(world["dataset"])})
-                for _ in range(data.draw(st.integers(0, 2)))]
+                for _ in range(data.draw(st.sampled_from([1] * 6 + [0, 2])))]
     groups = [["--dataset", *datasets] if datasets or data.draw(st.booleans()) else [],
               ["--out", data.draw(st.sampled_from([str(out)] * 3 + [str(world["afile"]), "",
                                                                   str(world["afile"] / "x")]))],
@@ -522,6 +540,7 @@ def test_run_suite_fuzz(world, monkeypatch, data):
     try:
         code, _, err = call(run_suite.main, argv)
     except Reached:
+        event("reached the recorder")
         cmd, folder = reached[0]
         assert cmd[1:3] == ["-m", "vgjax.train"] and folder.parent == Path(
             argv[argv.index("--out") + 1]) / "runs", (argv, cmd)

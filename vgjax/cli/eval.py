@@ -83,11 +83,19 @@ def run(argv: list[str]) -> dict:
     if dupes:
         raise UsageError(f"--datasets: several folders are named {dupes}; results are keyed "
                          "by folder name")
+    if not all(args.datasets):
+        raise UsageError("--datasets: an empty folder name")
     if SOURCES.get(cfg.data.source).folders:
         for d in args.datasets:
-            ds.split_folder(d, args.split)  # fail before loading the model
+            try:
+                ds.split_folder(d, args.split)  # fail before loading the model
+            except DatasetFormatError as e:
+                raise UsageError(f"--datasets {d}: {e}") from None
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission
+        raise UsageError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
 
     try:
         describer, model_cfg, image_size = Describer.from_checkpoint(args.checkpoint,
