@@ -34,6 +34,7 @@ from vgjax.eval import evaluators
 from vgjax.eval.extract import Describer
 from vgjax.eval.settings import check_pca
 from vgjax.eval.report import format_table
+from vgjax.models.io import ModelDirError
 from vgjax.models.network import descriptor_dim
 
 log = logging.getLogger("vgjax.eval")
@@ -100,7 +101,9 @@ def run(argv: list[str]) -> dict:
     try:
         describer, model_cfg, image_size = Describer.from_checkpoint(args.checkpoint,
                                                                      model_overrides)
-    except ValueError as e:  # a bad model override or an unreadable model dir
+    except ModelDirError as e:  # an unreadable model dir
+        raise UsageError(f"--checkpoint {e}") from None
+    except ValueError as e:  # a bad model override
         raise UsageError(str(e)) from None
     if cfg.test.pca_dim > 0:
         check_pca(cfg.test, descriptor_dim(model_cfg))
