@@ -58,7 +58,7 @@ def _size_error(backbone: str, h: int, w: int, where: str) -> str | None:
 
 def main(argv=None) -> int:
     from vgjax.models.aggregation import AGGREGATIONS
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="scripts/convert_torch_weights.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help=".pth file")
     parser.add_argument("--output", required=True, help="vgjax model dir to write")

@@ -146,7 +146,7 @@ def test_bad_input_errors(built, tmp_path, capsys):
     missing = tmp_path / "nowhere" / "pitts30k"
     with pytest.raises(fmt.DatasetFormatError, match=f"{missing}.*does not exist"):
         tb.build(missing, tmp_path / "out")
-    assert tb.main(["--dataset", str(missing), "--out", str(tmp_path / "out")]) == 1
+    assert tb.main(["--dataset", str(missing), "--out", str(tmp_path / "out")]) == 2
     assert str(missing) in capsys.readouterr().err
 
     no_queries = tmp_path / "data" / "tokyo-xs"

@@ -23,7 +23,7 @@ from vgjax.data.format import list_images
 from vgjax.data.pipeline import ImageError
 from vgjax.eval.extract import Describer, extract_descriptors
 from vgjax.eval.methods import ViewPlan
-from vgjax.models.io import load_model, read_model_info
+from vgjax.models.io import ModelDirError, load_model, read_model_info
 
 
 def describe_paths(model_cfg, variables, paths, size, batch_size: int = 32,
@@ -42,7 +42,10 @@ def describe_paths(model_cfg, variables, paths, size, batch_size: int = 32,
 def describe_folder(checkpoint, images, resize=None, batch_size: int = 32,
                     num_workers: int = 8) -> tuple[np.ndarray, list[str]]:
     """(descriptors (N, D) float32, sorted image paths) for every image below `images`."""
-    info = read_model_info(checkpoint)  # fails fast on a wrong --checkpoint
+    try:
+        info = read_model_info(checkpoint)  # fails fast on a wrong --checkpoint
+    except ModelDirError as e:
+        raise ModelDirError(f"--checkpoint {e}") from None
     if not Path(images).is_dir():
         raise FileNotFoundError(f"--images {images}: not a folder")
     paths = list_images(images)

@@ -34,6 +34,7 @@ from vgjax.eval import evaluators
 from vgjax.eval.extract import Describer
 from vgjax.eval.settings import check_pca
 from vgjax.eval.report import format_table
+from vgjax.models.io import ModelDirError
 from vgjax.models.network import descriptor_dim
 
 log = logging.getLogger("vgjax.eval")
@@ -83,16 +84,26 @@ def run(argv: list[str]) -> dict:
     if dupes:
         raise UsageError(f"--datasets: several folders are named {dupes}; results are keyed "
                          "by folder name")
+    if not all(args.datasets):
+        raise UsageError("--datasets: an empty folder name")
     if SOURCES.get(cfg.data.source).folders:
         for d in args.datasets:
-            ds.split_folder(d, args.split)  # fail before loading the model
+            try:
+                ds.split_folder(d, args.split)  # fail before loading the model
+            except DatasetFormatError as e:
+                raise UsageError(f"--datasets {d}: {e}") from None
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission
+        raise UsageError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
 
     try:
         describer, model_cfg, image_size = Describer.from_checkpoint(args.checkpoint,
                                                                      model_overrides)
-    except ValueError as e:  # a bad model override or an unreadable model dir
+    except ModelDirError as e:  # an unreadable model dir
+        raise UsageError(f"--checkpoint {e}") from None
+    except ValueError as e:  # a bad model override
         raise UsageError(str(e)) from None
     if cfg.test.pca_dim > 0:
         check_pca(cfg.test, descriptor_dim(model_cfg))

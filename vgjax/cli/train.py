@@ -1,6 +1,8 @@
 """`python -m vgjax.train --config configs/<x>.py --workdir RUN [--config.<a.b>=<value> ...]`
 
-Running again with the same --workdir resumes from its last checkpoint. Multi-host: call
+`--check` loads the config and runs every check training runs before any work (the
+datasets' split folders included), prints `config OK: ...` and exits, training nothing and
+creating no run folder (`--workdir` is then optional). Running again with the same --workdir resumes from its last checkpoint. Multi-host: call
 with `--distributed` on every host, with the same --workdir on a shared file system
 (jax.distributed.initialize reads the cluster from the environment, e.g. SLURM, or from
 --coordinator_address, --num_processes and --process_id).
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import jax
 
@@ -23,13 +26,30 @@ from vgjax.train.loop import train_and_evaluate
 from vgjax.train.step import NonFiniteLossError
 
 
+def _report_check(parser, args, config) -> int:
+    """`--check`: the config passed every check; one line saying what would run."""
+    if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
+        parser.error(f"--workdir {args.workdir}: is a file, not a folder")
+    data, model = config.data, config.model
+    h, w = data.resize
+    tests = ", ".join(data.test_datasets) or "none"
+    print(f"config OK: {args.config}: train {data.train_dataset}, test {tests} "
+          f"(data.root {data.root}); {model.backbone} + {model.aggregation}, {h}x{w}; "
+          f"{config.train.epochs} epoch(s) at most; nothing was trained")
+    return 0
+
+
 def main(argv=None) -> int:
     raise_on_sigterm()
     overrides, rest = split_argv(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m vgjax.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/<name>.py")
-    parser.add_argument("--workdir", required=True, help="run folder (created; resumed if present)")
+    parser.add_argument("--workdir", help="run folder (created; resumed if present); "
+                        "required unless --check")
+    parser.add_argument("--check", action="store_true",
+                        help="check the config and the datasets' folders, print 'config OK' "
+                             "and exit without training")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host)")
     parser.add_argument("--coordinator_address", default=None,
@@ -40,6 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--process_id", type=int, default=None,
                         help="with --distributed: this process's index (0 writes the files)")
     args = parser.parse_args(rest)
+    if not args.workdir and not args.check:
+        parser.error("the following arguments are required: --workdir (unless --check)")
     try:
         config = load_config(args.config, overrides)
         validate_training(config)
@@ -50,6 +72,8 @@ def main(argv=None) -> int:
                                   ("process_id", args.process_id)) if v is not None}
     if explicit and not args.distributed:
         parser.error(f"--{next(iter(explicit))} needs --distributed")
+    if args.check:
+        return _report_check(parser, args, config)
     if args.distributed:
         jax.distributed.initialize(**explicit)
     try:

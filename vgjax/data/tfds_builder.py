@@ -177,9 +177,10 @@ def build(dataset_dir: str | os.PathLike, tfds_dir: str | os.PathLike,
     mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     config = tfds.download.DownloadConfig(download_mode=mode, num_shards=num_shards)
-    with tempfile.TemporaryDirectory() as downloads:  # nothing is downloaded; keep out empty dirs
-        builder.download_and_prepare(download_dir=downloads, download_config=config,
-                                     file_format=FILE_FORMAT)
+    # nothing is downloaded: keep out empty dirs. The builder was made with FILE_FORMAT;
+    # passing it again fails on an existing copy with --overwrite (its info is restored)
+    with tempfile.TemporaryDirectory() as downloads:
+        builder.download_and_prepare(download_dir=downloads, download_config=config)
     return Path(builder.data_dir)
 
 
@@ -321,7 +322,28 @@ def _parse_args(argv: Iterable[str] | None):
     args = p.parse_args(argv)
     if args.num_shards is not None and args.num_shards < 1:  # before any work
         p.error(f"--num_shards {args.num_shards}: expected at least 1")
+    if not all(args.dataset):
+        p.error("--dataset: an empty folder name")
+    names = [tfds_name(Path(d).resolve().name) for d in args.dataset]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # one copy per TFDS name: the second would replace or reuse the first
+        p.error(f"--dataset: several folders would be written to the same copy "
+                f"{', '.join(twice)} in --out")
+    problem = _out_problem(Path(args.out)) if args.out else "an empty folder name"
+    if problem:
+        p.error(f"--out {args.out}: {problem}".replace("--out : ", "--out: "))
     return args
+
+
+def _out_problem(out: Path) -> str | None:
+    """Why the TFDS folder `out` cannot be created (a file, or under a file), or None."""
+    folder = out
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        return ("is a file, not a folder" if folder == out
+                else f"{folder} is a file, not a folder")
+    return None
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -332,8 +354,11 @@ def main(argv: Iterable[str] | None = None) -> int:
             directory = build(dataset_dir, args.out, args.splits, args.overwrite,
                               args.num_shards)
         except (fmt.DatasetFormatError, ImageError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+            print(f"error: --dataset {dataset_dir}: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:  # e.g. no permission or a full disk under --out
+            print(f"error: --out {args.out}: {e.strerror or e}", file=sys.stderr)
+            return 2
         metadata = _read_metadata(directory)
         counts = ", ".join(f"{k} {len(v)}" for k, v in metadata["paths"].items())
         print(f"{metadata['dataset']} -> {directory}: {counts} "

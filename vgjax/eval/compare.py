@@ -205,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0.0 < args.alpha < 1.0:
         p.error(f"--alpha must be in (0, 1), got {args.alpha}")
+    if not 0.0 < args.positive_dist < float("inf"):  # NaN fails too
+        p.error(f"--positive-dist {args.positive_dist:g}: expected a positive distance in "
+                "metres")
     if min(args.recall_values) < 1:
         p.error(f"--recall-values must be >= 1, got {args.recall_values}")
     try:
