@@ -2,9 +2,9 @@
 
 NetVLAD, GeM, MAC (global max), SPoC (global average), R-MAC (regional max, the
 reference's `rmac`) and RRM (the reference's residual retrieval module) here; CRN, MixVPR,
-Conv-AP and CosPlace in their own modules, which register themselves the same way. All of them compute
-in float32 whatever the backbone's compute dtype: they are a tiny share of the FLOPs, and the
-softmax and the normalisations are where bfloat16 would lose precision.
+Conv-AP and CosPlace in their own modules, which register themselves the same way. All of
+them compute in float32 whatever the backbone's compute dtype: they are a tiny share of the
+FLOPs, and the softmax and the normalisations are where bfloat16 would lose precision.
 """
 from __future__ import annotations
 
