@@ -52,7 +52,8 @@ def get_config(arg=None):
     c.model.resnet_width = 64                 # channels of conv1 (64 = torchvision; smaller for tests;
     #                                           vgg16 / alexnet: every layer scaled by it / 64;
     #                                           efficientnet_lite*: does not apply, fixed channels)
-    c.model.aggregation = "netvlad"           # netvlad | gem | mac | spoc | rmac | rrm | crn
+    c.model.aggregation = "netvlad"           # netvlad | gem | mac | spoc | rmac | rrm | crn |
+    #                                           mixvpr | convap | cosplace
     c.model.netvlad_clusters = 64
     c.model.gem_p = 3.0
     c.model.gem_eps = 1e-6
@@ -75,6 +76,21 @@ def get_config(arg=None):
     c.model.netvlad_init.images = 500
     c.model.netvlad_init.descriptors_per_image = 100
     c.model.netvlad_init.iterations = 100
+    # Options of the heads that have their own (docs/MODELS.md), read when model.aggregation
+    # names them; the defaults are the published ones.
+    c.model.mixvpr = ml_collections.ConfigDict()
+    c.model.mixvpr.in_h = 20                  # the local feature map it is built for: the
+    c.model.mixvpr.in_w = 20                  #   image size must give it (320x320, stride 16)
+    c.model.mixvpr.out_channels = 1024        # descriptor: out_channels * out_rows
+    c.model.mixvpr.mix_depth = 4              # Feature-Mixer blocks
+    c.model.mixvpr.mlp_ratio = 1.0            # mixer MLP width / (in_h * in_w)
+    c.model.mixvpr.out_rows = 4
+    c.model.convap = ml_collections.ConfigDict()
+    c.model.convap.out_channels = 512         # 1x1 conv; descriptor: out_channels * s1 * s2
+    c.model.convap.s1 = 2                     # adaptive average pooling bins (rows, columns)
+    c.model.convap.s2 = 2
+    c.model.cosplace = ml_collections.ConfigDict()
+    c.model.cosplace.out_dim = 512            # its Linear after GeM (GeM: model.gem_p, gem_eps)
 
     # Training ------------------------------------------------------------------------------
     c.train = ml_collections.ConfigDict()

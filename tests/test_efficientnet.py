@@ -260,9 +260,11 @@ def test_every_aggregation_works_on_lite0(lite0):
         _, feats_t = ref(torch_input(pixels((64, 96), seed=1)), taps=(S16,))
     feats = jnp.asarray(nhwc(feats_t[S16]))
     names = sorted(AGGREGATIONS.names())
-    assert {"netvlad", "gem", "mac", "spoc", "rmac", "rrm", "crn"} <= set(names)
+    assert {"netvlad", "gem", "mac", "spoc", "rmac", "rrm", "crn", "mixvpr", "convap",
+            "cosplace"} <= set(names)
     for name in names:
         c = model_cfg(aggregation=name, netvlad_clusters=4)
+        c.mixvpr.in_h, c.mixvpr.in_w = feats.shape[1:3]  # MixVPR is built for one size
         net = build_network(c)
         desc = jax.jit(lambda f: net.apply(net.init(init_key(0), f, method=VGNetwork.aggregate),
                                            f, method=VGNetwork.aggregate))(feats)

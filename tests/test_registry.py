@@ -63,7 +63,7 @@ def test_registry_checks_before_calling():
     (LOSS_TERMS, {"triplet", "sare_ind", "sare_joint"}),
     (OPTIMIZERS, {"adam", "adamw", "sgd", "asgd"}),
     (SCHEDULERS, {"none", "plateau", "cosine"}),
-    (AGGREGATIONS, {"netvlad", "gem", "mac", "spoc"}),
+    (AGGREGATIONS, {"netvlad", "gem", "mac", "spoc", "mixvpr", "convap", "cosplace"}),
     (INDEXES, {"flat", "ivfpq"}),
     (EVALUATORS, {"retrieval"}),
 ])

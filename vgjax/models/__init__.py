@@ -1,8 +1,9 @@
 """Models: ResNet, VGG-16, AlexNet and EfficientNet-Lite backbones, aggregations (NetVLAD,
-GeM, MAC, SPoC, ...), the full network, NetVLAD k-means initialisation, torch checkpoint
-reading (without torch) and conversion, bundled ImageNet weights and model directories.
-Importing the package registers every aggregation (CRN's from `crn`)."""
-from vgjax.models import crn  # noqa: F401  (registers "crn" in AGGREGATIONS)
+GeM, MAC, SPoC, MixVPR, Conv-AP, CosPlace, ...), the full network, NetVLAD k-means
+initialisation, torch checkpoint reading (without torch) and conversion, bundled ImageNet weights and model directories.
+Importing the package registers every aggregation (CRN's, MixVPR's, Conv-AP's and
+CosPlace's from their modules)."""
+from vgjax.models import convap, cosplace, crn, mixvpr  # noqa: F401  (register their heads)
 from vgjax.models.network import (
                                   VGNetwork,
                                   build_network,

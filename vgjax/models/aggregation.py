@@ -1,9 +1,10 @@
 """Aggregations: local features (N, h, w, D) -> global descriptor (N, D_out), float32.
 
 NetVLAD, GeM, MAC (global max), SPoC (global average), R-MAC (regional max, the
-reference's `rmac`) and RRM (the reference's residual retrieval module). All of them compute
-in float32 whatever the backbone's compute dtype: they are a tiny share of the FLOPs, and the
-softmax and the normalisations are where bfloat16 would lose precision.
+reference's `rmac`) and RRM (the reference's residual retrieval module) here; CRN, MixVPR,
+Conv-AP and CosPlace in their own modules, which register themselves the same way. All of
+them compute in float32 whatever the backbone's compute dtype: they are a tiny share of the
+FLOPs, and the softmax and the normalisations are where bfloat16 would lose precision.
 """
 from __future__ import annotations
 
@@ -47,18 +48,26 @@ class TorchLinear(nn.Module):
     """`nn.Dense` initialised as torch's `nn.Linear`: weight and bias uniform in
     +-1/sqrt(fan_in) (kernel (fan_in, features), bias (features,))."""
     features: int
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
-        bound = 1.0 / np.sqrt(x.shape[-1])
-
-        def uniform(key, shape, dtype=jnp.float32):
-            return jax.random.uniform(key, shape, dtype, -bound, bound)
-
+        uniform = torch_uniform(x.shape[-1])
         kernel = self.param("kernel", uniform, (x.shape[-1], self.features), jnp.float32)
-        bias = self.param("bias", uniform, (self.features,), jnp.float32)
-        return jnp.dot(x.astype(jnp.float32), kernel,
-                       precision=jax.lax.Precision.HIGHEST) + bias
+        y = jnp.dot(x.astype(jnp.float32), kernel, precision=jax.lax.Precision.HIGHEST)
+        if self.use_bias:
+            y = y + self.param("bias", uniform, (self.features,), jnp.float32)
+        return y
+
+
+def torch_uniform(fan_in: int):
+    """Initialiser uniform in +-1/sqrt(fan_in): torch's default for Linear and Conv weights
+    and biases."""
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def uniform(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return uniform
 
 
 class NetVLAD(nn.Module):
@@ -202,17 +211,42 @@ class RRM(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class Aggregation:
-    """A registered head: `module(settings)` builds it from the network's fields
-    (`netvlad_clusters`, `l2`, `gem_p`, `gem_eps`); `dim(channels, clusters)` is its size."""
+    """A registered head.
+
+    `module(network)` builds it from the network's fields (`netvlad_clusters`, `l2`, `gem_p`,
+    `gem_eps`, and `head_options`: an instance of `options`, or None); `dim(channels,
+    clusters, options)` is its output size. A head with its own options declares `options`, a
+    frozen `vgjax.config.settings.Settings` class read from the section `model.<name>` (its
+    defaults where a config or an older model.json lacks the section); `check_settings(get)`
+    refuses bad values (`get(name)` reads `model.<name>`: an option, or a whole section).
+    """
     module: Callable
-    dim: Callable[[int, int], int]
+    dim: Callable[[int, int, object], int]
     uses_clusters: bool = False   # model.netvlad_clusters matters (and model.netvlad_init)
     uses_l2: bool = True          # model.l2 matters
     frozen: tuple[str, ...] = ()  # its parameter groups that never train (e.g. "crn/acc_w")
     takes_head_of: tuple[str, ...] = ()  # pretrained heads it starts from (CRN: NetVLAD's)
-    check_features: Callable[[int, int], None] | None = None  # refuses a local feature size
+    # refuses a local feature size: check_features(h, w, options)
+    check_features: Callable[[int, int, object], None] | None = None
     lr_groups: tuple[tuple[str, str], ...] = ()  # (parameter group, train.<option>): its lr
     check_settings: Callable[[Callable[[str], object]], None] | None = None  # its options' ranges
+    options: type | None = None   # its Settings class, read from model.<name>
+    # the (h, w) local feature map its parameters are built for (None: any size)
+    feature_size: Callable[[object], tuple[int, int]] | None = None
+
+
+def read_options(cls, section):
+    """`cls` (a Settings class) from a config section; its defaults for a missing one."""
+    return cls() if section is None else cls.from_section(section)
+
+
+def require_options(options, section: str, rules) -> None:
+    """Raises ValueError naming `<section>.<field>` for the first of `rules`, (field, test,
+    what it must be), whose test fails on the field's value."""
+    for name, ok, must in rules:
+        value = getattr(options, name)
+        if not ok(value):
+            raise ValueError(f"{section}.{name}: must be {must}, got {value}")
 
 
 def _check_gem(get) -> None:
@@ -228,13 +262,13 @@ def _check_gem(get) -> None:
 AGGREGATIONS.register("netvlad")(Aggregation(
     module=lambda s: NetVLAD(s.netvlad_clusters,
                              precision=getattr(s, "matmul_precision", "highest")),
-    dim=lambda c, k: k * c,
+    dim=lambda c, k, o: k * c,
     uses_clusters=True, uses_l2=False))
 for _kind in POOLS:
     AGGREGATIONS.register(_kind)(Aggregation(
         module=lambda s, kind=_kind: GlobalPool(kind, s.l2, s.gem_p, s.gem_eps),
-        dim=lambda c, k: c, check_settings=_check_gem if POOLS[_kind] is None else None))
-AGGREGATIONS.register("rrm")(Aggregation(module=lambda s: RRM(), dim=lambda c, k: c,
+        dim=lambda c, k, o: c, check_settings=_check_gem if POOLS[_kind] is None else None))
+AGGREGATIONS.register("rrm")(Aggregation(module=lambda s: RRM(), dim=lambda c, k, o: c,
                                        uses_l2=False))
 
 
@@ -244,6 +278,10 @@ def uses_kmeans_init(model_cfg) -> bool:
     return bool(AGGREGATIONS.get(model_cfg.aggregation).uses_clusters and init and init.enabled)
 
 
-def aggregation_dim(aggregation: str, channels: int, clusters: int) -> int:
-    """Output size of an aggregation on `channels`-dim local features (before any fc)."""
-    return AGGREGATIONS.get(aggregation).dim(channels, clusters)
+def aggregation_dim(aggregation: str, channels: int, clusters: int, options=None) -> int:
+    """Output size of an aggregation on `channels`-dim local features (before any fc);
+    `options`: its options object (None: its defaults)."""
+    entry = AGGREGATIONS.get(aggregation)
+    if options is None and entry.options is not None:
+        options = entry.options()
+    return entry.dim(channels, clusters, options)

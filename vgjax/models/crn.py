@@ -85,6 +85,6 @@ class CRN(nn.Module):
 
 AGGREGATIONS.register("crn")(Aggregation(
     module=lambda s: CRN(s.netvlad_clusters, precision=getattr(s, "matmul_precision", "highest")),
-    dim=lambda c, k: k * c, uses_clusters=True, uses_l2=False, frozen=("crn/acc_w",),
-    takes_head_of=("netvlad",), check_features=check_feature_size,
+    dim=lambda c, k, o: k * c, uses_clusters=True, uses_l2=False, frozen=("crn/acc_w",),
+    takes_head_of=("netvlad",), check_features=lambda h, w, o: check_feature_size(h, w),
     lr_groups=(("crn", "crn_lr"),)))

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgjax.models.aggregation import (AGGREGATIONS, L2_MODES, TorchLinear, aggregation_dim,
-                                      l2_normalize, matmul_precision)
+                                      l2_normalize, matmul_precision, read_options)
 from vgjax.models.backbones import parse_backbone
 from vgjax.models import resnet
 
@@ -64,6 +64,7 @@ class VGNetwork(nn.Module):
     freeze_frozen_bn_stats: bool = False
     dtype: str = "float32"
     matmul_precision: str = "highest"  # NetVLAD's float32 matmuls (TF32 on GPUs otherwise)
+    head_options: Any = None  # the head's options (its Settings object, hashable) or None
 
     def setup(self):
         self.backbone = parse_backbone(self.backbone_arch).module(
@@ -150,7 +151,32 @@ def build_network(model_cfg) -> VGNetwork:
         freeze_frozen_bn_stats=bool(_get(model_cfg, "freeze_frozen_bn_stats")),
         dtype=_get(model_cfg, "dtype"),
         matmul_precision=_get(model_cfg, "matmul_precision"),
+        head_options=head_options(model_cfg),
     )
+
+
+def head_options(model_cfg):
+    """The options of the configured head, from `model.<aggregation>` (its defaults where
+    the section is missing, e.g. a model.json written before it existed); None for heads
+    without options."""
+    name = _get(model_cfg, "aggregation")
+    cls = AGGREGATIONS.get(name).options
+    return None if cls is None else read_options(cls, _get(model_cfg, name))
+
+
+def input_size_for(backbone: str, h: int, w: int) -> tuple[int, int]:
+    """The smallest (H, W) image whose local features are h x w for `backbone`."""
+    spec = parse_backbone(backbone)
+
+    def side(target: int, axis: int) -> int:
+        n = 1
+        while spec.feature_size(n, n)[axis] < target:
+            n += 1
+        if spec.feature_size(n, n)[axis] != target:
+            raise ValueError(f"{backbone}: no image side gives {target} local features")
+        return n
+
+    return side(h, 0), side(w, 1)
 
 
 def trainable_from(model_cfg) -> str:
@@ -180,7 +206,7 @@ def descriptor_dim(model_cfg) -> int:
     if fc > 0:
         return fc
     return aggregation_dim(model_cfg.aggregation, feature_dim(model_cfg),
-                           int(model_cfg.netvlad_clusters))
+                           int(_get(model_cfg, "netvlad_clusters")), head_options(model_cfg))
 
 
 def init_key(rng):
@@ -199,11 +225,17 @@ def init_key(rng):
 def init_variables(model_cfg, rng, image_size=(64, 64)) -> dict:
     """Fresh `{'params', 'batch_stats'}` from a key or an int seed.
 
-    Parameters do not depend on the input size, so the trace runs on at most 64x64 pixels
-    of `image_size` (cheaper to compile and run).
+    Most heads' parameters do not depend on the input size, so the trace runs on at most
+    64x64 pixels of `image_size` (cheaper to compile and run). A head built for one feature
+    map size (MixVPR) is traced on the smallest image that gives it, whatever `image_size`.
     """
     net = build_network(model_cfg)
-    x = jnp.zeros((1, *(min(int(s), 64) for s in image_size), 3), jnp.uint8)
+    fixed = AGGREGATIONS.get(net.aggregation_kind).feature_size
+    if fixed is not None:
+        size = input_size_for(net.backbone_arch, *fixed(net.head_options))
+    else:
+        size = tuple(min(int(s), 64) for s in image_size)
+    x = jnp.zeros((1, *size, 3), jnp.uint8)
     variables = jax.jit(lambda k, x: net.init(k, x, train=False))(init_key(rng), x)
     # backbones without BatchNorm (vgg16, alexnet) have no statistics: an empty collection
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}

@@ -5,6 +5,9 @@ import dataclasses
 
 from vgjax.config import ConfigError
 from vgjax.config.settings import Settings
+from vgjax.models.convap import ConvAPSettings
+from vgjax.models.cosplace import CosPlaceSettings
+from vgjax.models.mixvpr import MixVPRSettings
 from vgjax.models.network import validate_model_config
 from vgjax.models.pretrained import IMAGENET, PretrainedError, imagenet_state_dict
 from vgjax.models.pretrained_dir import check_pretrained_dir
@@ -36,6 +39,9 @@ class ModelSettings(Settings):
     pretrained: str = ""
     pretrained_partial: bool = False
     netvlad_init: NetVLADInitSettings = dataclasses.field(default_factory=NetVLADInitSettings)
+    mixvpr: MixVPRSettings = dataclasses.field(default_factory=MixVPRSettings)
+    convap: ConvAPSettings = dataclasses.field(default_factory=ConvAPSettings)
+    cosplace: CosPlaceSettings = dataclasses.field(default_factory=CosPlaceSettings)
 
     @classmethod
     def from_config(cls, config) -> "ModelSettings":

@@ -19,7 +19,8 @@ from vgjax.eval.settings import check_pca
 from vgjax.models.aggregation import AGGREGATIONS, uses_kmeans_init
 from vgjax.models.backbones import parse_backbone
 from vgjax.models.domain import DOMAIN_CLASSIFIERS
-from vgjax.models.network import descriptor_dim
+from vgjax.eval.methods import TEST_METHODS
+from vgjax.models.network import descriptor_dim, head_options
 from vgjax.models.settings import ModelSettings
 from vgjax.train import mining, optim
 from vgjax.train.adaptation import LAMBDA_SCHEDULES
@@ -189,12 +190,15 @@ def validate_training(config) -> None:
         evaluators.check_image_sizes(config, model.backbone, data.resize)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    check_features = AGGREGATIONS.get(model.aggregation).check_features
-    if check_features is not None:
+    head = AGGREGATIONS.get(model.aggregation)
+    if head.check_features is not None:
         try:
-            check_features(*parse_backbone(model.backbone).feature_size(*data.resize))
+            head.check_features(*parse_backbone(model.backbone).feature_size(*data.resize),
+                                head_options(config.model))
         except ValueError as e:
             raise ConfigError(f"data.resize={data.resize}: {e}") from None
+    if head.feature_size is not None:
+        check_fixed_size_views(config, model.aggregation, data.resize)
     if uses_kmeans_init(config.model):
         init = model.netvlad_init
         h, w = parse_backbone(model.backbone).feature_size(*data.resize)
@@ -202,3 +206,25 @@ def validate_training(config) -> None:
                 "model.netvlad_init.descriptors_per_image",
                 f"({init.descriptors_per_image}) exceeds the {h}x{w} = {h * w} local "
                 f"features of a {data.resize[0]}x{data.resize[1]} image")
+
+
+def check_fixed_size_views(config, aggregation: str, resize) -> None:
+    """A head built for one feature map size (MixVPR) describes only images of the model
+    size: every evaluator must view them at data.resize, at one scale, and fit PCA on them."""
+    for name in config.evals.keys():
+        test = evaluators.entry_settings(config, name)
+        option = f"evals.{name}" if name != "test" else "test"
+        method = TEST_METHODS.get(test.method)()
+        shapes_fit = method.fixed_shapes and all(tuple(s) == tuple(resize)
+                                                 for s in method.view_shapes(resize))
+        require(shapes_fit, f"{option}.method",
+                f"{test.method!r} describes images at other sizes than data.resize={resize}, "
+                f"but model.aggregation={aggregation} is built for one feature map size; "
+                "use hard_resize or central_crop")
+        require(tuple(test.scales) == (1.0,), f"{option}.scales",
+                f"{list(test.scales)}: model.aggregation={aggregation} is built for one "
+                "feature map size; use [1.0]")
+        require(test.pca_dim == 0 or not test.pca_native_size, f"{option}.pca_native_size",
+                f"PCA images at their own sizes cannot be described by "
+                f"model.aggregation={aggregation}, built for one feature map size; set it to "
+                "false")
