@@ -448,9 +448,10 @@ def test_synthetic_fuzz(world, monkeypatch, data):
 @settings(FUZZ, max_examples=20)
 @given(data=st.data())
 def test_inspect_fuzz(world, data):
-    """`python -m vgjax.data.inspect` on the tiny dataset and on wrong folders. A folder that
-    is not a dataset ends with one `error:` line and exit status 1 (the status this command
-    documents for a dataset's problems); its options end with status 2."""
+    """`python -m vgjax.data.inspect` on the tiny dataset and on wrong folders. A path that is
+    not a folder, and bad options, end with status 2; a folder whose content is not a
+    dataset ends with one `error:` line and exit status 1 (the status this command documents
+    for what it finds wrong in a dataset)."""
     from vgjax.data.inspect import main
     groups = [[path(data, world, {"dataset": str(world["dataset"]),
                                   "dataset2": str(world["dataset"])})],

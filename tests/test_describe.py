@@ -147,3 +147,23 @@ def test_describe_errors(tmp_path, small_model, capsys):
     with pytest.raises(SystemExit):
         describe.main(["--checkpoint", str(model_dir), "--images", str(tmp_path),
                        "--out", str(tmp_path / "x.txt")])
+    # found before the model is loaded: an --out under a file, a --resize the backbone
+    # cannot describe, a truncated image
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        write_image(str(photos / f"{i}.jpg"), (32, 48), seed=i)
+    with pytest.raises(SystemExit) as e:
+        describe.main(["--checkpoint", str(model_dir), "--images", str(photos),
+                       "--out", str(photos / "0.jpg" / "x.npy")])
+    assert e.value.code == 2 and "cannot create its folder" in capsys.readouterr().err
+    assert describe.main(["--checkpoint", str(model_dir), "--images", str(photos),
+                          "--resize", "8", "8", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "--resize: a 8x8 image is too small" in capsys.readouterr().err
+    cut = photos / "1.jpg"
+    cut.write_bytes(cut.read_bytes()[:-50])
+    assert describe.main(["--checkpoint", str(model_dir), "--images", str(photos),
+                          "--out", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{cut}: truncated" in err[0]
+    assert not (tmp_path / "x.npy").exists()

@@ -1,6 +1,8 @@
 import json
 import shutil
 
+import pytest
+
 
 from conftest import write_dataset, write_image
 from vgjax.data.format import make_filename
@@ -27,8 +29,11 @@ def test_summary(tmp_path, capsys):
 
 
 def test_missing_dataset_and_images_folder(tmp_path, capsys):
-    code, _, err = run(capsys, tmp_path / "nope")
-    assert code == 1 and "nope does not exist" in err
+    for wrong, why in ((tmp_path / "nope", "no such folder"), (__file__, "not a folder")):
+        with pytest.raises(SystemExit) as e:  # a usage error: what to inspect is not a folder
+            run(capsys, wrong)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.strip().splitlines()[-1].endswith(f"{wrong}: {why}")
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, tmp_path / "empty")
     assert code == 1 and "empty/images does not exist" in err

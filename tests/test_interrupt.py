@@ -119,3 +119,29 @@ def test_background_thread_errors_after_a_signal_print_no_traceback():
     before, after = proc.stderr.split("--- signal")
     assert "Traceback" in before and "cannot schedule" in before
     assert "Traceback" not in after and "cannot schedule" not in after
+
+
+def test_a_signal_inside_a_gc_callback_still_stops_the_run():
+    """JAX runs a garbage-collector callback; a KeyboardInterrupt raised inside one would be
+    printed as "Exception ignored" and lost. The handler sends the signal again after it."""
+    code = (
+        "import gc, signal, sys, time\n"
+        "from vgjax.train import interrupt\n"
+        "interrupt.raise_on_sigterm()\n"
+        "fired = []\n"
+        "def callback(phase, info):\n"
+        "    if phase == 'start' and not fired:\n"
+        "        fired.append(1)\n"
+        "        signal.raise_signal(signal.SIGINT)\n"
+        "        sum(range(1000))  # the handler runs here, inside the callback\n"
+        "gc.callbacks.append(callback)\n"
+        "try:\n"
+        "    gc.collect()\n"
+        "    time.sleep(5)\n"
+        "    print('went on')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.strip() == "interrupted", (proc.stdout, proc.stderr)
+    assert "Exception ignored" not in proc.stderr, proc.stderr

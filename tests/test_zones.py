@@ -67,6 +67,9 @@ def test_database_and_queries_in_different_zones_refused_by_load_split(tmp_path)
     assert f"17T (6 images, e.g. database/{db0})" in msg
     assert f"18T (3 images, e.g. queries/{q0})" in msg
     assert "meaningless" in msg and "re-project" in msg and "(e.g. 17T)" in msg
+    from vgjax.data.tfds_builder import list_folder  # a TFDS copy is refused when built
+    with pytest.raises(fmt.DatasetFormatError, match="images in different UTM zones"):
+        list_folder(ds)
 
 
 def test_a_folder_mixing_zones_is_refused_naming_it(tmp_path):

@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from vgjax.data.format import list_images
-from vgjax.data.pipeline import ImageError
+from vgjax.data.pipeline import ImageError, check_image_files
 from vgjax.eval.extract import Describer, extract_descriptors
 from vgjax.eval.methods import ViewPlan
+from vgjax.models.backbones import check_input_size
 from vgjax.models.io import ModelDirError, load_model, read_model_info
+from vgjax.models.network import ARCH_DEFAULTS
 
 
 def describe_paths(model_cfg, variables, paths, size, batch_size: int = 32,
@@ -52,6 +54,10 @@ def describe_folder(checkpoint, images, resize=None, batch_size: int = 32,
     if not paths:
         raise FileNotFoundError(f"--images {images}: no .jpg/.jpeg/.png images found")
     size = tuple(resize) if resize else tuple(info["image_size"])
+    backbone = info["model"].get("backbone", ARCH_DEFAULTS["backbone"])
+    check_input_size(backbone, size, "--resize" if resize else
+                     f"the size stored with {checkpoint} ({size[0]} {size[1]})")
+    check_image_files(paths, f"--images {images}", num_workers)  # before any is described
     model_cfg, variables = load_model(checkpoint)
     return describe_paths(model_cfg, variables, paths, size, batch_size, num_workers), paths
 
@@ -82,6 +88,14 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if out.suffix != ".npy":
         parser.error(f"--out {out}: expected a .npy file name")
+    if out.is_dir():
+        parser.error(f"--out {out}: is a folder, expected a .npy file name")
+    try:  # the folder it goes in, before any work
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"--out {out}: cannot create its folder ({e.strerror or e})")
+    if not os.access(out.parent, os.W_OK):
+        parser.error(f"--out {out}: its folder is not writable")
 
     start = time.perf_counter()
     try:
@@ -91,7 +105,6 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
-    out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, desc)
     paths_file(out).write_text("".join(p + "\n" for p in paths))
     print(json.dumps({"out": str(out), "paths": str(paths_file(out)), "images": len(paths),

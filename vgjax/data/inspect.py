@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.hard_dist > args.soft_dist:
         parser.error(f"--hard-dist {args.hard_dist:g} > --soft-dist {args.soft_dist:g}: hard "
                      "positives are the closer ones (expected hard <= soft)")
+    if not Path(args.dataset).is_dir():  # a usage error; what is wrong in a dataset is a finding
+        parser.error(f"{args.dataset}: {'not a folder' if Path(args.dataset).exists() else 'no such folder'}")
     try:
         report = inspect_dataset(args.dataset, args.verify_images, args.soft_dist,
                                  args.hard_dist, args.workers)

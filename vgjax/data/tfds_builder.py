@@ -104,8 +104,10 @@ def list_folder(dataset_dir: str | os.PathLike,
             raise fmt.DatasetFormatError(f"{dataset_dir}: unknown split {split!r} "
                                          f"(expected one of {fmt.SPLITS})")
         folder = ds.split_folder(dataset_dir, split)
-        for role in fmt.ROLES:
-            index = ds.load_index(folder / role)  # checks presence, images, UTM names
+        indexes = {role: ds.load_index(folder / role)  # checks presence, images, UTM names
+                   for role in fmt.ROLES}
+        ds.check_zones(str(folder), indexes)  # a database and queries in other UTM zones
+        for role, index in indexes.items():
             listing[split, role] = [str(p) for p in index.paths]
     return listing
 

@@ -4,6 +4,7 @@ limit): the loop saves after every mining round, so the state worth keeping is a
 that the same command resumes, and the conventional exit code (128 + the signal)."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -45,12 +46,31 @@ def _thread_error_hook(previous):
     return hook
 
 
+def _in_gc_callback(frame) -> bool:
+    """Whether `frame` runs inside a garbage-collector callback (JAX registers one)."""
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks} - {None}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _resend(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+
+
 def raise_on_sigterm() -> None:
     """Turns SIGTERM into `Terminated` and SIGINT into `KeyboardInterrupt` in the main thread,
     and from the signal on keeps the background threads' teardown errors out of the output
-    (one line, the report, is what an interrupted run prints)."""
+    (one line, the report, is what an interrupted run prints). A signal that lands inside a
+    garbage-collector callback is sent again just after it: an exception raised there would
+    be printed as "Exception ignored" and lost, and the run would go on."""
     def handler(signum, frame):
         _stopping.set()
+        if _in_gc_callback(frame):
+            threading.Timer(0.05, lambda: _resend(signum)).start()
+            return
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
