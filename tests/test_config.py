@@ -36,6 +36,11 @@ def test_netvlad_init_sampling_must_fit_the_feature_map(tmp_path):
     ("test.recall_values=[0]", "test.recall_values"), ("test.pca_dim=-1", "test.pca_dim"),
     ("test.pictures_topk=0", "test.pictures_topk"),
     ("train.cache_resize=pillow", "train.cache_resize"),
+    ("test.ivfpq_nlist=0", "test.ivfpq_nlist"), ("test.ivfpq_m=0", "test.ivfpq_m"),
+    ("test.ivfpq_nprobe=0", "test.ivfpq_nprobe"), ("test.pca_max_images=0", "test.pca_max_images"),
+    ("test.num_pictures=-1", "test.num_pictures"), ("test.majority_weight=-1", "test.majority_weight"),
+    ("test.descriptors_in_memory_gb=-1", "test.descriptors_in_memory_gb"),
+    ("test.search_chunk_mb=0", "test.search_chunk_mb"), ("train.mining_chunk_mb=0", "train.mining_chunk_mb"),
     ("model.aggregation=gem", None), ("model.gem_p=0", None),  # GeM's p only matters for GeM
     ("model.aggregation=gem model.gem_p=0", "model.gem_p"),
     ("model.aggregation=gem model.gem_p=-2", "model.gem_p"),

@@ -62,6 +62,14 @@ def check_test(test, option: str = "test") -> None:
     require(s.batch_size >= 1, f"{option}.batch_size", "must be >= 1")
     require(s.pca_dim >= 0, f"{option}.pca_dim", "must be >= 0 (0 = no PCA)")
     require(s.pictures_topk >= 1, f"{option}.pictures_topk", "must be >= 1")
+    for name in ("ivfpq_nlist", "ivfpq_m", "ivfpq_nprobe", "pca_max_images"):
+        require(s[name] >= 1, f"{option}.{name}", f"must be >= 1, got {s[name]}")
+    require(s.num_pictures >= 0, f"{option}.num_pictures", "must be >= 0 (0 = none)")
+    require(s.majority_weight >= 0, f"{option}.majority_weight",
+            f"must be >= 0 (the distance reduction per vote), got {s.majority_weight}")
+    require(s.descriptors_in_memory_gb >= 0, f"{option}.descriptors_in_memory_gb",
+            "must be >= 0 (0 = descriptors always on disk)")
+    require(s.search_chunk_mb > 0, f"{option}.search_chunk_mb", "must be > 0")
     require(s.central_crop_resize in CROP_RESIZES, f"{option}.central_crop_resize",
             f"unknown value {s.central_crop_resize!r} (accepted: {', '.join(CROP_RESIZES)})")
 

@@ -101,6 +101,7 @@ def check_train(config) -> None:
                                   "cache_refresh_rate", "queries_per_epoch", "epochs",
                                   "patience", "infer_batch_size", "neg_samples_num"))
     require(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    require(t.mining_chunk_mb > 0, "train.mining_chunk_mb", f"must be > 0, got {t.mining_chunk_mb}")
     require(t.crn_lr > 0, "train.crn_lr", f"must be > 0, got {t.crn_lr}")
     require(t.weight_decay is None or t.weight_decay >= 0, "train.weight_decay",
             f"must be >= 0 (or None: the optimizer's default), got {raw.weight_decay}")
