@@ -77,13 +77,16 @@ def test_cli_gsv_cities_writes_places_of_several_views(synthetic_gsv):
 
 def test_cli_gsv_cities_refuses_datasets_and_existing_output(synthetic_gsv, capsys):
     from vgjax.synthetic import main
-    root, _ = synthetic_gsv
+    root, summary = synthetic_gsv
     with pytest.raises(SystemExit) as e:
         main(["--out", str(root), "--format", "gsv_cities", "--datasets", "sf-xs"])
     assert e.value.code == 2
     with pytest.raises(SystemExit):
         main(["--out", str(root), "--format", "gsv_cities", "--workers", "1"])
     assert "--overwrite" in capsys.readouterr().err
+    assert main(["--format", "gsv_cities", "--stats-only"]) == 0  # renders nothing
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["places"] == summary["gsv_cities"]["cities"]["SynthCity"]["places"]
 
 
 def test_round_trip_synthetic_gsv_cities(synthetic_gsv):

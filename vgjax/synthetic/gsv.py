@@ -1,7 +1,8 @@
 """The synthetic city's training district as a GSV-Cities-format folder (`--format gsv_cities`).
 
     <out>/gsv-cities/Dataframes/SynthCity.csv
-    <out>/gsv-cities/Images/SynthCity/SynthCity_<place:07d>_<year>_<month>_<northdeg:03d>_<lat>_<lon>_<panoid>.jpg
+    <out>/gsv-cities/Images/SynthCity/
+        SynthCity_<place:07d>_<year>_<month:02d>_<northdeg:03d>_<lat>_<lon>_<panoid>.jpg
 
 Places are street positions of pitts30k's *training* area (the same streets its training
 split covers, so pitts30k's val and test areas stay unseen), spread evenly over it. Each
