@@ -24,6 +24,10 @@ def get_config(arg=None):
     c.data.test_datasets = ["pitts30k"]       # test split of each is evaluated at the end
     c.data.source = "folder"                  # folder | tfds (array_record copy, docs/DATASETS.md)
     c.data.tfds_dir = ""                      # where `tfds_builder` wrote the copies
+    c.data.format = "folder"                  # place batches only: how the training set
+    #                                           reads as places: folder (UTM grid cells of a
+    #                                           standard split) | gsv_cities (Dataframes/ +
+    #                                           Images/), options as "folder(cell_m=15)"
     c.data.resize = (480, 640)                # (H, W) model input size
     c.data.num_workers = 8                    # decoding threads
     c.data.prefetch = 2                       # batches decoded ahead

@@ -7,6 +7,7 @@ from vgjax.config import require, require_positive
 from vgjax.config.settings import Settings
 from vgjax.data.cache import CACHE_MODES
 from vgjax.data.ops import RESAMPLING_MODES
+from vgjax.data.places import PLACE_FORMATS
 from vgjax.data.sources import SOURCES
 
 
@@ -17,6 +18,7 @@ class DataSettings(Settings):
     test_datasets: tuple[str, ...] = ("pitts30k",)
     source: str = "folder"
     tfds_dir: str = ""
+    format: str = "folder"
     resize: tuple[int, ...] = (480, 640)
     num_workers: int = 8
     prefetch: int = 2
@@ -43,6 +45,7 @@ def check_data(config) -> None:
             "must be > 0 and <= data.soft_positives_dist")
     require(len(raw.test_datasets) > 0, "data.test_datasets", "is empty")
     SOURCES.check(raw.source)
+    PLACE_FORMATS.check(raw.format)
     require(raw.cache_decoded in CACHE_MODES, "data.cache_decoded",
             f"unknown value {raw.cache_decoded!r} (accepted: {', '.join(CACHE_MODES)}, true = "
             "host, false = none)")

@@ -5,7 +5,9 @@
 writes `pitts30k` (train/val/test), `sf-xs`, `tokyo-xs` and `tokyo-night` (test only) under
 `--out`, each as `<name>/images/<split>/<database|queries>/@east@north@...@.jpg`, and the
 unlabelled `night-target/images/` (night query-like views of the tokyo-xs district, far from
-its test area, for domain adaptation; never tested on).
+its test area, for domain adaptation; never tested on). With `--format gsv_cities` it writes
+instead the training district as a GSV-Cities folder, `<out>/gsv-cities/{Dataframes,Images}`,
+places of 4 or more views each (`gsv`).
 
 The city is a grid of streets whose buildings (heights, roof lines, facade colour and
 material, window grids, doors, shop signs) and street furniture (trees, lamp and utility
@@ -35,12 +37,13 @@ byte-identical for a seed whatever the number of worker processes.
 Modules: `hashing` (ids -> uniform floats), `styles` (districts, cameras, times of day),
 `layout` (the street grid), `surfaces` (facades, ground), `sprites` (trees, poles, cars,
 people), `render` (the ray-caster), `specs` (datasets, targets, presets), `views` (planning,
-file names), `stats` (positives per query, a random ranking's recalls), `build`
-(`generate`: workers, writing), `cli` (`main`).
+file names), `gsv` (the GSV-Cities-format training district), `stats` (positives per
+query, a random ranking's recalls), `build` (`generate`: workers, writing), `cli` (`main`).
 """
 
 from vgjax.synthetic.build import generate
 from vgjax.synthetic.cli import main
+from vgjax.synthetic.gsv import generate_gsv, plan_gsv
 from vgjax.synthetic.layout import City, make_city, street_free
 from vgjax.synthetic.render import render_view
 from vgjax.synthetic.specs import (
@@ -99,10 +102,12 @@ __all__ = [
     "TimeOfDay",
     "View",
     "generate",
+    "generate_gsv",
     "main",
     "make_city",
     "on_street",
     "plan",
+    "plan_gsv",
     "plan_stats",
     "query_conditions",
     "render_view",

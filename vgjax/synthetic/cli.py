@@ -2,7 +2,12 @@
 (`python -m vgjax.data.synthetic` is the same). Prints the build's summary as JSON on
 stdout and, on stderr, a table of each split: database images, queries, positives per query
 (25 m) and the recalls of a random ranking. `--stats-only` prints that table (and its JSON)
-from the planned positions alone, rendering nothing."""
+from the planned positions alone, rendering nothing.
+
+`--format gsv_cities` writes, instead of the standard folders, the training district as a
+GSV-Cities-format folder `<out>/gsv-cities/` (`Dataframes/SynthCity.csv` and
+`Images/SynthCity/`, several views per place; see `vgjax.synthetic.gsv`) and prints its
+summary; run the command again without it for the evaluation datasets."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import sys
 from pathlib import Path
 
 from vgjax.synthetic.build import generate
+from vgjax.synthetic.gsv import generate_gsv, plan_gsv
 from vgjax.synthetic.specs import ALL_OUTPUTS, PRESETS
 from vgjax.synthetic.stats import plan_stats, stats_table
 
@@ -49,8 +55,16 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     parser.add_argument(
         "--datasets",
-        default=",".join(ALL_OUTPUTS),
-        help=f"comma-separated subset of {','.join(ALL_OUTPUTS)}",
+        default=None,
+        help=f"comma-separated subset of {','.join(ALL_OUTPUTS)} (default: all; "
+        "--format standard only)",
+    )
+    parser.add_argument(
+        "--format",
+        default="standard",
+        choices=("standard", "gsv_cities"),
+        help="standard: the @UTM dataset folders; gsv_cities: instead, the training district "
+        "as <out>/gsv-cities/{Dataframes,Images} (places of several views each)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing <name>/images folders"
@@ -68,7 +82,10 @@ def main(argv=None) -> int:
         "query and a random ranking's recalls, from the planned positions",
     )
     args = parser.parse_args(argv)
-    names = tuple(n for n in args.datasets.split(",") if n)
+    if args.format == "gsv_cities" and args.datasets is not None:
+        parser.error("--datasets applies to --format standard only (gsv_cities writes the "
+                     "training district)")
+    names = tuple(n for n in (args.datasets or ",".join(ALL_OUTPUTS)).split(",") if n)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers {args.workers}: expected at least 1")
     if args.seed < 0:
@@ -76,6 +93,13 @@ def main(argv=None) -> int:
     bad = [n for n in names if n not in ALL_OUTPUTS]
     if bad:
         parser.error(f"--datasets: unknown {bad}; expected names among {', '.join(ALL_OUTPUTS)}")
+    if args.stats_only and args.format == "gsv_cities":
+        rows, _ = plan_gsv(".", args.preset, args.seed)
+        per_place = [sum(r["place_id"] == p for r in rows) for p in {r["place_id"] for r in rows}]
+        print(json.dumps({"preset": args.preset, "seed": args.seed, "format": "gsv_cities",
+                          "places": len(per_place), "images": len(rows),
+                          "views_per_place": [min(per_place), max(per_place)]}, indent=2))
+        return 0
     if args.stats_only:
         stats = plan_stats(args.preset, args.seed, names)
         print(stats_table(stats), file=sys.stderr)
@@ -88,6 +112,12 @@ def main(argv=None) -> int:
         print(f"{parser.prog}: error: --out {args.out}: {problem}", file=sys.stderr)
         return 2
     try:
+        if args.format == "gsv_cities":
+            summary = generate_gsv(args.out, args.preset, args.seed, args.workers,
+                                   args.overwrite, progress=sys.stderr.isatty(),
+                                   varied_conditions=args.varied_conditions or None)
+            print(json.dumps(summary, indent=2))
+            return 0
         summary = generate(
             args.out,
             args.preset,

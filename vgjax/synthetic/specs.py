@@ -116,11 +116,17 @@ class Preset:
     # every n-th north-south and every m-th east-west street only, so that fewer of its
     # positions lie within 25 m of a query at a crossing; training uses every street.
     streets: tuple[int, int] = (1, 1)
+    # `--format gsv_cities` (`gsv.plan_gsv`): places in the training area and the (lo, hi)
+    # number of views of each (at least 4, the GSV-Cities minimum)
+    gsv_places: int = 16
+    gsv_views: tuple[int, int] = (4, 6)
 
     def __post_init__(self):
         if self.street_headings and len(self.street_headings) != self.headings:
             raise ValueError(f"street_headings {self.street_headings}: expected {self.headings}"
                              " angles, one per heading")
+        if not 4 <= self.gsv_views[0] <= self.gsv_views[1]:
+            raise ValueError(f"gsv_views {self.gsv_views}: expected 4 <= lo <= hi")
 
     def split_layout(self, split: str) -> tuple[float, tuple[int, int]]:
         """(metres between database positions along a street, `streets`) of `split`."""
@@ -159,6 +165,8 @@ PRESETS = {
             "tokyo-xs": {"test": (1200, 300)},
         },
         target_images=300,
+        gsv_places=400,
+        gsv_views=(4, 8),
         street_headings=(30.0, 210.0),
         query_turn=20.0,
         train_spacing=10.0,
@@ -176,6 +184,8 @@ PRESETS = {
             "tokyo-xs": {"test": (12771, 315)},
         },
         target_images=315,
+        gsv_places=4000,
+        gsv_views=(4, 8),
         street_headings=(30.0, 210.0),
         query_turn=20.0,
         train_spacing=10.0,
