@@ -35,7 +35,6 @@ BATCH_LOSSES = Registry("train.batch_loss", fixed=("descriptors", "labels", "pai
 BATCH_MINERS = Registry("train.batch_miner", fixed=("descriptors", "labels"))
 
 NORM_EPS = 1e-12  # torch.nn.functional.normalize's default
-SIMILARITIES = ("cosine", "dot")
 
 
 class Pairs(NamedTuple):
@@ -50,11 +49,6 @@ def _check(name: str, value, cond: bool, what: str):
         raise ConfigError(f"{name}: must be {what}, got {value!r}")
 
 
-def _similarity(kind: str):
-    if kind not in SIMILARITIES:
-        raise ConfigError(f"similarity: expected one of {', '.join(SIMILARITIES)}, got {kind!r}")
-
-
 def _normalize(x):
     norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
     return x / jnp.maximum(norm, NORM_EPS)
@@ -64,18 +58,25 @@ def _dot(a, b):
     return jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
 
 
-def similarity_matrix(descriptors, similarity: str = "cosine"):
-    """(B, B) dot products: of the normalised descriptors ('cosine') or as they are ('dot')."""
-    x = _normalize(descriptors) if similarity == "cosine" else descriptors
+def similarity_matrix(descriptors):
+    """(B, B) cosine similarities: dot products of the normalised descriptors."""
+    x = _normalize(descriptors)
     return _dot(x, x)
 
 
+CDIST_DIRECT_MAX = 25  # torch.cdist subtracts directly up to 25 rows, else expands |a - b|^2
+
+
 def distance_matrix(descriptors):
-    """(B, B) L2 distances between the normalised descriptors; the gradient at a zero
-    distance is 0 (as torch.cdist's)."""
+    """(B, B) L2 distances between the normalised descriptors, computed as torch.cdist does:
+    from the differences for B <= 25 (exact for close pairs), else from |a|^2 + |b|^2 - 2 a.b
+    (no (B, B, D) array). The gradient at a zero distance is 0, as torch.cdist's."""
     x = _normalize(descriptors)
-    sq = jnp.sum(jnp.square(x), axis=-1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * _dot(x, x)
+    if x.shape[0] <= CDIST_DIRECT_MAX:
+        d2 = jnp.sum(jnp.square(x[:, None, :] - x[None, :, :]), axis=-1)
+    else:
+        sq = jnp.sum(jnp.square(x), axis=-1)
+        d2 = sq[:, None] + sq[None, :] - 2.0 * _dot(x, x)
     positive = d2 > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, d2, 1.0)), 0.0)
 
@@ -131,17 +132,16 @@ def _stats(pairs: Pairs, active) -> dict:
 
 @BATCH_LOSSES.register("multi_similarity")
 def multi_similarity(descriptors, labels, pairs: Pairs | None = None, alpha: float = 2.0,
-                     beta: float = 50.0, base: float = 0.5, similarity: str = "cosine"):
+                     beta: float = 50.0, base: float = 0.5):
     """PML MultiSimilarityLoss. Per anchor with similarities s to its kept pairs:
     1/alpha log(1 + sum_pos exp(-alpha (s - base))) + 1/beta log(1 + sum_neg exp(beta (s - base))),
     a side without kept pairs adding 0; the loss is the mean over all B anchors (MeanReducer).
-    `similarity`: 'cosine' (PML CosineSimilarity, the default) or 'dot' (DotProductSimilarity,
-    no normalisation)."""
+    s is the cosine similarity (PML's CosineSimilarity; its DotProductSimilarity normalises
+    the descriptors too by default, so it gives the same loss)."""
     _check("alpha", alpha, alpha > 0, "> 0")
     _check("beta", beta, beta > 0, "> 0")
-    _similarity(similarity)
     pairs = _pairs(labels, pairs)
-    s = similarity_matrix(descriptors, similarity)
+    s = similarity_matrix(descriptors)
     pos = (1.0 / alpha) * _masked_logsumexp(alpha * (base - s), pairs.pos, add_one=True)
     neg = (1.0 / beta) * _masked_logsumexp(beta * (s - base), pairs.neg, add_one=True)
     loss = jnp.where(_too_few_pairs(pairs), 0.0, jnp.mean(pos + neg))
