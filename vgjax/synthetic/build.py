@@ -64,6 +64,15 @@ def _render_chunk(args) -> tuple[int, float]:
     return len(views), time.process_time() - start
 
 
+def worker_count(workers: int | None, seed: int) -> int:
+    """The rendering processes (None: one per CPU); refuses a bad count or seed."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers {workers}: expected at least 1")
+    if seed < 0:
+        raise ValueError(f"seed {seed}: expected a non-negative integer")
+    return workers or os.cpu_count() or 1
+
+
 def render_views(views: list[View], preset: str, seed: int = 0, workers: int = 1,
                  progress: bool = False) -> float:
     """Renders and writes `views` (their folders must exist) at `preset`'s size and quality,
@@ -158,11 +167,7 @@ def generate(
     conditions than the database (sun position, overcast, exposure, season; see
     `views.query_conditions`).
     """
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers {workers}: expected at least 1")
-    if seed < 0:
-        raise ValueError(f"seed {seed}: expected a non-negative integer")
-    workers = workers or os.cpu_count() or 1
+    workers = worker_count(workers, seed)
     start = time.perf_counter()
     views = plan(out_root, preset, seed, datasets, varied_conditions)
     p = PRESETS[preset]

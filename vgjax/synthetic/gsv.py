@@ -92,13 +92,9 @@ def generate_gsv(out_root: str | os.PathLike, preset: str = "tiny", seed: int = 
     returns a summary (places, images, views per place, images/s). Refuses to write into
     an existing `<out_root>/gsv-cities/Images` unless `overwrite` (which deletes
     `Images/` and `Dataframes/` first)."""
-    from vgjax.synthetic.build import render_views
+    from vgjax.synthetic.build import render_views, worker_count
 
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers {workers}: expected at least 1")
-    if seed < 0:
-        raise ValueError(f"seed {seed}: expected a non-negative integer")
-    workers = workers or os.cpu_count() or 1
+    workers = worker_count(workers, seed)
     start = time.perf_counter()
     rows, views = plan_gsv(out_root, preset, seed, varied_conditions)
     top = Path(out_root) / GSV_FOLDER
