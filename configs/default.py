@@ -57,7 +57,7 @@ def get_config(arg=None):
     #                                           vgg16 / alexnet: every layer scaled by it / 64;
     #                                           efficientnet_lite*: does not apply, fixed channels)
     c.model.aggregation = "netvlad"           # netvlad | gem | mac | spoc | rmac | rrm | crn |
-    #                                           mixvpr | convap | cosplace
+    #                                           mixvpr | convap | cosplace | boq | salad
     c.model.netvlad_clusters = 64
     c.model.gem_p = 3.0
     c.model.gem_eps = 1e-6
@@ -95,6 +95,19 @@ def get_config(arg=None):
     c.model.convap.s2 = 2
     c.model.cosplace = ml_collections.ConfigDict()
     c.model.cosplace.out_dim = 512            # its Linear after GeM (GeM: model.gem_p, gem_eps)
+    c.model.boq = ml_collections.ConfigDict()
+    c.model.boq.proj_channels = 512           # token width d; descriptor: d * row_dim
+    c.model.boq.proj_kernel = 3               # k x k conv C -> proj_channels; 0: none (d = C)
+    c.model.boq.num_queries = 64              # learnable queries per block
+    c.model.boq.num_layers = 2                # BoQ blocks
+    c.model.boq.row_dim = 32                  # Linear over all blocks' queries -> row_dim
+    c.model.boq.num_heads = 0                 # attention heads; 0: d // 64 (published)
+    c.model.salad = ml_collections.ConfigDict()
+    c.model.salad.num_clusters = 64           # needs more local features than clusters
+    c.model.salad.cluster_dim = 128           # descriptor: token_dim + num_clusters * cluster_dim
+    c.model.salad.token_dim = 256             # global token (GeM of the features: model.gem_p)
+    c.model.salad.hidden_dim = 512            # width of its three MLPs
+    c.model.salad.iters = 3                   # Sinkhorn iterations
 
     # Training ------------------------------------------------------------------------------
     c.train = ml_collections.ConfigDict()

@@ -1,9 +1,9 @@
 """Models: ResNet, VGG-16, AlexNet and EfficientNet-Lite backbones, aggregations (NetVLAD,
-GeM, MAC, SPoC, MixVPR, Conv-AP, CosPlace, ...), the full network, NetVLAD k-means
+GeM, MAC, SPoC, MixVPR, Conv-AP, CosPlace, BoQ, SALAD, ...), the full network, NetVLAD k-means
 initialisation, torch checkpoint reading (without torch) and conversion, bundled ImageNet weights and model directories.
-Importing the package registers every aggregation (CRN's, MixVPR's, Conv-AP's and
-CosPlace's from their modules)."""
-from vgjax.models import convap, cosplace, crn, mixvpr  # noqa: F401  (register their heads)
+Importing the package registers every aggregation (CRN's, MixVPR's, Conv-AP's,
+CosPlace's, BoQ's and SALAD's from their modules)."""
+from vgjax.models import boq, convap, cosplace, crn, mixvpr, salad  # noqa: F401  (register heads)
 from vgjax.models.network import (
                                   VGNetwork,
                                   build_network,

@@ -5,12 +5,14 @@ import dataclasses
 
 from vgjax.config import ConfigError
 from vgjax.config.settings import Settings
+from vgjax.models.boq import BoQSettings
 from vgjax.models.convap import ConvAPSettings
 from vgjax.models.cosplace import CosPlaceSettings
 from vgjax.models.mixvpr import MixVPRSettings
 from vgjax.models.network import validate_model_config
 from vgjax.models.pretrained import IMAGENET, PretrainedError, imagenet_state_dict
 from vgjax.models.pretrained_dir import check_pretrained_dir
+from vgjax.models.salad import SALADSettings
 from vgjax.models.torch_pickle import CheckpointError
 
 
@@ -42,6 +44,8 @@ class ModelSettings(Settings):
     mixvpr: MixVPRSettings = dataclasses.field(default_factory=MixVPRSettings)
     convap: ConvAPSettings = dataclasses.field(default_factory=ConvAPSettings)
     cosplace: CosPlaceSettings = dataclasses.field(default_factory=CosPlaceSettings)
+    boq: BoQSettings = dataclasses.field(default_factory=BoQSettings)
+    salad: SALADSettings = dataclasses.field(default_factory=SALADSettings)
 
     @classmethod
     def from_config(cls, config) -> "ModelSettings":
