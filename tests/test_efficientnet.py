@@ -261,10 +261,11 @@ def test_every_aggregation_works_on_lite0(lite0):
     feats = jnp.asarray(nhwc(feats_t[S16]))
     names = sorted(AGGREGATIONS.names())
     assert {"netvlad", "gem", "mac", "spoc", "rmac", "rrm", "crn", "mixvpr", "convap",
-            "cosplace"} <= set(names)
+            "cosplace", "boq", "salad"} <= set(names)
     for name in names:
         c = model_cfg(aggregation=name, netvlad_clusters=4)
         c.mixvpr.in_h, c.mixvpr.in_w = feats.shape[1:3]  # MixVPR is built for one size
+        c.salad.num_clusters = 4  # SALAD needs more local features (4 x 6) than clusters
         net = build_network(c)
         desc = jax.jit(lambda f: net.apply(net.init(init_key(0), f, method=VGNetwork.aggregate),
                                            f, method=VGNetwork.aggregate))(feats)

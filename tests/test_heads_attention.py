@@ -17,7 +17,7 @@ from torch import nn
 from configs.default import get_config
 from vgjax.config import ConfigError
 from vgjax.models.boq import BoQ, BoQSettings
-from vgjax.models.network import build_network, descriptor_dim, head_options, init_variables
+from vgjax.models.network import build_network, descriptor_dim, head_options, init_key
 from vgjax.models.salad import SALAD, SALADSettings, check_feature_size
 
 torch.set_num_threads(1)
@@ -41,6 +41,7 @@ def features(shape, seed=0):
 
 
 def randomized(params, seed=1):
+    """Random values (uniform in [-1, 1]) in the shapes of `params` (arrays or shapes)."""
     leaves, tree = jax.tree_util.tree_flatten(params)
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_unflatten(
@@ -191,7 +192,7 @@ def test_boq_matches_torch(kernel):
                     row_dim=3, num_heads=2)
     x, xt = features((2, 4, 5, 16))
     head = BoQ(o)
-    params = randomized(head.init(jax.random.key(0), x)["params"])
+    params = randomized(jax.eval_shape(head.init, jax.random.key(0), x)["params"])
     desc = jax.jit(lambda p, x: head.apply({"params": p}, x))(params, x)
     d = 32 if kernel else 16
     ref = TorchBoQ(16, 32, kernel, 4, 2, 3, 2).eval()
@@ -211,7 +212,7 @@ def test_salad_matches_torch():
     x, xt = features((2, 4, 5, 16))
     x, xt = np.abs(x), xt.abs()  # GeM's features are non-negative (post-ReLU)
     head = SALAD(o)
-    params = randomized(head.init(jax.random.key(0), x)["params"])
+    params = randomized(jax.eval_shape(head.init, jax.random.key(0), x)["params"])
     params["token_p"] = jnp.array([2.5], jnp.float32)
     desc = jax.jit(lambda p, x: head.apply({"params": p}, x))(params, x)
     ref = TorchSALAD(16, 4, 8, 16, 24, 3, 3.0, 1e-6).eval()
@@ -238,7 +239,7 @@ def test_descriptor_dims_follow_the_options():
     assert head_options(model_cfg("salad")) == SALADSettings()
 
 
-HEADS = {"boq": dict(proj_channels=16, num_queries=4, row_dim=3, num_heads=2),
+HEADS = {"boq": dict(proj_channels=16, num_queries=4, num_layers=1, row_dim=3, num_heads=2),
          "salad": dict(num_clusters=4, cluster_dim=8, token_dim=16, hidden_dim=24)}
 
 
@@ -248,15 +249,20 @@ def test_network_with_each_head_describes_and_trains(aggregation):
     descriptors of descriptor_dim values, a finite train-step gradient reaching the head."""
     cfg = model_cfg(aggregation, HEADS[aggregation], resnet_width=8)
     net = build_network(cfg)
-    variables = init_variables(cfg, 0, (48, 64))
     images = np.random.default_rng(0).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
 
-    def loss(params):
-        desc, _ = net.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                            images, train=True, mutable=["batch_stats"])
-        return jnp.sum(desc[0] * desc[1]) - jnp.sum(desc[0] * desc[2]), desc
+    @jax.jit  # one compilation: initialisation, forward and gradient
+    def step(key):
+        variables = net.init(key, images[:1], train=False)
 
-    (value, desc), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+        def loss(params):
+            desc, _ = net.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                images, train=True, mutable=["batch_stats"])
+            return jnp.sum(desc[0] * desc[1]) - jnp.sum(desc[0] * desc[2]), desc
+
+        return jax.value_and_grad(loss, has_aux=True)(variables["params"])
+
+    (value, desc), grads = step(init_key(0))
     assert desc.shape == (3, descriptor_dim(cfg))
     np.testing.assert_allclose(np.linalg.norm(desc, axis=1), 1.0, rtol=1e-5)
     leaves = jax.tree_util.tree_leaves(grads)

@@ -63,7 +63,8 @@ def test_registry_checks_before_calling():
     (LOSS_TERMS, {"triplet", "sare_ind", "sare_joint"}),
     (OPTIMIZERS, {"adam", "adamw", "sgd", "asgd"}),
     (SCHEDULERS, {"none", "plateau", "cosine"}),
-    (AGGREGATIONS, {"netvlad", "gem", "mac", "spoc", "mixvpr", "convap", "cosplace"}),
+    (AGGREGATIONS, {"netvlad", "gem", "mac", "spoc", "mixvpr", "convap", "cosplace", "boq",
+                   "salad"}),
     (INDEXES, {"flat", "ivfpq"}),
     (EVALUATORS, {"retrieval"}),
 ])
