@@ -223,10 +223,12 @@ def test_salad_matches_torch():
     err = relative_error(desc, expected)
     print(f"salad max relative error {err:.2e}")
     assert err < 1e-4
-    # the plan's marginals: each cluster row sums to n / (n + K) * ... as the published code
+    # the published marginals, rescaled by n + K: every position carries 1, every cluster
+    # 1 and the dustbin n - K (the rows once Sinkhorn has converged)
     with torch.no_grad():
         plan = torch.exp(sinkhorn_log_plan(torch.randn(1, 4, 20), torch.tensor(1.0), 50))
-    np.testing.assert_allclose(plan.sum(1).numpy(), 1.0, rtol=1e-5)  # every position: 1
+    np.testing.assert_allclose(plan.sum(1).numpy(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(plan.sum(2).numpy(), [[1, 1, 1, 1, 16]], rtol=1e-3)
 
 
 def test_descriptor_dims_follow_the_options():
