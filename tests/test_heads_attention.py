@@ -3,7 +3,6 @@ descriptor sizes, the whole network with each head, and option checks."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import jax
