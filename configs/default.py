@@ -111,6 +111,16 @@ def get_config(arg=None):
 
     # Training ------------------------------------------------------------------------------
     c.train = ml_collections.ConfigDict()
+    c.train.batching = "triplets"             # triplets (mining rounds of (query, positive,
+    #   negatives) groups, the reference's) | places (P places x K images a step, a batch loss
+    #   with a batch miner: GSV-Cities / MixVPR / Conv-AP; docs/TRAINING.md#place-batches)
+    c.train.places_per_batch = 100            # places: P places a step
+    c.train.images_per_place = 4              # places: K images of each (P * K images a step)
+    c.train.places_per_epoch = 0              # places: places of an epoch (0 = all of them)
+    c.train.miner = "multi_similarity"        # places: multi_similarity | none (every pair)
+    c.train.miner_args = {}                   # e.g. multi_similarity: epsilon
+    c.train.checkpoint_steps = 0              # places: also save `last` every this many steps
+    #                                           of an epoch (0 = at the end of epochs only)
     c.train.queries_per_step = 4              # "train_batch_size" of the reference
     c.train.negatives_per_query = 10
     c.train.mining = "partial"                # partial | full | random | msls_weighted
@@ -121,7 +131,8 @@ def get_config(arg=None):
     c.train.epochs = 1000                     # upper bound; early stopping ends sooner
     c.train.patience = 3                      # epochs without improvement of train.best_metric
     c.train.best_metric = "val/R@5"           # <evaluator>/<metric> that picks the best model
-    c.train.loss = "triplet"                  # triplet | sare_ind | sare_joint
+    c.train.loss = "triplet"                  # triplets: triplet | sare_ind | sare_joint;
+    #   places: multi_similarity | contrastive | supcon | circle (docs/TRAINING.md)
     c.train.loss_args = {"margin": 0.1}       # keyword arguments of the loss (triplet: margin)
     c.train.optimizer = "adam"                # adam | adamw | sgd | asgd
     c.train.optimizer_args = {}               # e.g. sgd: momentum; asgd: lambd, alpha, t0

@@ -35,6 +35,7 @@ from vgjax.models.io import load_model
 from vgjax.models.network import build_network, make_describe_fn
 from vgjax.train import checkpoint, mining, multihost, optim, run_dir
 from vgjax.train.adaptation import DomainAdaptation, network_variables
+from vgjax.train.batching import BATCHING
 from vgjax.train.init import initial_state
 from vgjax.train.interrupt import interrupted
 from vgjax.train.losses import make_term
@@ -57,8 +58,8 @@ def train_and_evaluate(config, workdir) -> dict:
     run = Path(workdir)
     run_dir.check_writable(run)
     handler = run_dir.setup_logging(run)
-    try:
-        return _train_and_evaluate(config, run)
+    try:  # triplets: _train_and_evaluate below; places: vgjax.train.places_loop
+        return BATCHING.get(TrainSettings.from_config(config).batching).run(config, run)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: `last` already holds the last round
         raise interrupted(run, e) from None
     finally:
@@ -193,25 +194,12 @@ def _evaluate(evals, when: str, describe, variables,
 def _epochs(config, t: TrainSettings, run: Path, ctx: RoundContext, evals, state,
             progress: Progress, negative_cache, weights=None):
     rounds = math.ceil(t.queries_per_epoch / t.cache_refresh_rate)
-    scheduler = make_scheduler(t)
-    if progress.scheduler:
-        scheduler.load_state_dict(progress.scheduler)
-    _, best_key = evaluators.parse_metric(config, t.best_metric)
-    if progress.epoch == 0 and progress.round == 0 and not progress.finished:
-        # the untrained model's files (RUN/before/<entry>/): what paired comparisons with
-        # the trained model (`python -m vgjax.eval.compare`) need
-        _, recalls, by_dataset = _evaluate(
-            evals, "before", ctx.describe, _eval_variables(t, state),
-            out_root=run / "before" if multihost.is_primary() else None)
-        for name, results in by_dataset.items():  # e.g. "initial_val": {"val": recalls}
-            single = {name: recalls[name]} if name in recalls else {}
-            ctx.metrics.write(type=f"initial_{name}", results=results, **single)
-    while not progress.finished and progress.epoch < t.epochs:
+
+    def train_epoch(state, progress: Progress, lr):
+        """The mining rounds of epoch `progress.epoch` not done yet, each saved as `last`."""
         epoch = progress.epoch
-        t_epoch = time.perf_counter()
         queries = epoch_queries(config.seed, epoch, len(ctx.train.queries), t.queries_per_epoch,
                                 weights, t.cache_refresh_rate)
-        lr = optim.learning_rate(state.opt_state)
         while progress.round < rounds:
             rq = t.cache_refresh_rate
             chunk = queries[progress.round * rq:(progress.round + 1) * rq]
@@ -229,8 +217,39 @@ def _epochs(config, t: TrainSettings, run: Path, ctx: RoundContext, evals, state
             progress.epoch_loss_sum += float(np.sum(result.losses))
             progress.epoch_loss_steps += len(result.losses)
             _save(config, t, run, "last", state, progress, negative_cache)
+        return state
+
+    run_epochs(config, t, run, evals, ctx.describe, ctx.metrics, state, progress, train_epoch,
+               negative_cache)
+
+
+def run_epochs(config, t: TrainSettings, run: Path, evals, describe, metrics_writer, state,
+               progress: Progress, train_epoch, negative_cache=None):
+    """Epochs until `train.epochs` or early stopping: `train_epoch(state, progress, lr) ->
+    state` trains what is left of epoch `progress.epoch` (adding its losses to
+    `progress.epoch_loss_*`, saving `last` as it goes), then the `epoch` evaluators pick the
+    best model, step the scheduler and early stopping, and `last` (and `best`) are saved.
+    The `before` evaluators run first on a fresh run."""
+    scheduler = make_scheduler(t)
+    if progress.scheduler:
+        scheduler.load_state_dict(progress.scheduler)
+    _, best_key = evaluators.parse_metric(config, t.best_metric)
+    if progress.epoch == 0 and progress.round == 0 and not progress.finished:
+        # the untrained model's files (RUN/before/<entry>/): what paired comparisons with
+        # the trained model (`python -m vgjax.eval.compare`) need
+        _, recalls, by_dataset = _evaluate(
+            evals, "before", describe, _eval_variables(t, state),
+            out_root=run / "before" if multihost.is_primary() else None)
+        for name, results in by_dataset.items():  # e.g. "initial_val": {"val": recalls}
+            single = {name: recalls[name]} if name in recalls else {}
+            metrics_writer.write(type=f"initial_{name}", results=results, **single)
+    while not progress.finished and progress.epoch < t.epochs:
+        epoch = progress.epoch
+        t_epoch = time.perf_counter()
+        lr = optim.learning_rate(state.opt_state)
+        state = train_epoch(state, progress, lr)
         train_loss = progress.epoch_loss_sum / max(progress.epoch_loss_steps, 1)
-        metrics, recalls, _ = _evaluate(evals, "epoch", ctx.describe,
+        metrics, recalls, _ = _evaluate(evals, "epoch", describe,
                                         _eval_variables(t, state))
         value = float(metrics[best_key])
         progress.val_history.append(metrics)
@@ -243,7 +262,7 @@ def _epochs(config, t: TrainSettings, run: Path, ctx: RoundContext, evals, state
         progress.scheduler = scheduler.state_dict()
         state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, new_lr))
         epoch_time = time.perf_counter() - t_epoch
-        ctx.metrics.write(type="epoch", epoch=epoch, epoch_time_s=epoch_time, train_loss=train_loss,
+        metrics_writer.write(type="epoch", epoch=epoch, epoch_time_s=epoch_time, train_loss=train_loss,
                           metrics=metrics, lr=lr, next_lr=new_lr, best_value=progress.best_value,
                           **recalls)
         log.info("epoch %d done in %.1f s: mean loss %.4f; %s %.2f%s; best %.2f (epoch %d); "

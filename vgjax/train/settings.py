@@ -24,7 +24,7 @@ from vgjax.models.network import descriptor_dim, head_options
 from vgjax.models.settings import ModelSettings
 from vgjax.train import mining, optim
 from vgjax.train.adaptation import LAMBDA_SCHEDULES
-from vgjax.train.losses import LOSS_TERMS
+from vgjax.train.batching import BATCHING
 from vgjax.train.mining import MINERS
 from vgjax.train.optim import OPTIMIZERS, keeps_averaged_weights, optimizer_kwargs
 from vgjax.train.schedules import SCHEDULERS, plateau_patience, scheduler_kwargs
@@ -45,6 +45,13 @@ class DASettings(Settings):
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings(Settings):
+    batching: str = "triplets"
+    places_per_batch: int = 100
+    images_per_place: int = 4
+    places_per_epoch: int = 0
+    miner: str = "multi_similarity"
+    miner_args: Args = dataclasses.field(default_factory=Args)
+    checkpoint_steps: int = 0
     queries_per_step: int = 4
     negatives_per_query: int = 10
     mining: str = "partial"
@@ -87,7 +94,8 @@ def check_train(config) -> None:
     conflicts with `train.augment_on`)."""
     raw = config.train
     MINERS.check(raw.mining)
-    LOSS_TERMS.check(raw.loss, dict(raw.loss_args))
+    # the family of train.loss and the options of its way of batching
+    BATCHING.get(raw.batching).check(raw, config)
     OPTIMIZERS.check(raw.optimizer, optimizer_kwargs(raw))
     try:  # building it checks the values of optimizer_args (optax needs no arrays for it)
         optim.make_optimizer(raw)
@@ -161,9 +169,11 @@ def validate_training(config) -> None:
         if settings.pca_dim > 0:
             check_pca(settings, descriptor_dim(config.model),
                       f"evals.{name}" if name != "test" else "test")
+    batching = BATCHING.get(train.batching)
     folders = SOURCES.get(data.source).folders
     if folders:  # every split the run reads, before any work
-        needed = [("data.train_dataset", data.train_dataset, "train")]
+        needed = ([("data.train_dataset", data.train_dataset, "train")]
+                  if batching.train_split else [])
         for name in config.evals.keys():
             e = evaluators.build(config, name)
             option = "data.test_datasets" if e.split == "test" else f"evals.{name}.datasets"
@@ -176,11 +186,12 @@ def validate_training(config) -> None:
         # e.g. msls_weighted needs night / sideways names
         folder = Path(folder_location(config.data, data.train_dataset))
         queries = folder / "images" / "train" / "queries"
-        if queries.is_dir():
+        if batching.train_split and queries.is_dir():
             try:
                 mining.get_miner(train.mining).query_weights(list_images(queries))
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+    batching.validate(config)  # place batches: the places, P and K
     da = train.da
     if da.enabled:
         folder = Path(da.target_dir)
