@@ -80,8 +80,9 @@ def _check_places(raw, config=None) -> None:
             "train.batching=places augments on the device only (set device)")
     if config is not None:
         from vgjax.data.cache import CACHE_MODES
+        from vgjax.data.settings import DataSettings
         from vgjax.data.sources import SOURCES
-        data = config.data
+        data = DataSettings.from_config(config)
         require(not CACHE_MODES.get(data.cache_decoded).decodes, "data.cache_decoded",
                 f"{data.cache_decoded!r}: train.batching=places reads its images from the "
                 "files; set none")

@@ -9,6 +9,10 @@ run before training (`when` has "before"; their files go to RUN/before/<entry>/)
 every epoch ("epoch": validation, whose `train.best_metric` picks the best model, drives the
 scheduler and early stopping) and on the best model at the end ("end": the final test, which
 writes `results.json`).
+
+`train.batching` picks the loop (`vgjax.train.batching`): `triplets` is this module's
+mining rounds; `places` (`vgjax.train.places_loop`) trains on place batches and shares
+`run_epochs` (evaluators, scheduler, early stopping, checkpoints) and `_final`.
 """
 from __future__ import annotations
 

@@ -35,7 +35,8 @@ class Progress:
     """Host-side progress, saved as JSON beside the arrays of a checkpoint.
 
     `epoch` is the epoch in progress (0-based) and `round` the mining rounds of it already
-    done: resuming continues with round `round` of epoch `epoch`, never repeating one.
+    done: resuming continues with round `round` of epoch `epoch`, never repeating one (with
+    place batches, `train.batching=places`: the steps of the epoch done).
     `best_value` is the best `train.best_metric` so far (val R@5 by default), reached at
     `best_epoch`. The learning rate is not here: it lives in the optimizer state.
     """
