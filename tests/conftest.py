@@ -1,9 +1,21 @@
 """Shared test fixtures: tiny datasets written in the standard folder format."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests build the same small networks and train steps, each behind a new `jax.jit`:
+# a persistent compilation cache for the session (inherited by the tests' subprocesses)
+# loads what an earlier test compiled instead of compiling it again. Same executables,
+# same results; removed when the session ends.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="vgjax_test_xla_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 import numpy as np
 import pytest

@@ -13,23 +13,6 @@ from vgjax.config import ConfigError
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_once(tmp_path_factory):
-    """The runs of this module compile the same train step and describe functions (a new
-    `jax.jit` per run): a persistent compilation cache lets the later runs load them."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    old = {k: jax.config.values[k] for k in keys}
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    compilation_cache.reset_cache()
-    yield
-    for k, v in old.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()
-
-
 @pytest.fixture(scope="module")
 def gsv_city(tmp_path_factory):
     """The tiny city's GSV-Cities training folder (16 places of 4..6 images)."""
