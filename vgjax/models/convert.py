@@ -13,7 +13,15 @@ These sources are understood:
   `backbone.4..7` = layer1..layer4; VGG-16 / AlexNet: `backbone.<i>` = `features.<i>`;
   `aggregation.*`), optionally with a `module.` prefix;
 - Radenović's cirtorch retrieval networks (`features.*`, `pool.p`, `whiten.*`), which the
-  reference evaluates off the shelf (`from_cirtorch`).
+  reference evaluates off the shelf (`from_cirtorch`);
+- CosPlace's and EigenPlaces' published networks (ResNet-18/50/101/152 conv5 or VGG-16 in
+  the reference's `backbone.<i>` layout, `aggregation.1.p` GeM, `aggregation.3.*` Linear):
+  the `cosplace` head;
+- the published MixVPR and Conv-AP models (GSV-Cities code: `backbone.model.<torchvision
+  name>`, `aggregator.mix.<i>.mix.{0,1,3}.*`, `aggregator.channel_proj.*`,
+  `aggregator.row_proj.*` / `aggregator.channel_pool.*`) and BoQ's ResNet-50 model
+  (`backbone.net.<i>`, `aggregator.{proj_c, norm_input, boqs.<i>.*, fc}.*`): the `mixvpr`,
+  `convap` and `boq` heads with their options read from the shapes (`infer_published_head`).
 
 `convert_state_dict` is a pure function on `{name: numpy array}`; `load_torch_checkpoint`
 reads `.pth` files with `vgjax.models.torch_pickle`, so nothing here needs torch.
@@ -23,6 +31,7 @@ kept as they are (both sides store the unbiased estimate).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Mapping
 
@@ -31,6 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vgjax.models.aggregation import AGGREGATIONS
 from vgjax.models.network import (
     ARCH_DEFAULTS,
     VGNetwork,
@@ -45,6 +55,7 @@ from vgjax.models.efficientnet import EFFICIENTNETS, EfficientNetSpec, block_lay
 from vgjax.models.resnet import backbone_name
 from vgjax.models.torch_keys import (  # CheckpointError, load_torch_checkpoint: re-exported
     BACKBONE_ONLY,
+    PUBLISHED,
     FEATURES,
     CheckpointError,
     canonical_keys,
@@ -56,7 +67,7 @@ from vgjax.models.torch_keys import (  # CheckpointError, load_torch_checkpoint:
 )
 
 __all__ = ["CheckpointError", "convert_state_dict", "infer_backbone", "infer_head",
-           "load_torch_checkpoint"]
+           "infer_published_head", "load_torch_checkpoint"]
 from vgjax.models.vgg import PLAIN, PlainSpec
 
 
@@ -130,6 +141,8 @@ def infer_head(agg: Mapping[str, np.ndarray]) -> dict:
     """Aggregation fields (aggregation, netvlad_clusters, l2, fc_output_dim) from the
     reference's `aggregation.*` keys; {} when there are none (MAC/SPoC have no parameters)."""
     out: dict = {}
+    if set(agg) == {"1.p", "3.weight", "3.bias"}:  # CosPlace / EigenPlaces
+        return {"aggregation": "cosplace", "options": {"out_dim": int(np.shape(agg["3.weight"])[0])}}
     inner = dict(agg)
     w = agg.get("1.weight")
     if w is not None and np.ndim(w) == 2:  # Sequential(aggregation, Linear, L2Norm)
@@ -150,11 +163,117 @@ def infer_head(agg: Mapping[str, np.ndarray]) -> dict:
     return out
 
 
+def _indices(agg: Mapping[str, np.ndarray], pattern: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in agg if (m := re.match(pattern, k))})
+
+
+def _mixvpr_options(agg, base) -> dict:
+    """MixVPR's options from `mix.<i>.mix.{0,1,3}`, `channel_proj`, `row_proj`: the map size
+    in_h x in_w is known only as a product (hw); it is the configured one when that fits,
+    else the square side."""
+    hw = int(np.shape(agg["row_proj.weight"])[1])
+    depth = len(_indices(agg, r"mix\.(\d+)\.mix\."))
+    out = {"out_channels": int(np.shape(agg["channel_proj.weight"])[0]),
+           "out_rows": int(np.shape(agg["row_proj.weight"])[0]), "mix_depth": depth,
+           "row_bias": "row_proj.bias" in agg}
+    if depth:
+        hidden = int(np.shape(agg.get("mix.0.mix.1.weight", np.zeros((hw, hw))))[0])
+        ratio = hidden / hw
+        out["mlp_ratio"] = ratio if int(hw * ratio) == hidden else (hidden + 0.5) / hw
+    h, w = int(base.get("in_h", 20)), int(base.get("in_w", 20))
+    if h * w != hw:
+        side = int(round(hw ** 0.5))
+        h, w = (side, side) if side * side == hw else (h, w)
+    out.update(in_h=h, in_w=w)
+    return out
+
+
+def _boq_options(agg, base) -> dict:
+    """BoQ's options from `proj_c` (d, C, k, k), `boqs.<i>.queries` (1, Q, d), `fc`; the head
+    count is not in the shapes: the configured one (0: d // 64, the published rule)."""
+    out = {"num_layers": len(_indices(agg, r"boqs\.(\d+)\.")),
+           "row_dim": int(np.shape(agg["fc.weight"])[0])}
+    if "boqs.0.queries" in agg:
+        out["num_queries"] = int(np.shape(agg["boqs.0.queries"])[1])
+    proj = agg.get("proj_c.weight")
+    if proj is None:
+        out["proj_kernel"] = 0
+    else:
+        out.update(proj_channels=int(np.shape(proj)[0]), proj_kernel=int(np.shape(proj)[2]))
+    return out
+
+
+# the published heads' identifying keys (below the head prefix) -> (aggregation, options)
+_PUBLISHED_HEADS = (
+    ("row_proj.weight", "mixvpr", _mixvpr_options),
+    ("channel_pool.weight", "convap",
+     lambda agg, base: {"out_channels": int(np.shape(agg["channel_pool.weight"])[0])}),
+    ("fc.weight", "boq", _boq_options),
+)
+
+
+def infer_published_head(agg: Mapping[str, np.ndarray], base=None) -> dict:
+    """{'aggregation', 'options'} of a published model's head (the keys below `aggregator.`);
+    `base` is the configured options section of that head (for what the shapes do not
+    tell: MixVPR's in_h x in_w when hw is not square, Conv-AP's s1 x s2, BoQ's heads)."""
+    for key, name, options in _PUBLISHED_HEADS:
+        if key in agg:
+            section = (base or {}).get(name) if hasattr(base or {}, "get") else None
+            try:
+                return {"aggregation": name, "options": options(agg, section or {})}
+            except KeyError as e:
+                raise CheckpointError(f"missing key in the {name} head: aggregator.{e.args[0]}")\
+                    from None
+    raise CheckpointError("unrecognised head: neither aggregator.row_proj.weight (MixVPR) nor "
+                          "aggregator.channel_pool.weight (Conv-AP) nor aggregator.fc.weight "
+                          f"(BoQ); keys: {short_list('aggregator.' + k for k in agg)}")
+
+
+_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias"}
+_QKV = ("query", "key", "value")
+
+
+def _attention_name(prefix: str, part: str, leaf: str):
+    """torch's MultiheadAttention packs q, k, v in `in_proj_weight` (3d, d) / `in_proj_bias`."""
+    if part == "out":
+        return f"{prefix}.out_proj.{_LEAF[leaf]}", "linear" if leaf == "kernel" else "copy"
+    i = _QKV.index(part)
+    if leaf == "kernel":
+        return f"{prefix}.in_proj_weight", f"chunk{i}:linear"
+    return f"{prefix}.in_proj_bias", f"chunk{i}:copy"
+
+
+def _modern_head_name(aggregation: str, rest: list[str]):
+    """A modern head's variable path (below `aggregation`) -> (key below the checkpoint's
+    head prefix, how), as the published modules name them."""
+    leaf = rest[-1]
+    how = "conv" if leaf == "kernel" and rest[0] in ("channel_pool", "proj") else \
+        "linear" if leaf == "kernel" else "copy"
+    mods = list(rest[:-1])
+    if aggregation == "cosplace":
+        return ("1.p", "copy") if rest == ["p"] else (f"3.{_LEAF[leaf]}", how)
+    if aggregation == "mixvpr" and mods[0].startswith("mix_"):
+        index = {"norm": 0, "fc1": 1, "fc2": 3}[mods[1]]
+        return f"mix.{mods[0][4:]}.mix.{index}.{_LEAF[leaf]}", how
+    if aggregation == "boq":
+        if mods and mods[0] == "proj":
+            mods[0] = "proj_c"
+        if mods and mods[0].startswith("block_"):
+            mods[0] = "boqs." + mods[0][len("block_"):]
+        if len(mods) >= 2 and mods[-2] in ("self_attn", "cross_attn"):
+            return _attention_name(".".join(mods[:-1]), mods[-1], leaf)
+        if leaf == "queries":
+            return ".".join(mods + ["queries"]), "copy"
+    return ".".join(mods + [_LEAF[leaf]]), how
+
+
 def _torch_name(path: tuple[str, ...], agg: Mapping[str, np.ndarray], fc_prefix: str,
-                efficientnet: bool = False):
+                efficientnet: bool = False, aggregation: str | None = None):
     """Flax variable path -> (checkpoint key, how to transform), or None if unknown."""
     _, top, *rest = path
     leaf = rest[-1]
+    if top == "aggregation" and aggregation in MODERN_HEADS:
+        return _modern_head_name(aggregation, rest)
     if top == "backbone":
         mods = []
         for m in rest[:-1]:
@@ -197,10 +316,15 @@ def _torch_name(path: tuple[str, ...], agg: Mapping[str, np.ndarray], fc_prefix:
 
 
 _RRM_LAYERS = ("ln1", "fc1", "fc2", "ln2")
+MODERN_HEADS = ("mixvpr", "convap", "cosplace", "boq")
 
 
 def _transform(value: np.ndarray, how: str) -> np.ndarray:
     value = np.asarray(value, np.float32)
+    if how.startswith("chunk"):  # chunk<i>:<how>: the i-th third along the first axis
+        index, how = how[len("chunk"):].split(":")
+        n = value.shape[0] // 3 if value.shape and value.shape[0] % 3 == 0 else 0
+        value = value[int(index) * n:(int(index) + 1) * n]
     if how == "conv":
         return value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
     if how == "linear":
@@ -219,7 +343,8 @@ def _head_init(model_cfg, seed: int) -> dict:
 def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
                        backbone: str | None = None, aggregation: str | None = None,
                        netvlad_clusters: int | None = None, fc_output_dim: int | None = None,
-                       l2: str | None = None, seed: int = 0):
+                       l2: str | None = None, head_options: Mapping | None = None,
+                       seed: int = 0):
     """{torch name: numpy array} -> (model_cfg ConfigDict, variables, report).
 
     The model config starts from `base_cfg` (the `model` section of a config; fields not
@@ -228,8 +353,11 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     `backbone` says conv5. A head absent from the checkpoint is initialised from `seed`
     (`report['initialised']` lists those variables, e.g. a random NetVLAD head for
     torchvision weights: training should still run its k-means init). `report['format']`
-    is 'torchvision', 'reference', 'cirtorch', 'efficientnet_pytorch' or 'timm',
-    `report['notes']` says what was inferred or dropped. An EfficientNet-Lite file is cut at
+    is 'torchvision', 'reference', 'cirtorch', 'efficientnet_pytorch', 'timm', 'cosplace'
+    (CosPlace / EigenPlaces), 'gsv-cities' (MixVPR, Conv-AP) or 'boq';
+    `report['notes']` says what was inferred or dropped. The options of a modern head
+    (`model.<aggregation>.*`) come from the shapes where they show, else from `base_cfg`;
+    `head_options` ({option: value}) overrides them. An EfficientNet-Lite file is cut at
     stride 16 (`efficientnet_lite<n>`) unless `backbone` names another cut.
     Raises CheckpointError naming missing, unexpected or mis-shaped keys.
     """
@@ -267,7 +395,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
         if backbone is None:
             backbone = spec_found.family  # the stride-16 cut
     elif backbone is None:
-        conv = 5 if (fmt == "reference" and spec_found.num_layers == 4) else 4
+        whole = fmt == "reference" or fmt in PUBLISHED  # cut where the checkpoint's model is
+        conv = 5 if (whole and spec_found.num_layers == 4) else 4
         backbone = f"{found_name[:-len('conv4')]}conv{conv}"
     cfg.backbone = backbone
     if width is not None:
@@ -295,7 +424,14 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
         bb = {k: v for k, v in bb.items() if not k.startswith("layer4.")}
         notes.append(f"layer4 dropped ({len(dropped)} tensors): backbone {backbone}")
 
-    head = infer_head(agg) if fmt == "reference" else {}
+    if fmt in PUBLISHED:
+        head = infer_published_head(agg, cfg)
+    else:
+        head = infer_head(agg) if fmt == "reference" else {}
+    options = head.pop("options", {})
+    if options:
+        shown_options = ", ".join(f"{k}={v}" for k, v in options.items())
+        notes.append(f"{head['aggregation']} options from the shapes: {shown_options}")
     if fmt == "reference" and not head and agg:
         raise CheckpointError("unrecognised aggregation keys: "
                               + short_list("aggregation." + k for k in agg))
@@ -306,7 +442,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     if head.get("l2") == "after_pool" and l2 is None:
         notes.append("GeM is the first module of the head: l2 set to after_pool "
                      "(the reference's 'none' looks the same; override with --l2 none)")
-    head.setdefault("fc_output_dim", 0 if fmt == "reference" else cfg.fc_output_dim)
+    head.setdefault("fc_output_dim", 0 if fmt == "reference" or fmt in PUBLISHED
+                    else cfg.fc_output_dim)
     flags = {"aggregation": aggregation, "netvlad_clusters": netvlad_clusters,
              "fc_output_dim": fc_output_dim, "l2": l2}
     for k, v in flags.items():
@@ -314,6 +451,19 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
             head[k] = v
     for k, v in head.items():
         cfg[k] = v
+    options = {**options, **(head_options or {})}
+    if options:
+        if AGGREGATIONS.get(cfg.aggregation).options is None:
+            raise CheckpointError(f"head options {short_list(options)} given, but "
+                                  f"{cfg.aggregation} has none")
+        if cfg.get(cfg.aggregation) is None:
+            cfg[cfg.aggregation] = ml_collections.ConfigDict()
+        fields = {f.name: f for f in dataclasses.fields(AGGREGATIONS.get(cfg.aggregation).options)}
+        for k, v in options.items():
+            if k not in fields:
+                raise CheckpointError(f"model.{cfg.aggregation} has no option {k!r} "
+                                      f"(its options: {', '.join(fields)})")
+            cfg[cfg.aggregation][k] = v
     try:
         validate_model_config(cfg)
     except ValueError as e:
@@ -321,6 +471,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
 
     fc_prefix = "0." if cfg.fc_output_dim > 0 and fmt == "reference" and "1.weight" in agg else ""
     efficientnet = isinstance(target, EfficientNetSpec)
+    head_prefix = PUBLISHED[fmt].head if fmt in PUBLISHED else "aggregation."
     abstract = abstract_variables(cfg)
     flat, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     values, missing, bad_shape, fresh = [], [], [], []
@@ -329,10 +480,10 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     for path, leaf in flat:
         keys = tuple(p.key for p in path)
         collection, top = keys[0], keys[1]
-        name, how = _torch_name(keys, agg, fc_prefix, efficientnet)
+        name, how = _torch_name(keys, agg, fc_prefix, efficientnet, cfg.aggregation)
         source = bb if top == "backbone" else agg
         shown = (display_name(name, fmt, timm_names) if top == "backbone"
-                 else "aggregation." + name)
+                 else head_prefix + name)
         if name in source:
             used.add((top == "backbone", name))
             value = _transform(source[name], how)
@@ -352,7 +503,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
             missing.append(shown)
             values.append(None)
     unused = [display_name(k, fmt, timm_names) for k in bb if (True, k) not in used]
-    unused += ["aggregation." + k for k in agg if (False, k) not in used]
+    unused += [head_prefix + k for k in agg if (False, k) not in used]
     problems = []
     if missing:
         problems.append(f"missing keys: {short_list(missing)}")
@@ -366,11 +517,16 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     if fresh:
         notes.append(f"not in the checkpoint, initialised with seed {seed}: {short_list(fresh)}")
     variables = jax.tree_util.tree_unflatten(treedef, values)
+    if fmt == "reference" and cfg.aggregation == "cosplace" and aggregation is None:
+        fmt = "cosplace"
     return cfg, variables, {"format": "cirtorch" if cirtorch else fmt, "initialised": fresh,
                             "notes": notes}
 
 
 def _torch_shape(shape, how):
+    if how.startswith("chunk"):  # one third of a packed q/k/v tensor
+        shape = _torch_shape(shape, how.split(":")[1])
+        return (3 * shape[0], *shape[1:])
     if how == "conv":
         h, w, i, o = shape
         return (o, i, h, w)

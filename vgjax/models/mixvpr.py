@@ -4,14 +4,16 @@ The local features (N, h, w, C) become C rows of h*w values (each channel's map 
 row by row, as torch flattens NCHW). `mix_depth` Feature-Mixer blocks each add to a row an
 MLP of its LayerNorm: Linear(hw -> hw * mlp_ratio), ReLU, Linear(-> hw), with the same
 weights for every row. Then a channel projection Linear(C -> out_channels) (with bias)
-mixes the rows, a row projection Linear(hw -> out_rows) (no bias, as the published code)
-reduces each of them, and the (out_channels, out_rows) result is flattened channel-major
+mixes the rows, a row projection Linear(hw -> out_rows) reduces each of them (without bias
+by default, as the paper's first code; `row_bias=True` adds the bias of the published
+checkpoints' code, which the weight converter sets when the checkpoint has one), and the (out_channels, out_rows) result is flattened channel-major
 (index c * out_rows + r) and L2-normalised: out_channels * out_rows values.
 
 The mixer's weights are sized for one feature map (`model.mixvpr.in_h` x `in_w`): the model
 describes images whose local features have exactly that size (320 x 320 for 20 x 20 at
 stride 16); other sizes are refused. Parameters: `mix_<i>/{norm, fc1, fc2}`,
-`channel_proj/{kernel, bias}`, `row_proj/kernel`; float32 throughout.
+`channel_proj/{kernel, bias}`, `row_proj/kernel` (and `row_proj/bias` with `row_bias`);
+float32 throughout.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class MixVPRSettings(Settings):
     mix_depth: int = 4
     mlp_ratio: float = 1.0
     out_rows: int = 4
+    row_bias: bool = False
 
     @property
     def hidden(self) -> int:
@@ -81,7 +84,7 @@ class MixVPR(nn.Module):
         for i in range(o.mix_depth):
             x = FeatureMixer(o.hidden, name=f"mix_{i}")(x)
         x = TorchLinear(o.out_channels, name="channel_proj")(x.transpose(0, 2, 1))  # (N, hw, O)
-        x = TorchLinear(o.out_rows, use_bias=False, name="row_proj")(x.transpose(0, 2, 1))
+        x = TorchLinear(o.out_rows, use_bias=o.row_bias, name="row_proj")(x.transpose(0, 2, 1))
         return l2_normalize(x.reshape(n, -1), axis=-1)  # (N, O * rows), channel-major
 
 

@@ -1,4 +1,4 @@
-"""ResNet-18/50/101 backbones cut after layer3 ("conv4") or layer4 ("conv5"), NHWC.
+"""ResNet-18/50/101/152 backbones cut after layer3 ("conv4") or layer4 ("conv5"), NHWC.
 
 Numerically the same network as torchvision's ResNet (v1.5: stride on the 3x3 conv of a
 bottleneck): explicit torch padding everywhere (never 'SAME', which pads (0, 1) on even
@@ -76,7 +76,7 @@ DEPTHS = {
     101: (True, (3, 4, 23, 3)),
     152: (True, (3, 8, 36, 3)),
 }
-SUPPORTED_DEPTHS = (18, 50, 101)
+SUPPORTED_DEPTHS = (18, 50, 101, 152)
 
 
 RESNET_NAMES = tuple(f"resnet{d}conv{c}" for d in SUPPORTED_DEPTHS for c in (4, 5))

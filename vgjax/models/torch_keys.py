@@ -5,7 +5,12 @@
 - EfficientNet-Lite in efficientnet_pytorch's layout (`_conv_stem`, `_bn0`, `_blocks.<i>.*`,
   `_conv_head`, `_bn1`; `_fc.*` dropped) or timm's (`from_timm` renames it);
 - the reference benchmark's checkpoints (`backbone.<i>.*`, `aggregation.*`);
-- Radenović's cirtorch networks (`from_cirtorch` renames them to the reference's layout).
+- Radenović's cirtorch networks (`from_cirtorch` renames them to the reference's layout);
+- CosPlace's and EigenPlaces' networks: the reference's layout (`backbone.<i>.*`) with their
+  head `aggregation.{1.p, 3.weight, 3.bias}` (L2Norm, GeM, Flatten, Linear, L2Norm);
+- the published models of the GSV-Cities code (MixVPR, Conv-AP: `backbone.model.<torchvision
+  name>`, `aggregator.*`) and of BoQ (`backbone.net.<i>.*` numbered as the reference's
+  `backbone.<i>`, `aggregator.*`): `PUBLISHED_LAYOUTS`.
 
 `canonical_keys` splits any of them into (format, backbone, aggregation) with torchvision /
 efficientnet_pytorch backbone names; `vgjax.models.convert` maps those onto Flax variables.
@@ -57,6 +62,46 @@ _BACKBONE_DIALECTS = (
     _Dialect("efficientnet_pytorch", lambda sd: "_conv_stem.weight" in sd,
              lambda k: k.startswith("_fc."), lambda k: _EFFICIENTNET.match(k) is not None),
 )
+
+
+class Layout(NamedTuple):
+    """A published model's key layout: its backbone under `backbone` (children named as
+    torchvision's ResNet when `children` is None, else numbered as the `children` map says)
+    and its head under `head`."""
+
+    format: str
+    backbone: str
+    children: Mapping[str, str] | None
+    head: str
+
+    def detect(self, sd: Mapping) -> bool:
+        return f"{self.backbone}{'conv1' if self.children is None else '0'}.weight" in sd
+
+    def backbone_name(self, key: str) -> str | None:
+        """The torchvision name of a key below `backbone`, None if it is no ResNet stage's."""
+        if self.children is None:
+            return key if re.match(r"(conv1|bn1|layer[1-4])\.", key) else None
+        child, _, rest = key.partition(".")
+        return f"{self.children[child]}.{rest}" if child in self.children and rest else None
+
+    def display(self, name: str) -> str:
+        """A torchvision backbone name as the checkpoint spells it."""
+        if self.children is None:
+            return self.backbone + name
+        stage, rest = name.split(".", 1)
+        index = {v: k for k, v in self.children.items()}[stage]
+        return f"{self.backbone}{index}.{rest}"
+
+
+PUBLISHED_LAYOUTS = (
+    # GSV-Cities / MixVPR code: VPRModel(backbone=ResNet (its torchvision net as `model`,
+    # layer4 None when cropped), aggregator=MixVPR | ConvAP | ...)
+    Layout("gsv-cities", "backbone.model.", None, "aggregator."),
+    # Bag-of-Queries: VPRModel(backbone=ResNet (`net` = Sequential(conv1, bn1, relu,
+    # maxpool, layer1..3)), aggregator=BoQ)
+    Layout("boq", "backbone.net.", REFERENCE_BACKBONE, "aggregator."),
+)
+PUBLISHED = {layout.format: layout for layout in PUBLISHED_LAYOUTS}
 
 
 def _plain_reference(sd: Mapping[str, np.ndarray]) -> bool:
@@ -138,7 +183,18 @@ def canonical_keys(state_dict: Mapping[str, np.ndarray],
     for k, v in state_dict.items():
         sd[k.removeprefix("module.")] = v
     backbone, agg, unexpected = {}, {}, []
-    if any(k.startswith("backbone.") for k in sd):
+    if (layout := next((lay for lay in PUBLISHED_LAYOUTS if lay.detect(sd)), None)):
+        fmt = layout.format
+        for k, v in sd.items():
+            name = (layout.backbone_name(k[len(layout.backbone):])
+                    if k.startswith(layout.backbone) else None)
+            if name is not None:
+                backbone[name] = v
+            elif k.startswith(layout.head):
+                agg[k[len(layout.head):]] = v
+            else:
+                unexpected.append(k)
+    elif any(k.startswith("backbone.") for k in sd):
         fmt = "reference"
         plain = _plain_reference(sd)
         for k, v in sd.items():
@@ -181,6 +237,8 @@ def display_name(name: str, fmt: str, aliases: Mapping[str, str] | None = None) 
     checkpoint's own names of keys renamed on reading, e.g. timm's)."""
     if aliases and name in aliases:
         return aliases[name]
+    if fmt in PUBLISHED:
+        return PUBLISHED[fmt].display(name)
     if fmt != "reference":
         return name
     if name.startswith(FEATURES):
