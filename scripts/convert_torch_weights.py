@@ -63,6 +63,19 @@ def _size_error(backbone: str, h: int, w: int, where: str) -> str | None:
     return None
 
 
+def _fixed_input_size(backbone: str, fh: int, fw: int) -> tuple[int, int]:
+    """The image size whose local features are fh x fw: the features times the backbone's
+    stride (320 x 320 for MixVPR's 20 x 20 at stride 16, as it was trained), else the
+    smallest such size."""
+    from vgjax.models.backbones import parse_backbone
+    from vgjax.models.network import input_size_for
+    spec = parse_backbone(backbone)
+    stride = 1024 // spec.feature_size(1024, 1024)[0]
+    if spec.feature_size(fh * stride, fw * stride) == (fh, fw):
+        return fh * stride, fw * stride
+    return input_size_for(backbone, fh, fw)
+
+
 def _head_option(text: str):
     """'name=value' -> (name, int | float | bool | str value)."""
     name, sep, value = text.partition("=")
@@ -111,7 +124,7 @@ def main(argv=None) -> int:
 
     from vgjax.models.convert import CheckpointError, convert_state_dict, load_torch_checkpoint
     from vgjax.models.io import save_model
-    from vgjax.models.network import descriptor_dim, head_options, input_size_for
+    from vgjax.models.network import descriptor_dim, head_options
 
     try:
         state_dict = load_torch_checkpoint(args.input)
@@ -125,7 +138,7 @@ def main(argv=None) -> int:
         return 2
     fixed = AGGREGATIONS.get(model_cfg.aggregation).feature_size
     if fixed is not None and args.image_size is None:
-        h, w = input_size_for(model_cfg.backbone, *fixed(head_options(model_cfg)))
+        h, w = _fixed_input_size(model_cfg.backbone, *fixed(head_options(model_cfg)))
     error = _size_error(model_cfg.backbone, h, w, "the inferred backbone")
     if error:
         return _refuse(error)
