@@ -171,3 +171,58 @@ def test_averaged_weights_of_every_parameter_group():
         np.testing.assert_allclose(avg[k], (p2[k] + p3[k]) / 2, rtol=1e-6)
         assert not np.allclose(avg[k], p3[k])
     assert float(avg["c"][0]) == 5.0
+
+
+def test_multistep_matches_torch():
+    # torch MultiStepLR(milestones=[2, 4], gamma=0.5) on lr 1.0, stepped once per epoch
+    s = schedules.MultiStepLR(1.0, milestones=[2, 4], gamma=0.5)
+    got = [s.rate()] + [s.step(None, 0.0) for _ in range(6)]
+    np.testing.assert_allclose(got, [1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.25], rtol=1e-12)
+    restored = schedules.MultiStepLR(1.0, milestones=[2, 4], gamma=0.5)
+    restored.load_state_dict(s.state_dict())
+    assert restored.rate() == s.rate()
+    for bad in ({"milestones": [3, 2]}, {"milestones": [0]}, {"gamma": 1.5},
+                {"warmup_steps": -1}, {"warmup_steps": 2.5}):
+        with pytest.raises(ValueError):
+            schedules.MultiStepLR(1.0, **bad)
+
+
+def test_linear_matches_torch_and_starts_the_optimizer_at_its_first_rate():
+    # torch LinearLR(start_factor, end_factor, total_iters) on lr 1.0, stepped per epoch
+    s = schedules.LinearLR(1.0, start_factor=1.0, end_factor=0.2, total_epochs=4)
+    got = [s.rate()] + [s.step() for _ in range(5)]
+    np.testing.assert_allclose(got, [1.0, 0.8, 0.6, 0.4, 0.2, 0.2], rtol=1e-12)
+    s = schedules.LinearLR(1.0, start_factor=0.5, end_factor=1.0, total_epochs=2)
+    np.testing.assert_allclose([s.rate()] + [s.step() for _ in range(3)],
+                               [0.5, 0.75, 1.0, 1.0], rtol=1e-12)
+    cfg = _cfg(scheduler="linear", scheduler_args={"start_factor": 0.5, "end_factor": 1.0,
+                                                   "total_epochs": 2})
+    state = optim.make_optimizer(cfg).init({"w": jnp.zeros(1)})
+    assert optim.learning_rate(state) == pytest.approx(0.05)
+    assert schedules.initial_lr(_cfg()) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("scheduler", ["multistep", "linear"])
+def test_warmup_scales_each_step_linearly(scheduler):
+    # SGD without momentum, lr 0.1, gradient 1: the step-s update is 0.1 * min(1, (s+1)/4);
+    # a rate set between epochs (set_learning_rate) is scaled the same way
+    args = {"warmup_steps": 4}
+    if scheduler == "linear":
+        args.update(start_factor=1.0, end_factor=1.0)
+    cfg = _cfg(optimizer="sgd", optimizer_args={"momentum": 0.0}, scheduler=scheduler,
+               scheduler_args=args)
+    assert schedules.warmup_steps(cfg) == 4
+    out = _run(optim.make_optimizer(cfg), {"w": jnp.array([0.0])}, [{"w": [1.0]}] * 6,
+               lr_at={3: 0.2})
+    ws = [0.0] + [float(p["w"][0]) for p, _ in out]
+    np.testing.assert_allclose(np.diff(ws), [-0.025, -0.05, -0.075, -0.2, -0.2, -0.2],
+                               rtol=1e-6)
+    assert optim.learning_rate(out[-1][1]) == pytest.approx(0.2)
+    # no warmup: the optimizer state of the other schedulers is unchanged
+    assert schedules.warmup_steps(_cfg(scheduler="multistep")) == 0
+
+
+def test_scheduler_arguments_refused_in_one_line():
+    from vgjax.config import ConfigError
+    with pytest.raises(ConfigError, match="train.scheduler"):
+        optim.make_optimizer(_cfg(scheduler="multistep", scheduler_args={"milestones": [5, 2]}))

@@ -106,7 +106,8 @@ def keeps_averaged_weights(train_cfg) -> bool:
 
 def make_optimizer(train_cfg, trainable=None) -> optax.GradientTransformation:
     """The optimizer of config section `train` (`optimizer`, `optimizer_args`, `lr`,
-    `weight_decay`: None = the optimizer's torch default, Adam / SGD / ASGD 0, AdamW 1e-2);
+    `weight_decay`: None = the optimizer's torch default, Adam / SGD / ASGD 0, AdamW 1e-2;
+    the scheduler's first rate and per-step warmup, `vgjax.train.schedules`);
     `trainable` is a tree like the params of bools (False = frozen: zero update, no
     optimizer state) or of learning-rate multipliers (0 = frozen; r: that parameter group
     trains at r * lr, as a torch param group with its own lr; `lr_scales`)."""
@@ -115,7 +116,24 @@ def make_optimizer(train_cfg, trainable=None) -> optax.GradientTransformation:
     wd = train_cfg.get("weight_decay")
     decay = {} if wd is None else {"weight_decay": float(wd)}  # None: the torch default
 
+    from vgjax.config import ConfigError
+    from vgjax.train.schedules import initial_lr, warmup_steps
+    try:
+        warmup, lr0 = warmup_steps(train_cfg), initial_lr(train_cfg)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"train.scheduler_args: {e}") from None
+
     def build(learning_rate):
+        tx = _build(learning_rate)
+        if not warmup:
+            return tx
+        # the scheduler's linear warmup, per step: updates scaled by min(1, (s + 1) / warmup)
+        return optax.chain(tx, optax.scale_by_schedule(
+            lambda s: jnp.minimum(1.0, (s + 1.0) / warmup)))
+
+    def _build(learning_rate):
         if trainable is None:
             return OPTIMIZERS.build(spec, learning_rate=learning_rate, **decay)
         scales = sorted({float(t) for t in jax.tree.leaves(trainable) if float(t) != 0.0})
@@ -126,7 +144,7 @@ def make_optimizer(train_cfg, trainable=None) -> optax.GradientTransformation:
         labels = jax.tree.map(lambda t: name(float(t)) if float(t) else "frozen", trainable)
         return optax.multi_transform({**groups, "frozen": optax.set_to_zero()}, labels)
 
-    return optax.inject_hyperparams(build)(learning_rate=float(train_cfg.lr))
+    return optax.inject_hyperparams(build)(learning_rate=lr0)
 
 
 def lr_scales(trainable, model_cfg, train_cfg):

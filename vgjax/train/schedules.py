@@ -99,6 +99,84 @@ class CosineAnnealingLR:
         self.t_cur = int(state["t_cur"])
 
 
+def _warmup_steps(warmup_steps) -> int:
+    if int(warmup_steps) != warmup_steps or int(warmup_steps) < 0:
+        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps}")
+    return int(warmup_steps)
+
+
+@SCHEDULERS.register("multistep")
+class MultiStepLR:
+    """torch MultiStepLR in closed form, one step per epoch: after epoch t (counted from 1)
+    lr = base_lr * gamma ** (number of milestones <= t), milestones in epochs. With
+    `warmup_steps` > 0 the optimizer also scales every update by min(1, (s + 1) /
+    warmup_steps) at optimizer step s (counted from 0): the GSV-Cities / MixVPR linear
+    warmup, per step (the logged `lr` is the scheduled rate, before that factor)."""
+
+    def __init__(self, lr: float, milestones=(), gamma: float = 0.1, warmup_steps: int = 0):
+        ms = [int(m) for m in milestones]
+        if any(m < 1 for m in ms) or ms != sorted(ms) or any(m != x for m, x in
+                                                               zip(ms, milestones)):
+            raise ValueError(f"milestones must be increasing epochs >= 1, got {list(milestones)}")
+        if not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        self.base_lr, self.milestones, self.gamma = lr, ms, gamma
+        self.warmup_steps = _warmup_steps(warmup_steps)
+        self.t = 0
+
+    def rate(self) -> float:
+        return self.base_lr * self.gamma ** sum(m <= self.t for m in self.milestones)
+
+    def step(self, metric: float | None = None, lr: float | None = None) -> float:
+        self.t += 1
+        return self.rate()
+
+    def state_dict(self) -> dict:
+        return {"t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = int(state["t"])
+
+
+@SCHEDULERS.register("linear")
+class LinearLR:
+    """torch LinearLR in closed form, one step per epoch: the rate of epoch t (from 0) is
+    base_lr * (start_factor + (end_factor - start_factor) * min(t, total_epochs) /
+    total_epochs); the first epoch already trains at base_lr * start_factor (the optimizer
+    starts there, `initial_lr`). `warmup_steps` as for `multistep`: a linear warmup factor
+    per optimizer step on top."""
+
+    def __init__(self, lr: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
+                 total_epochs: int = 5, warmup_steps: int = 0):
+        if not 0 < start_factor <= 1 or not 0 <= end_factor <= 1:
+            raise ValueError(f"start_factor must be in (0, 1] and end_factor in [0, 1], got "
+                             f"{start_factor}, {end_factor}")
+        if int(total_epochs) < 1:
+            raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
+        self.base_lr, self.start, self.end = lr, start_factor, end_factor
+        self.total = int(total_epochs)
+        self.warmup_steps = _warmup_steps(warmup_steps)
+        self.t = 0
+
+    @property
+    def initial_lr(self) -> float:
+        return self.base_lr * self.start
+
+    def rate(self) -> float:
+        return self.base_lr * (self.start + (self.end - self.start)
+                               * min(self.t, self.total) / self.total)
+
+    def step(self, metric: float | None = None, lr: float | None = None) -> float:
+        self.t += 1
+        return self.rate()
+
+    def state_dict(self) -> dict:
+        return {"t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = int(state["t"])
+
+
 @SCHEDULERS.register("none")
 class ConstantLR:
     def __init__(self, lr: float = 0.0):
@@ -123,6 +201,17 @@ def make_scheduler(train_cfg):
     """The per-epoch scheduler of config `train.scheduler` / `train.scheduler_args`."""
     return SCHEDULERS.build(train_cfg.scheduler, scheduler_kwargs(train_cfg),
                             lr=float(train_cfg.lr))
+
+
+def warmup_steps(train_cfg) -> int:
+    """Optimizer steps of the scheduler's linear warmup (0: none)."""
+    return int(getattr(make_scheduler(train_cfg), "warmup_steps", 0))
+
+
+def initial_lr(train_cfg) -> float:
+    """The rate of the first epoch: `train.lr`, or where the scheduler starts lower (linear
+    with start_factor < 1) its own first rate."""
+    return float(getattr(make_scheduler(train_cfg), "initial_lr", float(train_cfg.lr)))
 
 
 def plateau_patience(train_cfg) -> int | None:
