@@ -17,6 +17,8 @@ A suite file (`configs/suites/<table>.py`) has `get_suite(arg=None)` returning a
     notes     optional text printed under the table
     baseline  the row every other row is tested against, query by query (default "": the
               first row; None: no paired tests) -> OUT/<name>_paired.md
+    train_time optional: true adds a "train min" column, each run's training time (its
+              epochs' `epoch_time_s`, training and validation, summed) in minutes
 
 Repetition k of a row runs in the folder `run_name(row, k)` with seed k. This module says
 what a suite is; `scripts/run_suite.py` runs it, and `vgjax.suite` reads the runs back into
@@ -91,6 +93,7 @@ class Suite:
     plots: list[str] = dataclasses.field(default_factory=list)
     notes: str = ""
     baseline: str | None = ""  # "": the first row; None: no paired tests
+    train_time: bool = False  # a "train min" column: the runs' epoch times summed (minutes)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Suite:

@@ -61,8 +61,15 @@ def aggregate(suite: Suite, runs_dir: Path, repeats: int) -> list[dict]:
                 cells[f"{ds}/{rc}"] = ({"mean": float(np.mean(values)),
                                         "std": float(np.std(values)), "n": len(values)}
                                        if values else None)
-        out.append({"name": row["name"], "label": row["label"], "values": cells,
-                    "runs": runs})
+        entry = {"name": row["name"], "label": row["label"], "values": cells, "runs": runs}
+        if suite.train_time:
+            minutes = [sum(float(e.get("epoch_time_s", 0.0)) for e in
+                           epoch_records(runs_dir / run_name(row["name"], k))) / 60.0
+                       for k, r in enumerate(runs) if r["status"] == "done"]
+            entry["train_min"] = ({"mean": float(np.mean(minutes)),
+                                   "std": float(np.std(minutes)), "n": len(minutes)}
+                                  if minutes else None)
+        out.append(entry)
     return out
 
 

@@ -52,6 +52,9 @@ def _write_paired(suite: Suite, tests: Mapping, out: Path, labels: list[str],
     (out / f"{suite.name}_paired.md").write_text("\n".join(md) + "\n")
 
 
+TRAIN_TIME = "train min"  # the column of `train_time` suites
+
+
 def _cell_text(v, repeats: int) -> str:
     if v is None:
         return "failed" if repeats else "-"
@@ -75,17 +78,22 @@ def write_tables(suite: Suite, rows: list[dict], out: Path, repeats: int,
                         else "-")
     md = [f"# {suite.title}", "", f"Mean ± std over {repeats} repetition(s); "
           f"{meta.get('note', '')}".rstrip(), ""]
-    md.append("| " + " | ".join(labels + cols) + " |")
-    md.append("|" + "---|" * (len(labels) + len(cols)))
+    timed = [TRAIN_TIME] if suite.train_time else []
+    md.append("| " + " | ".join(labels + timed + cols) + " |")
+    md.append("|" + "---|" * (len(labels) + len(timed) + len(cols)))
     for r in rows:
         vals = [_cell_text(r["values"][c], repeats) if r["values"][c] else status(r)
                 for c in cols]
+        if timed:
+            vals.insert(0, _cell_text(r["train_min"], repeats) if r.get("train_min")
+                        else status(r))
         md.append("| " + " | ".join([r["label"].get(k, "") for k in labels] + vals) + " |")
     chance_cells = [(chance or {}).get(ds, {}).get(rc) for ds in suite.datasets
                     for rc in suite.recalls]
     chance_labels = [CHANCE_LABEL] + [""] * (len(labels) - 1) if labels else []
     if chance:
         md.append("| " + " | ".join([f"*{x}*" if x else "" for x in chance_labels]
+                                    + [""] * len(timed)
                                     + ["-" if v is None else f"*{v:.1f}*"
                                        for v in chance_cells]) + " |")
     failed = [(r["name"], x.get("error", "")) for r in rows for x in r["runs"]
@@ -102,16 +110,17 @@ def write_tables(suite: Suite, rows: list[dict], out: Path, repeats: int,
     (out / f"{suite.name}.md").write_text("\n".join(md) + "\n")
     with open(out / f"{suite.name}.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(labels + [f"{c} mean" for c in cols] + [f"{c} std" for c in cols])
+        w.writerow(labels + [f"{c} mean" for c in timed + cols]
+                   + [f"{c} std" for c in timed + cols])
         for r in rows:
-            v = [r["values"][c] for c in cols]
+            v = [r.get("train_min") for _ in timed] + [r["values"][c] for c in cols]
             w.writerow([r["label"].get(k, "") for k in labels]
                        + [("" if x is None else round(x["mean"], 3)) for x in v]
                        + [("" if x is None else round(x["std"], 3)) for x in v])
         if chance:
-            w.writerow(chance_labels
+            w.writerow(chance_labels + [""] * len(timed)
                        + ["" if x is None else round(x, 3) for x in chance_cells]
-                       + [""] * len(cols))
+                       + [""] * (len(timed) + len(cols)))
     (out / f"{suite.name}.json").write_text(json.dumps(
         {"suite": dataclasses.asdict(suite), "meta": dict(meta), "rows": rows,
          "chance": dict(chance or {}), "paired": tests},
