@@ -18,8 +18,10 @@ tested against the baseline row query by query (exact McNemar p-value per repeti
 OUT/<suite>_*.png the plots.
 
 `--smoke` runs every cell on the tiny synthetic city (generated into OUT/synthetic-tiny
-unless --datasets-root is given) with the config's `:smoke` variant: a whole suite in
-minutes on a CPU.
+unless --datasets-root is given, with its GSV-Cities folder when a cell trains from one) with
+the config's `:smoke` variant: a whole suite in minutes on a CPU. A cell that trains from a
+GSV-Cities folder under the datasets root (`data.format=gsv_cities`,
+`data.train_dataset=<name>`) is refused up front when the folder is missing.
 """
 from __future__ import annotations
 
@@ -175,6 +177,32 @@ def _check_datasets(suite: Suite, root: Path) -> None:
                   f"{', '.join(present) or 'none'})")
 
 
+def _gsv_folders(cells: list[dict], root: Path) -> dict[str, Path]:
+    """{cell: folder} of the cells that train from a GSV-Cities folder (`data.format` =
+    gsv_cities) named under the datasets root (`data.train_dataset` a bare name)."""
+    out = {}
+    for c in cells:
+        o = c["overrides"]
+        name = str(o.get("data.train_dataset", ""))
+        if str(o.get("data.format", "")).startswith("gsv_cities") and name \
+                and len(Path(name).parts) == 1:
+            out[c["name"]] = root / name
+    return out
+
+
+def _check_gsv_folders(suite: Suite, cells: list[dict], root: Path) -> None:
+    """A cell's GSV-Cities folder is there, or the suite is refused naming it and the
+    command that renders the synthetic city's."""
+    missing = {n: f for n, f in _gsv_folders(cells, root).items()
+               if not (f / "Dataframes").is_dir()}
+    if missing:
+        folder = sorted(set(missing.values()))[0]
+        raise Refused(f"suite {suite.name}: cells {', '.join(missing)} train from the "
+                      f"GSV-Cities folder {folder}, which is not there (for the synthetic "
+                      f"city: python -m vgjax.synthetic --out {root} --preset <tiny|demo> "
+                      "--format gsv_cities)")
+
+
 def _check_rows(suite: Suite, config: str, common: dict, root: Path, cells: list[dict]) -> None:
     """Every cell's config and every eval row's overrides pass the checks, or the suite is
     refused listing each bad row: a typo in the last cell costs no run of the first."""
@@ -245,6 +273,11 @@ def _main(args, argv) -> int:
         if not (root / "pitts30k" / "images").is_dir():
             subprocess.run([sys.executable, "-m", "vgjax.synthetic", "--out", str(root),
                             "--preset", "tiny"], check=True, stdout=subprocess.DEVNULL)
+        if any(not (f / "Dataframes").is_dir() for f in _gsv_folders(suite.cells, root).values()):
+            # the tiny city's GSV-Cities folder, for the cells that train from one
+            subprocess.run([sys.executable, "-m", "vgjax.synthetic", "--out", str(root),
+                            "--preset", "tiny", "--format", "gsv_cities"], check=True,
+                           stdout=subprocess.DEVNULL)
     if not root.is_dir():
         raise Refused(f"--datasets-root {root}: not a folder")
     _check_datasets(suite, root)
@@ -257,6 +290,7 @@ def _main(args, argv) -> int:
     runs = out / "runs"
     common = {"data.root": str(root.resolve()), **suite.overrides}
     cells = [c for c in suite.cells if not args.only or c["name"] in args.only]
+    _check_gsv_folders(suite, cells, root)
     _check_rows(suite, config, common, root, cells)
     start = time.perf_counter()
     py = sys.executable

@@ -95,3 +95,59 @@ def test_mixvpr_smoke_trains_with_warmup_and_milestones(tiny_city, gsv_city, tmp
     epochs = [r for r in records if r["type"] == "epoch"]
     assert len(steps) == 4 and all(np.isfinite(r["loss"]) for r in steps)
     assert [r["lr"] for r in epochs] == pytest.approx([0.05, 0.015])
+
+
+def _run_suite_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_run_suite", REPO / "scripts" / "run_suite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("variant", ["smoke", "demo"])
+def test_modern_heads_suite_cells_pass_the_runners_checks(variant, tmp_path):
+    """Every cell of `modern_heads` passes `scripts/run_suite.py`'s up-front checks (nothing
+    runs), its descriptor-size label is the model's, NetVLAD is the paired tests' baseline,
+    and a missing GSV-Cities folder is refused naming the command that renders it."""
+    from vgjax.config.sweep import load_suite
+    from vgjax.models.network import descriptor_dim
+    rs = _run_suite_script()
+    suite = load_suite(REPO / "configs" / "suites" / f"modern_heads.py:{variant}")
+    assert [c["name"] for c in suite.cells][0] == "netvlad"
+    assert {c["name"] for c in suite.cells} == {"netvlad", *RECIPES}
+    assert suite.baseline_row()["name"] == "netvlad" and suite.train_time
+    config = str(REPO / suite.config) + (":smoke" if variant == "smoke" else "")
+    common = {"data.root": str(tmp_path), **suite.overrides}
+    rs._check_rows(suite, config, common, tmp_path, suite.cells)
+    for c in suite.cells:
+        from vgjax.cli.config import load_config
+        cfg = load_config(config, rs._cell_overrides(common, c, tmp_path, seed=0))
+        assert str(descriptor_dim(cfg.model)) == c["label"]["descriptor"], c["name"]
+        if c["name"] != "netvlad":
+            assert (cfg.train.batching, cfg.data.format) == ("places", "gsv_cities")
+            assert dict(cfg.train.loss_args) == {"alpha": 1.0, "beta": 50.0, "base": 0.0}
+            assert dict(cfg.train.miner_args) == {"epsilon": 0.1}
+    with pytest.raises(rs.Refused, match="--format gsv_cities"):
+        rs._check_gsv_folders(suite, suite.cells, tmp_path)
+    (tmp_path / "gsv-cities" / "Dataframes").mkdir(parents=True)
+    rs._check_gsv_folders(suite, suite.cells, tmp_path)
+
+
+def test_train_time_column(tmp_path):
+    """A `train_time` suite's table has the runs' summed epoch times in minutes."""
+    from vgjax.config.sweep import Suite, cell, run_name
+    from vgjax.suite import aggregate, write_tables
+    suite = Suite(name="t", title="t", config="configs/smoke.py", datasets=["pitts30k"],
+                  recalls=["R@1"], cells=[cell("a", {"m": "A"})], train_time=True)
+    for k, seconds in enumerate((60.0, 180.0)):
+        run = tmp_path / "runs" / run_name("a", k)
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"pitts30k": {"R@1": 50.0}}))
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(
+            {"type": "epoch", "epoch_time_s": seconds / 2}) for _ in range(2)) + "\n")
+    rows = aggregate(suite, tmp_path / "runs", 2)
+    assert rows[0]["train_min"] == {"mean": 2.0, "std": 1.0, "n": 2}
+    write_tables(suite, rows, tmp_path, 2, meta={})
+    md = (tmp_path / "t.md").read_text()
+    assert "| m | train min | pitts30k/R@1 |" in md and "| A | 2.0 ± 1.0 | 50.0 ± 0.0 |" in md
