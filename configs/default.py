@@ -89,6 +89,8 @@ def get_config(arg=None):
     c.model.mixvpr.mix_depth = 4              # Feature-Mixer blocks
     c.model.mixvpr.mlp_ratio = 1.0            # mixer MLP width / (in_h * in_w)
     c.model.mixvpr.out_rows = 4
+    c.model.mixvpr.row_bias = False           # bias of the row projection: the released code
+    #                                           and checkpoints have one, the paper's first none
     c.model.convap = ml_collections.ConfigDict()
     c.model.convap.out_channels = 512         # 1x1 conv; descriptor: out_channels * s1 * s2
     c.model.convap.s1 = 2                     # adaptive average pooling bins (rows, columns)

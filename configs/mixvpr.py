@@ -3,7 +3,8 @@ as vgjax has the parts:
 
 - ResNet-50 cut after layer3 (1024 channels at stride 16), conv1..layer2 frozen, 320 x 320
   images: a 20 x 20 feature map; MixVPR with 4 Feature-Mixer blocks, mlp_ratio 1, 1024
-  output channels x 4 rows (4096-dim descriptors);
+  output channels x 4 rows (4096-dim descriptors), its row projection with a bias as in the
+  released code;
 - GSV-Cities place batches of 120 places x 4 images, the multi-similarity loss (alpha 1,
   beta 50, base 0) and miner (epsilon 0.1) (`configs/gsv_cities.py`);
 - SGD, lr 0.05, momentum 0.9, weight decay 1e-3; MultiStepLR at epochs 5, 10, 15, 25, 45
@@ -38,6 +39,7 @@ def get_config(arg=None):
     c.model.mixvpr.mix_depth = 4
     c.model.mixvpr.mlp_ratio = 1.0
     c.model.mixvpr.out_rows = 4
+    c.model.mixvpr.row_bias = True            # the released code's row projection
     c.train.places_per_batch = 120
     c.train.images_per_place = 4
     c.train.optimizer = "sgd"

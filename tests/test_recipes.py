@@ -52,6 +52,8 @@ def test_recipe_has_its_published_settings(name):
     assert tuple(c.data.resize) == size and c.model.aggregation == name
     assert c.model.backbone.startswith("resnet50")
     assert descriptor_dim(c.model) == dim
+    if name == "mixvpr":
+        assert c.model.mixvpr.row_bias  # the released code's row projection has a bias
     schedules.make_scheduler(c.train)
     # the head fits the published image size (shapes only: nothing is computed)
     variables = jax.eval_shape(lambda: init_variables(c.model, 0, size))

@@ -30,7 +30,7 @@ CHANNELS = 112  # EfficientNet-Lite0 cut at stride 16
 HEADS = {
     "demo": {
         "mixvpr": {"in_h": 6, "in_w": 8, "out_channels": 1024, "mix_depth": 4,
-                   "mlp_ratio": 1.0, "out_rows": 4},
+                   "mlp_ratio": 1.0, "out_rows": 4, "row_bias": True},
         "convap": {"out_channels": 1024, "s1": 2, "s2": 2},
         "cosplace": {"out_dim": 512},
         "boq": {"proj_channels": 512, "proj_kernel": 3, "num_queries": 64, "num_layers": 2,
@@ -40,7 +40,7 @@ HEADS = {
     },
     "smoke": {
         "mixvpr": {"in_h": 3, "in_w": 4, "out_channels": 32, "mix_depth": 4,
-                   "mlp_ratio": 1.0, "out_rows": 2},
+                   "mlp_ratio": 1.0, "out_rows": 2, "row_bias": True},
         "convap": {"out_channels": 32, "s1": 2, "s2": 2},
         "cosplace": {"out_dim": 32},
         "boq": {"proj_channels": 32, "proj_kernel": 3, "num_queries": 8, "num_layers": 2,
