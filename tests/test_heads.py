@@ -193,22 +193,37 @@ HEADS = {"mixvpr": dict(in_h=3, in_w=4, out_channels=8, mix_depth=2, out_rows=2)
          "convap": dict(out_channels=8, s1=2, s2=3), "cosplace": dict(out_dim=16)}
 
 
-@pytest.mark.parametrize("aggregation", list(HEADS))
-def test_network_with_each_head_describes_and_trains(aggregation):
-    """resnet18conv4 (width 8) + the head on 48x64 images (3x4 local features): the
-    descriptor has descriptor_dim values of unit norm and a train step's gradient is finite
-    and reaches the head."""
-    cfg = model_cfg(aggregation, HEADS[aggregation], resnet_width=8)
+def _attention_heads():
+    from test_heads_attention import HEADS as attention
+    return attention
+
+
+@pytest.mark.parametrize("aggregation", [*HEADS, "boq", "salad"])
+def test_each_head_in_the_network_describes_and_trains(aggregation):
+    """Every modern head as the network's head (VGNetwork.aggregate, with the options
+    resolved from the config) on resnet18conv4's (width 8) local features of a 48x64 image
+    (3x4): descriptors of descriptor_dim values and unit norm, a finite gradient that
+    reaches the head. One compilation each, of the head only: the backbone and the head
+    together are exercised by tests/test_efficientnet.py::test_every_aggregation_works_on_lite0."""
+    from vgjax.models.backbones import parse_backbone
+    from vgjax.models.network import VGNetwork, feature_dim
+    options = {**HEADS, **_attention_heads()}[aggregation]
+    cfg = model_cfg(aggregation, options, resnet_width=8)
     net = build_network(cfg)
-    variables = init_variables(cfg, 0, (480, 640))  # MixVPR: traced at its own size
-    images = np.random.default_rng(0).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
+    h, w = parse_backbone(cfg.backbone).feature_size(48, 64)
+    feats = features((3, h, w, feature_dim(cfg)))[0]
 
-    def loss(params):
-        desc, state = net.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                                images, train=True, mutable=["batch_stats"])
-        return jnp.sum(desc[0] * desc[1]) - jnp.sum(desc[0] * desc[2]), desc
+    @jax.jit
+    def step(key):
+        params = net.init(key, feats[:1], method=VGNetwork.aggregate)["params"]
 
-    (value, desc), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+        def loss(params):
+            desc = net.apply({"params": params}, feats, method=VGNetwork.aggregate)
+            return jnp.sum(desc[0] * desc[1]) - jnp.sum(desc[0] * desc[2]), desc
+
+        return jax.value_and_grad(loss, has_aux=True)(params)
+
+    (value, desc), grads = step(jax.random.key(0))
     assert desc.shape == (3, descriptor_dim(cfg))
     np.testing.assert_allclose(np.linalg.norm(desc, axis=1), 1.0, rtol=1e-5)
     leaves = jax.tree_util.tree_leaves(grads)

@@ -82,23 +82,6 @@ def test_smoke_variant_passes_the_training_checks(name, tiny_city, gsv_city):
     jax.eval_shape(tx.init, variables["params"])
 
 
-def test_mixvpr_smoke_trains_with_warmup_and_milestones(tiny_city, gsv_city, tmp_path):
-    """One tiny run: 2 epochs of 2 place batches; the multistep milestone at epoch 1 lowers
-    the rate by gamma."""
-    from vgjax.train import loop
-    c = _load("mixvpr.py:smoke", f"data.root={tiny_city}", f"data.train_dataset={gsv_city}",
-              "data.test_datasets=pitts30k", "train.places_per_epoch=8",
-              "test.save_predictions=false")
-    results = loop.train_and_evaluate(c, tmp_path / "run")
-    assert set(results) == {"pitts30k"}
-    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text()
-               .splitlines()]
-    steps = [r for r in records if r["type"] == "step"]
-    epochs = [r for r in records if r["type"] == "epoch"]
-    assert len(steps) == 4 and all(np.isfinite(r["loss"]) for r in steps)
-    assert [r["lr"] for r in epochs] == pytest.approx([0.05, 0.015])
-
-
 def _run_suite_script():
     import importlib.util
     spec = importlib.util.spec_from_file_location("_run_suite", REPO / "scripts" / "run_suite.py")
