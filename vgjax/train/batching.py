@@ -76,7 +76,8 @@ def _check_places(raw, config=None) -> None:
                 f", got {raw[field]!r}")
     require(not raw.da.enabled, "train.da.enabled",
             "domain adaptation works with train.batching=triplets only")
-    require(raw.augment_on == "device", "train.augment_on",
+    from vgjax.data.augment import AUGMENT_ON
+    require(not AUGMENT_ON.get(raw.augment_on).reads_files, "train.augment_on",
             "train.batching=places augments on the device only (set device)")
     if config is not None:
         from vgjax.data.cache import CACHE_MODES

@@ -118,8 +118,9 @@ def make_optimizer(train_cfg, trainable=None) -> optax.GradientTransformation:
 
     from vgjax.config import ConfigError
     from vgjax.train.schedules import initial_lr, warmup_steps
-    try:
-        warmup, lr0 = warmup_steps(train_cfg), initial_lr(train_cfg)
+    try:  # a section without a scheduler (e.g. built by hand): none, no warmup
+        warmup, lr0 = ((warmup_steps(train_cfg), initial_lr(train_cfg))
+                       if "scheduler" in train_cfg else (0, float(train_cfg.lr)))
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
