@@ -99,11 +99,16 @@ def test_background_thread_errors_after_a_signal_print_no_traceback():
     """Once a signal stops the run, a worker thread failing on its closed executor (orbax's
     save futures while the main thread unwinds) prints no traceback; before it, it does."""
     code = (
-        "import signal, sys, threading\n"
+        "import logging, signal, sys, threading\n"
         "from vgjax.train import interrupt\n"
+        "logging.basicConfig()\n"
         "interrupt.raise_on_sigterm()\n"
         "def fail():\n"
-        "    raise RuntimeError('cannot schedule new futures after shutdown')\n"
+        "    try:\n"  # orbax logs its futures' errors with their traceback, then raises
+        "        raise RuntimeError('cannot schedule new futures after shutdown')\n"
+        "    except RuntimeError:\n"
+        "        logging.exception('raised an exception')\n"
+        "        raise\n"
         "def run():\n"
         "    t = threading.Thread(target=fail); t.start(); t.join()\n"
         "run()\n"

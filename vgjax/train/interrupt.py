@@ -46,6 +46,17 @@ def _thread_error_hook(previous):
     return hook
 
 
+def _quiet_background_errors(record: logging.LogRecord) -> bool:
+    """Once a signal stops the process, an error a background thread logs with its traceback
+    (orbax's save futures on their closed executors) goes to debug level only."""
+    if (_stopping.is_set() and record.exc_info
+            and record.thread != threading.main_thread().ident):
+        logging.getLogger("vgjax.train").debug("background thread stopped by the interruption: "
+                                               "%s", record.getMessage())
+        return False
+    return True
+
+
 def _in_gc_callback(frame) -> bool:
     """Whether `frame` runs inside a garbage-collector callback (JAX registers one)."""
     codes = {getattr(cb, "__code__", None) for cb in gc.callbacks} - {None}
@@ -67,6 +78,9 @@ def raise_on_sigterm() -> None:
     garbage-collector callback is sent again just after it: an exception raised there would
     be printed as "Exception ignored" and lost, and the run would go on."""
     def handler(signum, frame):
+        if not _stopping.is_set():
+            for h in logging.getLogger().handlers:  # e.g. orbax logs its futures' errors
+                h.addFilter(_quiet_background_errors)
         _stopping.set()
         if _in_gc_callback(frame):
             threading.Timer(0.05, lambda: _resend(signum)).start()
