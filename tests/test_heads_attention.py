@@ -18,39 +18,10 @@ from vgjax.config import ConfigError
 from vgjax.models.boq import BoQ, BoQSettings
 from vgjax.models.network import build_network, descriptor_dim, head_options, init_key
 from vgjax.models.salad import SALAD, SALADSettings, check_feature_size
+from test_heads import features, model_cfg, randomized, relative_error
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
-
-
-def model_cfg(aggregation, options=None, **overrides):
-    cfg = get_config().model
-    cfg.aggregation = aggregation
-    for k, v in overrides.items():
-        cfg[k] = v
-    for k, v in (options or {}).items():
-        cfg[aggregation][k] = v
-    return cfg
-
-
-def features(shape, seed=0):
-    """Random local features (N, h, w, C) float32 and the same as NCHW torch."""
-    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    return x, torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-
-
-def randomized(params, seed=1):
-    """Random values (uniform in [-1, 1]) in the shapes of `params` (arrays or shapes)."""
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    rng = np.random.default_rng(seed)
-    return jax.tree_util.tree_unflatten(
-        tree, [jnp.asarray(rng.uniform(-1, 1, np.shape(x)).astype(np.float32)) for x in leaves])
-
-
-def relative_error(actual, expected) -> float:
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 def t(a):
