@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from configs.default import get_config
 from vgjax.config import ConfigError
 from vgjax.models.boq import BoQ, BoQSettings
-from vgjax.models.network import build_network, descriptor_dim, head_options, init_key
+from vgjax.models.network import build_network, descriptor_dim, head_options
 from vgjax.models.salad import SALAD, SALADSettings, check_feature_size
 from test_heads import features, model_cfg, randomized, relative_error
 
