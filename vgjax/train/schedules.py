@@ -105,8 +105,26 @@ def _warmup_steps(warmup_steps) -> int:
     return int(warmup_steps)
 
 
+class _EpochRate:
+    """A rate in closed form of the epochs stepped so far (`t`, its saved state)."""
+    t = 0
+
+    def rate(self) -> float:
+        raise NotImplementedError
+
+    def step(self, metric: float | None = None, lr: float | None = None) -> float:
+        self.t += 1
+        return self.rate()
+
+    def state_dict(self) -> dict:
+        return {"t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = int(state["t"])
+
+
 @SCHEDULERS.register("multistep")
-class MultiStepLR:
+class MultiStepLR(_EpochRate):
     """torch MultiStepLR in closed form, one step per epoch: after epoch t (counted from 1)
     lr = base_lr * gamma ** (number of milestones <= t), milestones in epochs. With
     `warmup_steps` > 0 the optimizer also scales every update by min(1, (s + 1) /
@@ -127,19 +145,10 @@ class MultiStepLR:
     def rate(self) -> float:
         return self.base_lr * self.gamma ** sum(m <= self.t for m in self.milestones)
 
-    def step(self, metric: float | None = None, lr: float | None = None) -> float:
-        self.t += 1
-        return self.rate()
-
-    def state_dict(self) -> dict:
-        return {"t": self.t}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.t = int(state["t"])
 
 
 @SCHEDULERS.register("linear")
-class LinearLR:
+class LinearLR(_EpochRate):
     """torch LinearLR in closed form, one step per epoch: the rate of epoch t (from 0) is
     base_lr * (start_factor + (end_factor - start_factor) * min(t, total_epochs) /
     total_epochs); the first epoch already trains at base_lr * start_factor (the optimizer
@@ -166,15 +175,6 @@ class LinearLR:
         return self.base_lr * (self.start + (self.end - self.start)
                                * min(self.t, self.total) / self.total)
 
-    def step(self, metric: float | None = None, lr: float | None = None) -> float:
-        self.t += 1
-        return self.rate()
-
-    def state_dict(self) -> dict:
-        return {"t": self.t}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.t = int(state["t"])
 
 
 @SCHEDULERS.register("none")
