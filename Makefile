@@ -25,9 +25,11 @@ $(DEV): $(RUNTIME) requirements-dev.lock
 	$(PY) -m pip install -q -r requirements-dev.lock
 	touch $(DEV)
 
-# pytest exits 5 when it collects no test: report it, do not fail on it.
+# pytest exits 5 when it collects no test: report it, do not fail on it. The suite runs in
+# TEST_WORKERS processes (pytest-xdist), a test file per process at a time.
+TEST_WORKERS ?= 2
 test: $(DEV)
-	$(PY) -m pytest -q tests; code=$$?; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests; code=$$?; \
 	if [ $$code -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$code
 
 # Exact versions from the ranges, resolved in fresh virtual environments (scripts/lock.sh).
