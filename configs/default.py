@@ -116,13 +116,27 @@ def get_config(arg=None):
     c.train.batching = "triplets"             # triplets (mining rounds of (query, positive,
     #   negatives) groups, the reference's) | places (P places x K images a step, a batch loss
     #   with a batch miner: GSV-Cities / MixVPR / Conv-AP; docs/TRAINING.md#place-batches)
+    #   | cosplace (CosPlace's groups of classes and CosFace classifiers,
+    #   docs/TRAINING.md#cosplace-training)
     c.train.places_per_batch = 100            # places: P places a step
     c.train.images_per_place = 4              # places: K images of each (P * K images a step)
     c.train.places_per_epoch = 0              # places: places of an epoch (0 = all of them)
     c.train.miner = "multi_similarity"        # places: multi_similarity | none (every pair)
     c.train.miner_args = {}                   # e.g. multi_similarity: epsilon
-    c.train.checkpoint_steps = 0              # places: also save `last` every this many steps
-    #                                           of an epoch (0 = at the end of epochs only)
+    c.train.checkpoint_steps = 0              # places, cosplace: also save `last` every this
+    #                                           many steps of an epoch (0 = at epochs' ends)
+    c.train.cosplace = ml_collections.ConfigDict()  # train.batching=cosplace (its defaults)
+    c.train.cosplace.cell_m = 10.0            # M: side of a class's UTM cell (m)
+    c.train.cosplace.heading_deg = 30.0       # alpha: heading sector of a class (degrees)
+    c.train.cosplace.n = 5                    # N: cells between two classes of a group
+    c.train.cosplace.l = 2                    # L: sectors between two classes of a group
+    c.train.cosplace.groups = 8               # groups trained, an epoch each in turn
+    c.train.cosplace.min_images_per_class = 10
+    c.train.cosplace.classes_per_batch = 32   # a step: this many classes, an image of each
+    c.train.cosplace.steps_per_epoch = 10000
+    c.train.cosplace.scale = 30.0             # CosFace s
+    c.train.cosplace.margin = 0.4             # CosFace m
+    c.train.cosplace.classifier_lr = 0.01     # each group's classifier: Adam at this rate
     c.train.queries_per_step = 4              # "train_batch_size" of the reference
     c.train.negatives_per_query = 10
     c.train.mining = "partial"                # partial | full | random | msls_weighted

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPES = ["mixvpr", "convap", "cosplace", "salad", "boq"]
+RECIPES = ["mixvpr", "convap", "cosplace", "salad", "boq"]  # the modern_heads suite's heads
+# the recipes trained with place batches (configs/cosplace.py trains as CosPlace does:
+# tests/test_cosplace.py)
+PLACE_RECIPES = [r for r in RECIPES if r != "cosplace"]
 # P, optimizer, lr, scheduler, image size, descriptor size: the published recipes
 PUBLISHED = {
     "mixvpr": (120, "sgd", 0.05, "multistep", (320, 320), 4096),
     "convap": (100, "adam", 2e-4, "multistep", (320, 320), 4096),
-    "cosplace": (100, "adam", 1e-5, "none", (512, 512), 512),
     "salad": (60, "adamw", 6e-5, "linear", (224, 224), 8448),
     "boq": (128, "adamw", 1e-4, "multistep", (320, 320), 16384),
 }
@@ -36,7 +38,7 @@ def _load(spec, *overrides):
     return load_config(REPO / "configs" / spec, list(overrides))
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", PLACE_RECIPES)
 def test_recipe_has_its_published_settings(name):
     from vgjax.models.network import build_network, descriptor_dim, init_variables
     from vgjax.train import schedules
@@ -62,7 +64,7 @@ def test_recipe_has_its_published_settings(name):
     assert out.shape == (1, dim)
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", PLACE_RECIPES)
 def test_smoke_variant_passes_the_training_checks(name, tiny_city, gsv_city):
     from vgjax.models.network import (build_network, descriptor_dim, init_variables,
                                       trainable_mask)

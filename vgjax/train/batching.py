@@ -4,7 +4,10 @@
   (query, positive, negatives) groups and a triplet-style loss (`vgjax.train.loop`);
 - `places`: place batches, as GSV-Cities / MixVPR / Conv-AP train: each step P places x K
   images of each, a batch miner and a batch loss over all P * K descriptors
-  (`vgjax.train.places_loop`).
+  (`vgjax.train.places_loop`);
+- `cosplace`: CosPlace's training: classes of UTM cells x headings in groups, one CosFace
+  classifier per group, an epoch per group in turn (`vgjax.train.cosplace`,
+  `vgjax.train.cosplace_loop`).
 
 An entry checks the options that depend on it (`check(raw train section, config)`: the
 family of `train.loss`, P and K, ...), the training set when a run starts
@@ -92,6 +95,16 @@ def _check_places(raw, config=None) -> None:
                 "(data.format); set folder")
 
 
+def _check_cosplace(raw, config=None) -> None:
+    from vgjax.train.cosplace import check_cosplace
+    from vgjax.train.cosplace_loop import check_cosplace_config
+    check_cosplace(raw.cosplace)
+    for field in ("checkpoint_steps",):
+        require(isinstance(raw[field], int) and raw[field] >= 0, f"train.{field}",
+                f"must be >= 0 (0 = off), got {raw[field]!r}")
+    check_cosplace_config(raw, config)
+
+
 def _validate_triplets(config) -> None:
     """The train split is checked with the evaluators' splits (`validate_training`)."""
 
@@ -99,6 +112,16 @@ def _validate_triplets(config) -> None:
 def _validate_places(config) -> None:
     from vgjax.train.places_loop import open_train_places
     open_train_places(config)
+
+
+def _validate_cosplace(config) -> None:
+    from vgjax.train.cosplace_loop import open_cosplace_groups
+    open_cosplace_groups(config)
+
+
+def _run_cosplace(config, run):
+    from vgjax.train.cosplace_loop import train_cosplace
+    return train_cosplace(config, run)
 
 
 def _run_triplets(config, run):
@@ -115,6 +138,8 @@ BATCHING.register("triplets")(Batching("triplets", _check_triplets, _validate_tr
                                        _run_triplets, train_split=True))
 BATCHING.register("places")(Batching("places", _check_places, _validate_places,
                                      _run_places, train_split=False))
+BATCHING.register("cosplace")(Batching("cosplace", _check_cosplace, _validate_cosplace,
+                                       _run_cosplace, train_split=True))
 
 
 def get_batching(name: str) -> Batching:

@@ -108,10 +108,11 @@ def _domain_params(domain, net, model_cfg, size, seed: int):
 
 
 def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, domain,
-                  init_load=None):
+                  init_load=None, aux_init=None):
     """(state, progress, negative cache, tx) of a run: resumed from the newest usable
     checkpoint in `run` if there is one, else fresh (`initial_variables`, plus the domain
-    classifier's parameters with domain adaptation), replicated over `mesh`."""
+    classifier's parameters with domain adaptation, and `aux_init()` as `state.aux`),
+    replicated over `mesh`."""
     t = TrainSettings.from_config(config)
     size = DataSettings.from_config(config).resize
     replicated = NamedSharding(mesh, P())
@@ -130,6 +131,8 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
     tx = optim.make_optimizer(t, optim.lr_scales(trainable_mask(abstract["params"], config.model),
                                                  config.model, t))
     target = jax.eval_shape(lambda v: TrainState.create(v, tx), abstract)
+    if aux_init is not None:
+        target = target.replace(aux=jax.eval_shape(aux_init))
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), target)
     restored = checkpoint.restore_latest(
@@ -142,9 +145,11 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
             variables = with_domain(variables, _domain_params(domain, net, config.model, size,
                                                               config.seed))
         variables = multihost.from_process_zero(variables)
+        fresh = TrainState.create(variables, tx)
+        if aux_init is not None:
+            fresh = fresh.replace(aux=multihost.from_process_zero(aux_init()))
         # host copies: device_put places those on every process of a multi-process mesh
-        state = jax.device_put(jax.tree.map(np.asarray, TrainState.create(variables, tx)),
-                               replicated)
+        state = jax.device_put(jax.tree.map(np.asarray, fresh), replicated)
         return state, Progress(), negative_cache, tx
     state, progress, cache, found, _ = restored
     if negative_cache is not None:

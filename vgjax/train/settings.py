@@ -25,6 +25,7 @@ from vgjax.models.settings import ModelSettings
 from vgjax.train import mining, optim
 from vgjax.train.adaptation import LAMBDA_SCHEDULES
 from vgjax.train.batching import BATCHING
+from vgjax.train.cosplace import CosPlaceSettings
 from vgjax.train.mining import MINERS
 from vgjax.train.optim import OPTIMIZERS, keeps_averaged_weights, optimizer_kwargs
 from vgjax.train.schedules import SCHEDULERS, plateau_patience, scheduler_kwargs
@@ -52,6 +53,7 @@ class TrainSettings(Settings):
     miner: str = "multi_similarity"
     miner_args: Args = dataclasses.field(default_factory=Args)
     checkpoint_steps: int = 0
+    cosplace: CosPlaceSettings = dataclasses.field(default_factory=CosPlaceSettings)
     queries_per_step: int = 4
     negatives_per_query: int = 10
     mining: str = "partial"

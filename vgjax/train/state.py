@@ -17,6 +17,9 @@ class TrainState(flax.struct.PyTreeNode):
     batch_stats: Any
     opt_state: Any
     failed: jax.Array        # bool scalar: a step had a non-finite loss; later steps are no-ops
+    # what a training trains beside the model with its own optimizer (CosPlace's per-group
+    # classifiers and their Adam states: vgjax.train.cosplace); None for the others
+    aux: Any = None
 
     @classmethod
     def create(cls, variables: dict, tx) -> "TrainState":
