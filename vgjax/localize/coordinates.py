@@ -148,7 +148,7 @@ def read_coords_csv(csv_path: str | os.PathLike, folder: str | os.PathLike,
     accepted = "; ".join(f"{a},{b}" for a, b in CSV_COLUMNS)
     if CSV_PATH_COLUMN not in header or len(pairs) != 1:
         why = ("has several coordinate column pairs" if len(pairs) > 1
-               else "has no accepted header")
+               else "has no accepted columns")
         raise CoordinatesError(f"{where}: header {','.join(rows[0])!r} {why}: expected a "
                                f"'{CSV_PATH_COLUMN}' column and one of: {accepted}")
     (col_a, col_b), system = pairs[0]

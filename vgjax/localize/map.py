@@ -45,10 +45,13 @@ def save_map(preds: Predictions, database: Places, path: str | os.PathLike) -> P
                linewidths=0.4, label="predicted place (top-1)", zorder=4)
     if ok.sum() <= MAX_LABELS:
         px, py = xy(predicted)
+        stacked: dict[tuple[float, float], int] = {}  # labels already at a place
         for q in np.flatnonzero(ok):
+            n = stacked.get((px[q], py[q]), 0)
+            stacked[(px[q], py[q])] = n + 1
             ax.annotate(f"{Path(preds.queries[q]).stem[:24]} ({preds.confidences[q, 0]:.2f})",
-                        (px[q], py[q]), xytext=(4, 4), textcoords="offset points", fontsize=6,
-                        color="darkred")
+                        (px[q], py[q]), xytext=(5, 4 + 8 * n), textcoords="offset points",
+                        fontsize=6, color="darkred")
     xlabel, ylabel = AXIS_LABELS[database.system]
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
