@@ -16,9 +16,12 @@ from PIL import Image
 from configs.default import get_config
 from vgjax.data.format import make_filename
 from vgjax.localize import cli
-from vgjax.localize.coordinates import CoordinatesError, database_places, read_coords_csv
-from vgjax.localize.index import INFO_FILE
-from vgjax.localize.predictions import confidence
+from vgjax.eval.search import exact_search
+from vgjax.eval.store import DescriptorStore
+from vgjax.localize.coordinates import (CoordinatesError, Places, database_places,
+                                        read_coords_csv)
+from vgjax.localize.index import INFO_FILE, build_index
+from vgjax.localize.predictions import Predictions, confidence, write_predictions_csv
 from vgjax.models.io import save_model
 from vgjax.models.network import init_variables
 
@@ -286,3 +289,37 @@ def test_errors_before_describing(world, tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), err
         assert re.search(message, err[0]), (message, err[0])
+
+
+def test_index_search_is_evaluations_search(tmp_path):
+    """Blocks added to a faiss IndexFlatL2 rank as evaluation's exact search does."""
+    rng = np.random.default_rng(0)
+    database = rng.normal(size=(50, 8)).astype(np.float32)
+    queries = rng.normal(size=(7, 8)).astype(np.float32)
+    store = DescriptorStore(database.shape, np.float32)
+    store.write(0, database)
+    places = Places("utm", np.full((50, 2), np.nan), ("",) * 50)
+    index = build_index(store, [f"{i}.jpg" for i in range(50)], places, {},
+                        chunk_bytes=8 * 4 * 16)  # four blocks
+    d, i = index.search(queries, 5)
+    ed, ei = exact_search(store, queries, 5, backend="faiss-cpu")
+    np.testing.assert_array_equal(i, ei)
+    np.testing.assert_allclose(d, ed, rtol=1e-5)
+    assert index.search(queries, 99)[1].shape == (7, 50)
+
+
+def test_csv_cells_of_unknown_places(tmp_path):
+    """A database photo kept by --allow-missing-coords and a query without a known place
+    give empty cells, not NaN."""
+    database = Places("latlon", np.array([[40.0, -80.0], [np.nan, np.nan]]), ("exif", ""))
+    queries = Places("latlon", np.array([[40.0, -80.001], [np.nan, np.nan]]), ("exif", ""))
+    preds = Predictions.from_search(["q0.jpg", "q1.jpg"], [[0.5, 1.0], [0.2, 0.3]],
+                                    [[1, 0], [0, 1]], queries)
+    write_predictions_csv(tmp_path / "p.csv", preds, ["a.jpg", "b.jpg"], database)
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["match"] for r in rows] == ["b.jpg", "a.jpg", "a.jpg", "b.jpg"]
+    assert rows[0]["match_lat"] == "" and rows[0]["metres"] == ""
+    assert rows[1]["match_lat"] == "40.0000000"
+    assert float(rows[1]["metres"]) == pytest.approx(85.2, abs=0.2)  # 0.001 deg of longitude
+    assert rows[2]["query_lat"] == "" and rows[2]["metres"] == ""

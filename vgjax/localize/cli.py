@@ -33,7 +33,7 @@ from vgjax.eval.methods import ViewPlan
 from vgjax.eval.store import store_factory
 from vgjax.localize.coordinates import Places, database_places, query_places
 from vgjax.localize.index import (INFO_FILE, DatabaseIndex, build_index, load_index,
-                                  model_identity, _faiss)
+                                  model_identity, require_faiss)
 from vgjax.localize.map import save_map
 from vgjax.localize.pictures import save_query_pictures
 from vgjax.localize.predictions import Predictions, write_predictions_csv
@@ -88,7 +88,7 @@ def _check_out(out: Path, option: str = "--out") -> None:
 
 def prepare(args) -> Plan:
     """Checks every input (raising one-line errors) before any image is described."""
-    _faiss()
+    require_faiss()
     if args.index and (args.database or args.database_coords or args.allow_missing_coords):
         flag = "--database" if args.database else (
             "--database-coords" if args.database_coords else "--allow-missing-coords")
@@ -133,12 +133,14 @@ def prepare(args) -> Plan:
     return Plan(args.checkpoint, size, model, queries, out, db_paths, database, saved)
 
 
-def describe(paths, describer, size, batch_size, num_workers, store_path=None):
+def describe(paths, describer, size, batch_size, num_workers, store_path=None,
+             progress=None):
     """A DescriptorStore of `paths` (on disk at `store_path` if given): evaluation's
     extraction, database side."""
     store, _ = extract_descriptors(paths, describer, ViewPlan(sizes=(tuple(size),)),
                                    batch_size=batch_size, num_workers=num_workers,
-                                   make_store=store_factory(path=store_path))
+                                   make_store=store_factory(path=store_path),
+                                   progress=progress)
     return store
 
 
@@ -153,7 +155,7 @@ def localize(plan: Plan, top_k: int, batch_size: int = 32, num_workers: int = 8,
     if index is None:
         with tempfile.TemporaryDirectory(dir=plan.out, prefix=".database-") as tmp:
             store = describe(plan.database_paths, describer, plan.size, batch_size,
-                             num_workers, Path(tmp) / "descriptors.npy")
+                             num_workers, Path(tmp) / "descriptors.npy", "database")
             try:
                 index = build_index(store, [os.path.abspath(p) for p in plan.database_paths],
                                     plan.database, plan.model)

@@ -33,7 +33,7 @@ class IndexFileError(ValueError):
     """A saved index that cannot be read, or that another model (or input size) made."""
 
 
-def _faiss():
+def require_faiss():
     try:
         import faiss
     except ImportError:
@@ -79,7 +79,7 @@ class DatabaseIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / INFO_FILE).unlink(missing_ok=True)  # an index is complete once this exists
-        _faiss().write_index(self.index, str(folder / INDEX_FILE))
+        require_faiss().write_index(self.index, str(folder / INDEX_FILE))
         np.savez(folder / DATABASE_FILE, paths=np.array(self.paths, dtype=str),
                  coords=self.places.values, sources=np.array(self.places.sources, dtype=str),
                  system=np.array(self.places.system))
@@ -93,7 +93,7 @@ class DatabaseIndex:
 def build_index(store: DescriptorStore, paths, places: Places, model: dict,
                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> DatabaseIndex:
     """An exact L2 index of the store's rows, added one block at a time."""
-    index = _faiss().IndexFlatL2(store.dim)
+    index = require_faiss().IndexFlatL2(store.dim)
     for _, block in store.chunks(store.rows_per_chunk(chunk_bytes)):
         index.add(np.ascontiguousarray(block, np.float32))
     return DatabaseIndex(index, list(paths), places, model)
@@ -146,7 +146,7 @@ def load_index(folder: str | os.PathLike, current_model: dict,
             system = str(z["system"])
             places = Places(system, np.asarray(z["coords"], np.float64),
                             tuple(str(s) for s in z["sources"]))
-        index = _faiss().read_index(str(folder / INDEX_FILE))
+        index = require_faiss().read_index(str(folder / INDEX_FILE))
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         raise IndexFileError(f"{option} {folder}: cannot be read ({str(e).splitlines()[0]})") \
             from None

@@ -1,6 +1,8 @@
 """`OUT/map.png`: the database's places, each query's predicted place (its top-1 match)
 marked and labelled, and, where a query's own place is known, a line from it to the
-prediction. Plain axes in the database's system (no map tiles, nothing downloaded)."""
+prediction. Queries are numbered 1..Q in the order of predictions.csv, as their pictures'
+titles number them. Plain axes in the database's system (no map tiles, nothing
+downloaded)."""
 from __future__ import annotations
 
 import math
@@ -49,7 +51,7 @@ def save_map(preds: Predictions, database: Places, path: str | os.PathLike) -> P
         for q in np.flatnonzero(ok):
             n = stacked.get((px[q], py[q]), 0)
             stacked[(px[q], py[q])] = n + 1
-            ax.annotate(f"{Path(preds.queries[q]).stem[:24]} ({preds.confidences[q, 0]:.2f})",
+            ax.annotate(f"{q + 1} ({preds.confidences[q, 0]:.2f})",
                         (px[q], py[q]), xytext=(5, 4 + 8 * n), textcoords="offset points",
                         fontsize=6, color="darkred")
     xlabel, ylabel = AXIS_LABELS[database.system]
@@ -64,7 +66,7 @@ def save_map(preds: Predictions, database: Places, path: str | os.PathLike) -> P
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, loc="best")
     ax.set_title(f"{len(preds.queries)} queries on {int(known.sum())} database places "
-                 "(label: query, top-1 confidence)", fontsize=9)
+                 "(label: query number, top-1 confidence)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return Path(path)

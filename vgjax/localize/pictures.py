@@ -62,7 +62,7 @@ def save_query_pictures(preds: Predictions, database_paths: Sequence[str],
         FigureCanvasAgg(fig)
         axes = np.atleast_1d(fig.subplots(1, preds.k + 1))
         axes[0].imshow(thumbnail(query))
-        axes[0].set_title("query", fontsize=8, fontweight="bold")
+        axes[0].set_title(f"query {q + 1}", fontsize=8, fontweight="bold")
         qplace = preds.query_places.values[q]
         axes[0].set_xlabel(Path(query).name[:28] + (
             "\n" + place_text(database.system, qplace) if np.isfinite(qplace).all() else ""),
