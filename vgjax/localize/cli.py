@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 
 from vgjax.data.format import IMAGE_EXTENSIONS, list_images
@@ -39,7 +41,7 @@ from vgjax.localize.pictures import save_query_pictures
 from vgjax.localize.predictions import Predictions, write_predictions_csv
 from vgjax.models.backbones import check_input_size
 from vgjax.models.io import ModelDirError, load_model, read_model_info
-from vgjax.models.network import ARCH_DEFAULTS
+from vgjax.models.network import ARCH_DEFAULTS, build_network, make_describe_fn
 
 PREDICTIONS_CSV, PICTURES, MAP = "predictions.csv", "pictures", "map.png"
 
@@ -133,6 +135,13 @@ def prepare(args) -> Plan:
     return Plan(args.checkpoint, size, model, queries, out, db_paths, database, saved)
 
 
+@functools.lru_cache(maxsize=2)
+def describe_fn(model_json: str):
+    """One jitted describe function per architecture (its JSON config): localizing again in
+    the same process reuses its compilations."""
+    return make_describe_fn(build_network(ml_collections.ConfigDict(json.loads(model_json))))
+
+
 def describe(paths, describer, size, batch_size, num_workers, store_path=None,
              progress=None):
     """A DescriptorStore of `paths` (on disk at `store_path` if given): evaluation's
@@ -150,7 +159,8 @@ def localize(plan: Plan, top_k: int, batch_size: int = 32, num_workers: int = 8,
     timings = {}
     start = time.perf_counter()
     model_cfg, variables = load_model(plan.checkpoint)
-    describer = Describer.from_model(model_cfg, variables)
+    describer = Describer(describe_fn(json.dumps(model_cfg.to_dict(), sort_keys=True)),
+                          variables)
     index = plan.saved
     if index is None:
         with tempfile.TemporaryDirectory(dir=plan.out, prefix=".database-") as tmp:
