@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shlex
 import subprocess
 import sys
@@ -47,9 +48,16 @@ ALPHA = 0.05
 
 def run(cmd: list[str]) -> None:
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     subprocess.run(cmd, check=True, cwd=REPO)
-    print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"  ({time.perf_counter() - start:.0f} s, {_children_cpu() - cpu:.0f} CPU s)",
+          flush=True)
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def trivial_baseline(root: Path, out: Path) -> dict:
