@@ -310,5 +310,5 @@ def _final(config, run: Path, evals, describe) -> dict:
             out[r.name if e.name == "test" else f"{e.name}/{r.name}"] = r.recalls
         rows, counts = e.table(results)
         log.info("%s of the best model (epoch %s):\n%s", e.name, best_epoch,
-                 format_table(rows, counts))
+                 format_table(rows, counts, protocols=e.protocols(results)))
     return out
