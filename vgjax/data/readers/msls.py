@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,7 @@ def _subset(root: Path, name: str, split: str, db_paths: np.ndarray, q_paths: np
     for k, f in files.items():
         try:
             arrays[k] = np.load(f, allow_pickle=(k == "pIdx"))
-        except (ValueError, OSError, EOFError) as e:
+        except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
             raise fmt.DatasetFormatError(f"{f}: not a readable .npy file ({e})") from None
     db_rel, q_rel, q_idx, p_idx = (arrays[k] for k in SUBSET_FILES)
     for k in ("dbImages", "qImages"):

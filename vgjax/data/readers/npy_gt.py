@@ -15,6 +15,7 @@ files you trust.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def _load(path: Path, pickled: bool = False) -> np.ndarray:
         raise fmt.DatasetFormatError(f"{path} does not exist")
     try:
         return np.load(path, allow_pickle=pickled)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
         raise fmt.DatasetFormatError(f"{path}: not a readable .npy file ({e})") from None
 
 
