@@ -19,6 +19,7 @@ from vgjax.data.readers.nordland import frame_numbers
 from vgjax.data.settings import check_data
 from vgjax.eval import Describer, recalls_from_predictions
 from vgjax.eval.evaluate import evaluate, evaluate_protocols
+from vgjax.eval import evaluators
 from vgjax.eval.evaluators import check_entry
 from vgjax.eval.recalls import correct_from_positives, recalls_from_correct
 from vgjax.synthetic.cli import main as synthetic_main
@@ -291,3 +292,16 @@ def test_eval_cli_reports_protocols(city, tmp_path, monkeypatch, capsys):
         assert line.endswith("]") and "msls/val: queries" in line
     info = json.loads((out / "eval_info.json").read_text())
     assert info["datasets"]["msls_subset"]["protocol"]["threshold"] is None
+
+
+def test_metrics_of_a_benchmark_with_several_protocols(city, cfg):
+    c = ml_collections.ConfigDict(cfg.to_dict())
+    c.evals.val.format = "msls"
+    c.evals.val.datasets = [str(city / "msls")]
+    e = evaluators.build(c, "val")
+    assert e.data_format == "msls"
+    results = e.run(_describe)
+    metrics = e.metrics(results)
+    assert [r.name for r in results] == ["msls", "msls_subset"]
+    assert metrics["val/R@1"] == metrics["val/msls/R@1"] == results[0].recalls["R@1"]
+    assert metrics["val/msls_subset/R@3"] == results[1].recalls["R@3"]

@@ -118,11 +118,15 @@ class RetrievalEvaluator:
         return results
 
     def metrics(self, results: Sequence[EvalResult]) -> dict[str, float]:
-        """{'<name>/R@5': ..} for one dataset, {'<name>/<dataset>/R@5': ..} for several."""
+        """{'<name>/R@5': ..} for one result, {'<name>/<result>/R@5': ..} for several; a
+        single dataset read with several protocols also gives its first (msls: the
+        official rule) as '<name>/R@5'."""
         out = {}
         for r in results:
             prefix = self.name if len(results) == 1 else f"{self.name}/{r.name}"
             out.update({f"{prefix}/{k}": v for k, v in r.recalls.items()})
+        if len(results) > 1 and len(self.datasets) == 1:
+            out.update({f"{self.name}/{k}": v for k, v in results[0].recalls.items()})
         return out
 
     def table(self, results: Sequence[EvalResult]):
