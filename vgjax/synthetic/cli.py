@@ -21,9 +21,8 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
-
 import tempfile
+from pathlib import Path
 
 from vgjax.synthetic.benchmarks import FOLDERS, SOURCE_SPLIT, WRITERS, write_benchmark
 from vgjax.synthetic.build import generate

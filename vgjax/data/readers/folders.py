@@ -15,6 +15,7 @@ Each is scored by its published rule, a database image within 25 m, whatever
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 
 from vgjax.data import format as fmt
@@ -25,6 +26,7 @@ from vgjax.data.protocol import query_set, utm_protocol
 from vgjax.data.readers import READERS
 
 UTM_METRES = 25.0  # the positive radius of SPED, St Lucia and SVOX
+HARD_METRES = 10.0  # (hard positives: not used by evaluation)
 SVOX_CONDITIONS = ("night", "overcast", "rain", "snow", "sun")
 SVOX_DATABASE = ("gallery", "database")
 
@@ -55,13 +57,13 @@ def _test_only(dataset, split: str, what: str) -> None:
 @READERS.register("sped")
 def read_sped(data_cfg, dataset, split: str) -> Split:
     _test_only(dataset, split, "SPED")
-    return with_utm_rule(load_split(dataset, split, UTM_METRES, min(UTM_METRES, 10.0)))
+    return with_utm_rule(load_split(dataset, split, UTM_METRES, HARD_METRES))
 
 
 @READERS.register("stlucia")
 def read_stlucia(data_cfg, dataset, split: str) -> Split:
     _test_only(dataset, split, "St Lucia")
-    return with_utm_rule(load_split(dataset, split, UTM_METRES, min(UTM_METRES, 10.0)))
+    return with_utm_rule(load_split(dataset, split, UTM_METRES, HARD_METRES))
 
 
 @READERS.register("svox")
@@ -86,7 +88,7 @@ def read_svox(data_cfg, dataset, split: str) -> Split:
                     utm=np.concatenate([i.utm for i in indexes]),
                     zones=np.concatenate([i.zone_labels for i in indexes]))
     whole = split_from_indexes(dataset_name(dataset), split, database, queries, UTM_METRES,
-                               10.0, where=str(folder))
+                               HARD_METRES, where=str(folder))
     name = whole.dataset
     starts = np.cumsum([0] + [len(i) for i in indexes])
     query_sets = []
