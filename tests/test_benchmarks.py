@@ -305,3 +305,13 @@ def test_metrics_of_a_benchmark_with_several_protocols(city, cfg):
     assert [r.name for r in results] == ["msls", "msls_subset"]
     assert metrics["val/R@1"] == metrics["val/msls/R@1"] == results[0].recalls["R@1"]
     assert metrics["val/msls_subset/R@3"] == results[1].recalls["R@3"]
+
+
+def test_single_protocol_without_coordinates_draws_pictures(city, cfg, tmp_path):
+    split = _read(city, cfg, "npy_gt")
+    test = ml_collections.ConfigDict(cfg.test.to_dict())
+    test.num_pictures, test.pictures_topk = 1, 2
+    result = evaluate(split, _describe, test, cfg.data, out_dir=tmp_path)
+    assert result.name == "synthcity" and result.protocol.rule.endswith("synthcity_gt.npy")
+    assert len(list((tmp_path / "pictures" / "synthcity").glob("query_*.png"))) == 1
+    assert result.domain_recalls == {}   # the lists' own file names carry no note
