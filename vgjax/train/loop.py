@@ -191,7 +191,8 @@ def _evaluate(evals, when: str, describe, variables,
         by_dataset[e.name] = {r.name: r.recalls for r in results}
         if len(results) == 1:
             recalls[e.name] = results[0].recalls
-        log.info("%s: %s", e.name, "; ".join(f"{r.name} {r.summary()}" for r in results))
+        log.info("%s: %s", e.name, "; ".join(f"{r.name} {r.summary()} [{r.protocol_label()}]"
+                                             for r in results))
     return metrics, recalls, by_dataset
 
 

@@ -187,8 +187,9 @@ def read_msls(data_cfg, dataset, split: str) -> Split:
         q_parts.append(q)
         n_db, n_q = n_db + len(db.paths), n_q + len(q.paths)
     if n_db == 0 or n_q == 0:
-        raise fmt.DatasetFormatError(f"{root}: no non-panorama {'database' if not n_db else 'query'}"
-                                     f" image in {', '.join(cities)}")
+        role = "database" if not n_db else "query"
+        raise fmt.DatasetFormatError(f"{root}: no non-panorama {role} image in "
+                                     f"{', '.join(cities)}")
 
     def index(parts):  # cities lie in different UTM zones: no zone, distances within a city
         return Index(paths=np.concatenate([p.paths for p in parts]),
