@@ -315,3 +315,14 @@ def test_single_protocol_without_coordinates_draws_pictures(city, cfg, tmp_path)
     assert result.name == "synthcity" and result.protocol.rule.endswith("synthcity_gt.npy")
     assert len(list((tmp_path / "pictures" / "synthcity").glob("query_*.png"))) == 1
     assert result.domain_recalls == {}   # the lists' own file names carry no note
+
+
+def test_synthetic_format_refusals(city, capsys):
+    for argv, words in ((["--format", "sped"], "sped already exists; pass --overwrite"),
+                        (["--format", "msls", "--datasets", "pitts30k"],
+                         "--datasets applies to --format standard only"),
+                        (["--format", "nordland", "--stats-only"],
+                         "--stats-only applies to --format standard and gsv_cities")):
+        with pytest.raises(SystemExit) as e:
+            synthetic_main(["--out", str(city), *argv])
+        assert e.value.code == 2 and words in capsys.readouterr().err

@@ -162,6 +162,9 @@ def _benchmark(args) -> dict:
     """Writes `--format`'s benchmark from pitts30k's split (read if present, else rendered
     into a temporary folder inside --out)."""
     out = Path(args.out)
+    target = out / FOLDERS[args.format]
+    if target.exists() and not args.overwrite:  # before rendering anything
+        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
     split = SOURCE_SPLIT.get(args.format, "test")
     source = out / BENCHMARK_SOURCE / "images" / split
     if source.is_dir():
