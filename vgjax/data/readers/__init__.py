@@ -21,6 +21,9 @@ from vgjax.data.dataset import Split
 from vgjax.registry import Registry
 
 READERS = Registry("data.format", fixed=("data_cfg", "dataset", "split"))
+# ends the refusal of a split a benchmark does not have (e.g. training on data.format=msls)
+ENTRY_HINT = ("; to train on another format and evaluate on this one, name it in the "
+              "evaluator entry (evals.<name>.format) rather than in data.format")
 
 
 def reader_name(data_format: str, override: str = "") -> str:

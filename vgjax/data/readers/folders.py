@@ -23,7 +23,7 @@ from vgjax.data.dataset import (Index, Split, dataset_name, load_index, load_spl
                                 split_folder, split_from_indexes)
 from vgjax.data.positives import positives_within
 from vgjax.data.protocol import query_set, utm_protocol
-from vgjax.data.readers import READERS
+from vgjax.data.readers import ENTRY_HINT, READERS
 
 UTM_METRES = 25.0  # the positive radius of SPED, St Lucia and SVOX
 HARD_METRES = 10.0  # (hard positives: not used by evaluation)
@@ -51,7 +51,7 @@ def with_utm_rule(split: Split, metres: float = UTM_METRES) -> Split:
 def _test_only(dataset, split: str, what: str) -> None:
     if split != "test":
         raise fmt.DatasetFormatError(
-            f"{dataset}: {what} is a test set only (asked for split {split!r})")
+            f"{dataset}: {what} is a test set only (asked for split {split!r}){ENTRY_HINT}")
 
 
 @READERS.register("sped")

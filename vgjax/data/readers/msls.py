@@ -30,7 +30,7 @@ from vgjax.data import format as fmt
 from vgjax.data.dataset import Index, Split, dataset_name
 from vgjax.data.positives import positives_within
 from vgjax.data.protocol import Protocol, query_set, utm_protocol
-from vgjax.data.readers import READERS
+from vgjax.data.readers import ENTRY_HINT, READERS
 from vgjax.data.readers.npy_gt import check_images_exist
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def read_msls(data_cfg, dataset, split: str) -> Split:
     if split != "val":
         raise fmt.DatasetFormatError(
             f"{root}: the msls format reads the val split (train_val/{{{','.join(VAL_CITIES)}}}"
-            f"; the test cities have no public ground truth), asked for {split!r}")
+            f"; the test cities have no public ground truth), asked for {split!r}{ENTRY_HINT}")
     cities = [c for c in VAL_CITIES if (root / "train_val" / c).is_dir()]
     if not cities:
         raise fmt.DatasetFormatError(

@@ -19,7 +19,7 @@ import numpy as np
 from vgjax.data import format as fmt
 from vgjax.data.dataset import Split, load_split
 from vgjax.data.protocol import Protocol, query_set
-from vgjax.data.readers import READERS
+from vgjax.data.readers import ENTRY_HINT, READERS
 
 TOLERANCES = (1, 10)  # frames
 
@@ -52,7 +52,7 @@ def frame_positives(db_frames, query_frames, tolerance: int) -> list[np.ndarray]
 def read_nordland(data_cfg, dataset, split: str) -> Split:
     if split != "test":
         raise fmt.DatasetFormatError(f"{dataset}: Nordland is a test set only (asked for "
-                                     f"split {split!r})")
+                                     f"split {split!r}){ENTRY_HINT}")
     whole = load_split(dataset, split, data_cfg.soft_positives_dist,
                        data_cfg.hard_positives_dist)
     db_frames = frame_numbers(whole.database.paths)
