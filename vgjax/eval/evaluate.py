@@ -9,7 +9,8 @@ multi-scale settings. Recall: share of queries with at least one of their first 
 among their positives: the database images within `test.positive_dist` metres (UTM) for an
 @UTM folder, the ground truth of its protocol for a benchmark read otherwise
 (`vgjax.data.readers`); queries without a positive count as misses. Each result records its
-protocol (`EvalResult.protocol`). `vgjax.eval.evaluators` runs `evaluate` for the named entries of `config.evals`.
+protocol (`EvalResult.protocol`). `vgjax.eval.evaluators` runs `evaluate_protocols` for the
+named entries of `config.evals`.
 """
 from __future__ import annotations
 
@@ -25,13 +26,13 @@ import numpy as np
 
 from vgjax.data import format as fmt
 from vgjax.data.ops import resampling
+from vgjax.data.protocol import Protocol, utm_protocol
 from vgjax.data.settings import DataSettings
 from vgjax.data.sources import FOLDER_READER
 from vgjax.eval.report import save_pictures, save_predictions, save_recall_curve
 from vgjax.eval.extract import extract_descriptors
 from vgjax.eval.methods import ViewPlan
 from vgjax.eval.pca import PCA, sample_rows
-from vgjax.data.protocol import Protocol, utm_protocol
 from vgjax.eval.recalls import (chance_from_counts, chance_recalls, correct_from_positives,
                                 correct_matrix, recalls_from_correct)
 from vgjax.eval.search import search
@@ -55,7 +56,7 @@ class EvalResult:
     num_queries: int
     num_database: int
     method: str
-    correct: np.ndarray                         # (Q, K) bool: prediction within positive_dist
+    correct: np.ndarray                         # (Q, K) bool: prediction is a positive
     predictions_path: str | None = None
     chance: dict[str, float] = dataclasses.field(default_factory=dict)  # random ranking
     protocol: Protocol | None = None            # how `recalls` were computed
