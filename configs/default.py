@@ -24,10 +24,14 @@ def get_config(arg=None):
     c.data.test_datasets = ["pitts30k"]       # test split of each is evaluated at the end
     c.data.source = "folder"                  # folder | tfds (array_record copy, docs/DATASETS.md)
     c.data.tfds_dir = ""                      # where `tfds_builder` wrote the copies
-    c.data.format = "folder"                  # place batches only: how the training set
-    #                                           reads as places: folder (UTM grid cells of a
-    #                                           standard split) | gsv_cities (Dataframes/ +
-    #                                           Images/), options as "folder(cell_m=15)"
+    c.data.format = "folder"                  # how datasets are read. Place batches: the
+    #                                           training set as places: folder (UTM grid cells
+    #                                           of a standard split) | gsv_cities (Dataframes/
+    #                                           + Images/), options as "folder(cell_m=15)".
+    #                                           Evaluation, with each benchmark's protocols:
+    #                                           folder | msls | nordland | npy_gt | sped |
+    #                                           stlucia | svox (docs/DATASETS.md); a
+    #                                           training-only name evaluates folders
     c.data.resize = (480, 640)                # (H, W) model input size
     c.data.num_workers = 8                    # decoding threads
     c.data.prefetch = 2                       # batches decoded ahead
@@ -215,7 +219,8 @@ def get_config(arg=None):
     c.test.descriptors_in_memory_gb = 4.0     # larger descriptor sets stream to disk
     c.test.search_chunk_mb = 256.0            # database / query block size of exact search
 
-    # Evaluators: each entry = type, split, datasets ([] = the split's default), when it runs
+    # Evaluators: each entry = type, split, datasets ([] = the split's default), optionally the
+    # format its datasets are read in (default: data.format's evaluation reader), when it runs
     # (before = before training, epoch = after every epoch, end = the best model at the end),
     # and any `test.*` field it sets differently from `c.test`.
     c.evals = ml_collections.ConfigDict()

@@ -49,7 +49,9 @@ def _check_outputs(out, names, k):
     domains = json.loads((out / "results_domains.json").read_text())
     assert set(domains) == set(names) and all(set(d) == {"day"} for d in domains.values())
     for name in names:
-        assert list(results[name]) == ["R@1", "R@5", "R@10", "R@20"]
+        assert list(results[name]) == ["R@1", "R@5", "R@10", "R@20", "protocol"]
+        assert results[name]["protocol"] == {"dataset": name, "split": "test", "threshold": 25.0,
+                                            "rule": "UTM distance <= 25 m", "queries": "all"}
         with np.load(out / "predictions" / f"{name}.npz", allow_pickle=False) as z:
             for key in ["query_paths", "db_paths", "topk_indices", "topk_distances",
                         "query_utm", "db_utm"]:
@@ -58,7 +60,8 @@ def _check_outputs(out, names, k):
             assert z["topk_indices"].shape == z["topk_distances"].shape == (len(z["query_paths"]), k)
             assert z["topk_indices"].max() < len(z["db_paths"])
         again = recalls_from_predictions(out / "predictions" / f"{name}.npz", (1, 5, 10, 20), 25.0)
-        assert again == pytest.approx(results[name], abs=1e-3)
+        recalls = {k: v for k, v in results[name].items() if k != "protocol"}
+        assert again == pytest.approx(recalls, abs=1e-3)
     return results
 
 
@@ -88,7 +91,9 @@ def test_cli_writes_results_with_standin(tmp_path, monkeypatch, capsys):
         expected = chance_recalls(utm("queries"), utm("database"), (1, 5, 10, 20))
         assert info["datasets"][name]["chance"] == pytest.approx(expected)
         line = next(l for l in printed.splitlines() if l.startswith(f"{name} (chance)"))
-        assert [float(x) for x in line.split()[3:]] == pytest.approx(
+        numbers, protocol = line.split("  [")
+        assert protocol == f"{name}/test: queries all, UTM distance <= 25 m]"
+        assert [float(x) for x in numbers.split()[3:]] == pytest.approx(
             [round(expected[k], 1) for k in ("R@1", "R@5", "R@10", "R@20")], abs=0.051)
     assert results["alpha"]["R@1"] == pytest.approx(
         json.loads((out / "results.json").read_text())["alpha"]["R@1"])

@@ -13,7 +13,10 @@ Writes DIR/results.json ({"<dataset>": {"R@1": .., "R@5": .., "R@10": .., "R@20"
 DIR/results_domains.json ({"<dataset>": {"<domain>": {"R@1": ..}}}, domains from the
 file-name note field), DIR/predictions/<dataset>.npz, DIR/recall_curve.png and
 DIR/eval_info.json (timings, sizes, config). With `--config.data.source=tfds`, `--datasets`
-names copies in `data.tfds_dir`.
+names copies in `data.tfds_dir`. With `--config.data.format=F` (msls, nordland, npy_gt, sped,
+stlucia, svox; docs/DATASETS.md), each dataset is read as that benchmark, every file of it
+checked before the model loads, and each of its protocols is a result of its own; every
+printed recall line and results.json entry names its protocol.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from vgjax.config import ConfigError, split_argv
 from vgjax.data import dataset as ds
 from vgjax.data.format import DatasetFormatError
 from vgjax.data.pipeline import ImageError
-from vgjax.data.sources import SOURCES
+from vgjax.data.readers import reader_name
+from vgjax.data.sources import SOURCES, open_split
 from vgjax.eval import evaluators
 from vgjax.eval.extract import Describer
 from vgjax.eval.settings import check_pca
@@ -86,10 +90,15 @@ def run(argv: list[str]) -> dict:
                          "by folder name")
     if not all(args.datasets):
         raise UsageError("--datasets: an empty folder name")
+    opened = {}
     if SOURCES.get(cfg.data.source).folders:
+        data_format = cfg.evals.test.get("format", "") if "test" in cfg.evals else ""
         for d in args.datasets:
-            try:
-                ds.split_folder(d, args.split)  # fail before loading the model
+            try:  # read each benchmark and its ground truth before loading the model
+                if reader_name(cfg.data.format, data_format) == "folder":
+                    ds.split_folder(d, args.split)
+                else:
+                    opened[d] = open_split(cfg.data, d, args.split, data_format)
             except DatasetFormatError as e:
                 raise UsageError(f"--datasets {d}: {e}") from None
     out = Path(args.out)
@@ -115,18 +124,22 @@ def run(argv: list[str]) -> dict:
     except ValueError as e:
         raise UsageError(str(e)) from None
     evaluator = evaluators.build(cfg, "test", datasets=args.datasets, split=args.split)
+    for d, split_and_reader in opened.items():
+        evaluator.adopt(d, split_and_reader)
     for d in args.datasets:
         log.info("%s", evaluator.open(d)[0].summary())
     results = evaluator.run(describer, out_dir=out, progress=args.progress)
     rows, counts = evaluator.table(results)
     print(format_table(rows, counts, title=f"{args.split} recalls (%), method "
                                            f"{evaluator.settings.method}, {args.checkpoint}; "
-                                           "(chance): a random ranking's"))
+                                           "(chance): a random ranking's",
+                       protocols=evaluator.protocols(results)))
     info = {"checkpoint": str(args.checkpoint), "split": args.split,
             "datasets": {r.name: {"queries": r.num_queries, "database": r.num_database,
                                   "model_dim": r.model_dim, "descriptor_dim": r.descriptor_dim,
                                   "timings": r.timings, "domain_counts": r.domain_counts,
-                                  "chance": r.chance}
+                                  "chance": r.chance,
+                                  "protocol": r.protocol.to_dict() if r.protocol else None}
                          for r in results},
             "config": json.loads(cfg.to_json()), "model": json.loads(model_cfg.to_json())}
     (out / "eval_info.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -14,6 +14,7 @@ import numpy as np
 
 from vgjax.data import format as fmt
 from vgjax.data.positives import positives_within
+from vgjax.data.protocol import QuerySet
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class Split:
     where: str = ""                    # the split's folder (or copy), named in messages
     soft_dist: float = 25.0            # radius (m) of soft_positives
     hard_dist: float = 10.0            # radius (m) of hard_positives
+    # the benchmark protocols that score this split, each with its queries and explicit
+    # ground truth (vgjax.data.readers); () = the @UTM rule: every query, positives within
+    # test.positive_dist metres
+    query_sets: tuple[QuerySet, ...] = ()
 
     @property
     def name(self) -> str:
@@ -220,6 +225,14 @@ def split_from_indexes(dataset: str, split: str, database: Index, queries: Index
                  where=where, soft_dist=float(soft_dist), hard_dist=float(hard_dist))
 
 
+def plain_index(paths) -> Index:
+    """An Index of images whose file names carry no coordinates (the UTM is NaN, the zone
+    unknown): their ground truth comes with the split's query sets."""
+    paths = np.asarray(paths, dtype=str).reshape(-1)
+    return Index(paths=paths, utm=np.full((len(paths), 2), np.nan),
+                 zones=np.full(len(paths), "", dtype=str))
+
+
 def check_evaluable(split: Split, purpose: str) -> None:
     """Raises DatasetFormatError naming the split if none of its queries has a database
     image within the soft-positive radius, so that every recall on it is 0.
@@ -227,6 +240,12 @@ def check_evaluable(split: Split, purpose: str) -> None:
     `purpose` completes "... : <purpose> would be meaningless", e.g.
     `check_evaluable(val, "early stopping on it")` for the validation split of training.
     """
+    if split.query_sets:
+        if not any(len(p) for qs in split.query_sets for p in qs.positives):
+            raise fmt.DatasetFormatError(
+                f"{split.name}: no query has a positive in its ground truth: {purpose} "
+                "would be meaningless")
+        return
     if not any(len(s) for s in split.soft_positives):
         raise fmt.DatasetFormatError(
             f"{split.name}: no query has a database image within {split.soft_dist:g} m: "

@@ -13,11 +13,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from vgjax.data.dataset import Split, load_split
+from vgjax.data.dataset import Split
 from vgjax.data.pipeline import check_image_files, encoded_image_size, image_size, load_image
+from vgjax.data.readers import read_split, reader_name
 from vgjax.registry import Registry
 
-SOURCES = Registry("data.source", fixed=("data_cfg", "dataset", "split"))
+SOURCES = Registry("data.source", fixed=("data_cfg", "dataset", "split", "data_format"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,16 +81,21 @@ def _source(name: str, *, folders: bool):
 
 
 @_source("folder", folders=True)
-def _open_folder(data_cfg, dataset, split: str) -> tuple[Split, ImageReader]:
+def _open_folder(data_cfg, dataset, split: str,
+                 data_format: str = "") -> tuple[Split, ImageReader]:
     location = folder_location(data_cfg, dataset)
     reader = FOLDER_READER if data_cfg.get("check_images", True) else dataclasses.replace(
         FOLDER_READER, check=None)
-    return (load_split(location, split, data_cfg.soft_positives_dist,
-                       data_cfg.hard_positives_dist), reader)
+    name = reader_name(data_cfg.get("format", "folder"), data_format)
+    return read_split(data_cfg, location, split, name), reader
 
 
 @_source("tfds", folders=False)
-def _open_tfds(data_cfg, dataset, split: str) -> tuple[Split, ImageReader]:
+def _open_tfds(data_cfg, dataset, split: str,
+               data_format: str = "") -> tuple[Split, ImageReader]:
+    if reader_name(data_cfg.get("format", "folder"), data_format) != "folder":
+        raise ValueError(f"data.source='tfds' holds @UTM folders only, not data.format="
+                         f"{data_format or data_cfg.format!r}")
     if not data_cfg.tfds_dir:
         raise ValueError("data.source='tfds' needs data.tfds_dir (where tfds_builder wrote "
                          "the copies)")
@@ -100,8 +106,11 @@ def _open_tfds(data_cfg, dataset, split: str) -> tuple[Split, ImageReader]:
         images, lambda path: encoded_image_size(images.encoded(path), name=path))
 
 
-def open_split(data_cfg, dataset: str | os.PathLike, split: str) -> tuple[Split, ImageReader]:
+def open_split(data_cfg, dataset: str | os.PathLike, split: str,
+               data_format: str = "") -> tuple[Split, ImageReader]:
     """The `Split` of `dataset` (name or folder) and the reader for its image paths, from
-    the source `data.source` names."""
-    split_, reader = SOURCES.get(data_cfg.source)(data_cfg, dataset, split)
+    the source `data.source` names; a folder is read by the evaluation reader of
+    `data_format` or else of `data.format` (`vgjax.data.readers.reader_name`)."""
+    split_, reader = SOURCES.get(data_cfg.source)(data_cfg, dataset, split,
+                                                  data_format=data_format)
     return split_, reader.with_draft(data_cfg.get("jpeg_draft", False))

@@ -6,8 +6,11 @@
 `describe` is any callable `images (B, H, W, 3) -> (B, D)` (see `Describer`). The database is
 always hard-resized to the model size (`data.resize`); queries follow `test.method` and the
 multi-scale settings. Recall: share of queries with at least one of their first N predictions
-within `test.positive_dist` metres (UTM); queries with no database image that close count as
-misses. `vgjax.eval.evaluators` runs `evaluate` for the named entries of `config.evals`.
+among their positives: the database images within `test.positive_dist` metres (UTM) for an
+@UTM folder, the ground truth of its protocol for a benchmark read otherwise
+(`vgjax.data.readers`); queries without a positive count as misses. Each result records its
+protocol (`EvalResult.protocol`). `vgjax.eval.evaluators` runs `evaluate_protocols` for the
+named entries of `config.evals`.
 """
 from __future__ import annotations
 
@@ -23,14 +26,15 @@ import numpy as np
 
 from vgjax.data import format as fmt
 from vgjax.data.ops import resampling
+from vgjax.data.protocol import Protocol, utm_protocol
 from vgjax.data.settings import DataSettings
 from vgjax.data.sources import FOLDER_READER
 from vgjax.eval.report import save_pictures, save_predictions, save_recall_curve
 from vgjax.eval.extract import extract_descriptors
 from vgjax.eval.methods import ViewPlan
 from vgjax.eval.pca import PCA, sample_rows
-from vgjax.eval.recalls import (chance_from_counts, chance_recalls, correct_matrix,
-                                recalls_from_correct)
+from vgjax.eval.recalls import (chance_from_counts, chance_recalls, correct_from_positives,
+                                correct_matrix, recalls_from_correct)
 from vgjax.eval.search import search
 from vgjax.eval.settings import TestSettings
 from vgjax.eval.store import DescriptorStore
@@ -52,12 +56,17 @@ class EvalResult:
     num_queries: int
     num_database: int
     method: str
-    correct: np.ndarray                         # (Q, K) bool: prediction within positive_dist
+    correct: np.ndarray                         # (Q, K) bool: prediction is a positive
     predictions_path: str | None = None
     chance: dict[str, float] = dataclasses.field(default_factory=dict)  # random ranking
+    protocol: Protocol | None = None            # how `recalls` were computed
 
     def summary(self) -> str:
         return ", ".join(f"{k}: {v:.1f}" for k, v in self.recalls.items())
+
+    def protocol_label(self) -> str:
+        """The protocol in one line ('' where none was recorded)."""
+        return self.protocol.label() if self.protocol is not None else ""
 
 
 def query_domains(paths, domains=("day", "sunset", "night")) -> np.ndarray:
@@ -69,7 +78,11 @@ def query_domains(paths, domains=("day", "sunset", "night")) -> np.ndarray:
     domains = [d.lower() for d in domains]
     out = []
     for p in paths:
-        words = re.split(r"[_\-\s]+", fmt.parse_fields(p)["note"].lower())
+        try:
+            note = fmt.parse_fields(p)["note"]
+        except fmt.DatasetFormatError:  # a benchmark's own file names: no note field
+            note = ""
+        words = re.split(r"[_\-\s]+", note.lower())
         out.append(next((d for d in domains if d in words), ""))
     return np.array(out, dtype=str)
 
@@ -110,7 +123,24 @@ def fit_pca(test_cfg, data_cfg, describe, database_store: DescriptorStore | None
 def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike | None = None,
              name: str | None = None, pca: PCA | None = None,
              progress: bool = False, reader=None) -> EvalResult:
-    """Recalls of `describe` on a `vgjax.data.dataset.Split` (val or test).
+    """Recalls of `describe` on a `vgjax.data.dataset.Split` (val or test) scored under one
+    protocol; `evaluate_protocols` for a split read with several (all arguments alike)."""
+    if len(split.query_sets) > 1:
+        raise ValueError(f"{split.name}: {len(split.query_sets)} protocols "
+                         f"({', '.join(qs.name for qs in split.query_sets)}); evaluate them "
+                         "with evaluate_protocols")
+    return evaluate_protocols(split, describe, test_cfg, data_cfg, out_dir=out_dir, name=name,
+                              pca=pca, progress=progress, reader=reader)[0]
+
+
+def evaluate_protocols(split, describe, test_cfg, data_cfg, *,
+                       out_dir: str | os.PathLike | None = None, name: str | None = None,
+                       pca: PCA | None = None, progress: bool = False,
+                       reader=None) -> list[EvalResult]:
+    """Recalls of `describe` on a `vgjax.data.dataset.Split` (val or test), one EvalResult
+    per protocol: the database and the queries are described and searched once, then each
+    query set of the split (`Split.query_sets`) is scored by its own ground truth; a split
+    without query sets is scored by UTM distance at `test.positive_dist`, named `name`.
 
     `describe`: `images (B, H, W, 3) -> (B, D)`, called with every view shape the method and
     scales need. `out_dir`: if given (and `test.save_predictions`), writes
@@ -121,7 +151,7 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
     """
     t_start = time.perf_counter()
     test_cfg, data_cfg = TestSettings.from_section(test_cfg), DataSettings.from_section(data_cfg)
-    name = name or split.dataset
+    given_name, name = name, name or split.dataset
     model_size = data_cfg.resize
     recall_values = test_cfg.recall_values
     k = max(recall_values)
@@ -180,8 +210,55 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
         if tmp is not None:
             tmp.cleanup()
 
-    correct = correct_matrix(indices, split.queries.utm, split.database.utm,
-                             test_cfg.positive_dist)
+    timings = {"database_s": db_stats["seconds"], "database_img_per_s": db_stats["images_per_s"],
+               "queries_s": q_stats["seconds"], "queries_img_per_s": q_stats["images_per_s"],
+               "pca_s": t_search - t_pca, "search_s": search_s}
+    ranking = dict(distances=distances, indices=indices, timings=timings,
+                   descriptor_dim=descriptor_dim, model_dim=model_dim)
+    if not split.query_sets:
+        protocol = utm_protocol(split.dataset, split.split, test_cfg.positive_dist)
+        correct = correct_matrix(indices, split.queries.utm, split.database.utm,
+                                 test_cfg.positive_dist)
+        if float(split.soft_dist) == test_cfg.positive_dist:
+            chance = chance_from_counts([len(p) for p in split.soft_positives],
+                                        len(split.database), recall_values)
+        else:
+            chance = chance_recalls(split.queries.utm, split.database.utm, recall_values,
+                                    test_cfg.positive_dist)
+        results = [_result(name, split, protocol, correct, chance, ranking, test_cfg,
+                           out_dir, read)]
+    else:
+        results = []
+        for qs in split.query_sets:
+            part = _query_subset(split, qs)
+            correct = correct_from_positives(indices[qs.queries], qs.positives)
+            chance = chance_from_counts([len(p) for p in qs.positives], len(split.database),
+                                        recall_values)
+            set_name = given_name if given_name and len(split.query_sets) == 1 else qs.name
+            results.append(_result(set_name, part, qs.protocol, correct, chance,
+                                   dict(ranking, distances=distances[qs.queries],
+                                        indices=indices[qs.queries]),
+                                   test_cfg, out_dir, read))
+    total = time.perf_counter() - t_start
+    for result in results:
+        result.timings["total_s"] = total
+    return results
+
+
+def _query_subset(split, qs):
+    """`split` restricted to the queries of `qs`, its positives those of `qs`."""
+    q = split.queries
+    queries = dataclasses.replace(q, paths=q.paths[qs.queries], utm=q.utm[qs.queries],
+                                  zones=None if q.zones is None else q.zones[qs.queries])
+    return dataclasses.replace(
+        split, queries=queries, soft_positives=list(qs.positives),
+        query_sets=(dataclasses.replace(qs, queries=np.arange(len(qs), dtype=np.int64)),))
+
+
+def _result(name, split, protocol, correct, chance, ranking, test_cfg, out_dir,
+            read) -> EvalResult:
+    """The EvalResult of one protocol, its files written under `out_dir`."""
+    recall_values = test_cfg.recall_values
     recalls = recalls_from_correct(correct, recall_values)
     domains = query_domains(split.queries.paths, test_cfg.domains)
     domain_recalls, domain_counts = {}, {}
@@ -190,23 +267,13 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
         if mask.any():
             domain_recalls[dom] = recalls_from_correct(correct[mask], recall_values)
             domain_counts[dom] = int(mask.sum())
-
-    if float(split.soft_dist) == test_cfg.positive_dist:
-        chance = chance_from_counts([len(p) for p in split.soft_positives], len(split.database),
-                                    recall_values)
-    else:
-        chance = chance_recalls(split.queries.utm, split.database.utm, recall_values,
-                                test_cfg.positive_dist)
-
-    timings = {"database_s": db_stats["seconds"], "database_img_per_s": db_stats["images_per_s"],
-               "queries_s": q_stats["seconds"], "queries_img_per_s": q_stats["images_per_s"],
-               "pca_s": t_search - t_pca, "search_s": search_s}
     result = EvalResult(
         name=name, split=split.split, recalls=recalls, domain_recalls=domain_recalls,
-        domain_counts=domain_counts, topk_indices=indices, topk_distances=distances,
-        timings=timings, descriptor_dim=descriptor_dim, model_dim=model_dim,
+        domain_counts=domain_counts, topk_indices=ranking["indices"],
+        topk_distances=ranking["distances"], timings=dict(ranking["timings"]),
+        descriptor_dim=ranking["descriptor_dim"], model_dim=ranking["model_dim"],
         num_queries=len(split.queries), num_database=len(split.database),
-        method=test_cfg.method, correct=correct, chance=chance)
+        method=test_cfg.method, correct=correct, chance=chance, protocol=protocol)
     if out_dir is not None:
         out_dir = Path(out_dir)
         if test_cfg.save_predictions:
@@ -218,6 +285,5 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
                           topk=test_cfg.pictures_topk, positive_dist=test_cfg.positive_dist,
                           reader=read)
             save_recall_curve({name: correct}, out_dir / "pictures" / f"{name}_recall.png")
-    result.timings["total_s"] = time.perf_counter() - t_start
-    log.info("%s/%s (%s): %s", name, split.split, test_cfg.method, result.summary())
+    log.info("%s (%s): %s [%s]", name, test_cfg.method, result.summary(), protocol.label())
     return result

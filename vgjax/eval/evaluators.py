@@ -7,11 +7,14 @@
                               scales=[0.75, 1, 1.25])
 
 An entry names its `type` (a registered evaluator), the `split`, the `datasets` ([] = the
-split's default: `data.test_datasets` for test, `data.train_dataset` otherwise), `when` it
+split's default: `data.test_datasets` for test, `data.train_dataset` otherwise), optionally
+the `format` its datasets are read in (an evaluation reader of `vgjax.data.readers`;
+default: `data.format`'s, or `folder` for a training-only format such as gsv_cities), `when` it
 runs (`before` training, after every `epoch`, at the `end` on the best model) and any
 `test.*` setting it changes; everything else comes from `config.test`. Training calls
 `run()` on the entries whose `when` matches; `python -m vgjax.eval` runs the same objects.
-Metrics are named `<entry>/R@N` (one dataset) or `<entry>/<dataset>/R@N`.
+Metrics are named `<entry>/R@N` (one result) or `<entry>/<result>/R@N`, a result being a
+dataset or, for a benchmark read with several protocols, one of its query sets.
 """
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ import ml_collections
 
 from vgjax.config import ConfigError, check_value
 from vgjax.data.sources import open_split
-from vgjax.eval.evaluate import EvalResult, evaluate, fit_pca
+from vgjax.data.readers import READERS
+from vgjax.eval.evaluate import EvalResult, evaluate_protocols, fit_pca
 from vgjax.eval.methods import scaled_size
-from vgjax.eval.report import results_rows, save_recall_curve, write_results_json
+from vgjax.eval.report import (results_protocols, results_rows, save_recall_curve,
+                               write_results_json)
 from vgjax.eval.settings import TestSettings, check_test
 from vgjax.models.backbones import check_input_size
 from vgjax.registry import Registry
@@ -34,7 +39,7 @@ from vgjax.registry import Registry
 log = logging.getLogger(__name__)
 
 EVALUATORS = Registry("evals.<name>.type")
-ENTRY_KEYS = ("type", "split", "datasets", "when")
+ENTRY_KEYS = ("type", "split", "datasets", "when", "format")
 WHEN = ("before", "epoch", "end")
 SPLITS = ("train", "val", "test")
 
@@ -50,8 +55,9 @@ class RetrievalEvaluator:
     when: Sequence[str]
     settings: TestSettings
     data_cfg: ml_collections.ConfigDict
-    opener: Callable = open_split   # (data_cfg, dataset, split) -> (Split, ImageReader)
+    opener: Callable = open_split   # (data_cfg, dataset, split[, data_format]) -> (Split, ImageReader)
     seed: int = 0
+    data_format: str = ""           # the entry's `format` ('' = data.format's reader)
 
     def __post_init__(self):
         self._opened: dict = {}
@@ -71,8 +77,17 @@ class RetrievalEvaluator:
     def open(self, dataset: str):
         """The Split and reader of one dataset, opened once and kept for later runs."""
         if dataset not in self._opened:
-            self._opened[dataset] = self.opener(self.data_cfg, dataset, self.split)
+            if self.data_format:
+                self._opened[dataset] = self.opener(self.data_cfg, dataset, self.split,
+                                                    data_format=self.data_format)
+            else:
+                self._opened[dataset] = self.opener(self.data_cfg, dataset, self.split)
         return self._opened[dataset]
+
+    def adopt(self, dataset: str, opened) -> None:
+        """Keeps `opened` = (Split, ImageReader), read earlier, as what `open(dataset)`
+        returns."""
+        self._opened[dataset] = opened
 
     def wrap_readers(self, wrap: Callable) -> None:
         """Opens every dataset and replaces its reader by `wrap(reader)` (e.g. a decoded
@@ -93,9 +108,9 @@ class RetrievalEvaluator:
         results = []
         for dataset in self.datasets:
             split, reader = self.open(dataset)
-            results.append(evaluate(split, describe, s, self.data_cfg, out_dir=out_dir,
-                                    name=split.dataset, pca=pca, progress=progress,
-                                    reader=reader))
+            results += evaluate_protocols(split, describe, s, self.data_cfg, out_dir=out_dir,
+                                          name=split.dataset, pca=pca, progress=progress,
+                                          reader=reader)
         if out_dir is not None:
             write_results_json(results, Path(out_dir) / "results.json")
             save_recall_curve({r.name: r.correct for r in results},
@@ -103,15 +118,24 @@ class RetrievalEvaluator:
         return results
 
     def metrics(self, results: Sequence[EvalResult]) -> dict[str, float]:
-        """{'<name>/R@5': ..} for one dataset, {'<name>/<dataset>/R@5': ..} for several."""
+        """{'<name>/R@5': ..} for one result, {'<name>/<result>/R@5': ..} for several; a
+        single dataset read with several protocols also gives its first (msls: the
+        official rule) as '<name>/R@5'."""
         out = {}
         for r in results:
             prefix = self.name if len(results) == 1 else f"{self.name}/{r.name}"
             out.update({f"{prefix}/{k}": v for k, v in r.recalls.items()})
+        if len(results) > 1 and len(self.datasets) == 1:
+            out.update({f"{self.name}/{k}": v for k, v in results[0].recalls.items()})
         return out
 
     def table(self, results: Sequence[EvalResult]):
+        """(rows, counts) of `results_rows`."""
         return results_rows(results)
+
+    def protocols(self, results: Sequence[EvalResult]) -> dict[str, str]:
+        """{row name: its protocol in one line}, for `format_table`."""
+        return results_protocols(results)
 
 
 def entry_settings(config, name: str) -> ml_collections.ConfigDict:
@@ -152,6 +176,10 @@ def check_entry(config, name: str) -> None:
     if not isinstance(split, str) or split not in SPLITS:
         raise ConfigError(f"evals.{name}.split: unknown split {split!r} (accepted: "
                           f"{', '.join(SPLITS)})")
+    data_format = entry.get("format", "")
+    if not isinstance(data_format, str) or (data_format and data_format not in READERS):
+        raise ConfigError(f"evals.{name}.format: unknown value {data_format!r} (accepted: "
+                          f"{', '.join(READERS.names())}, or '' for data.format's)")
     for key in ("when", "datasets"):
         value = entry.get(key, [])
         if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
@@ -183,7 +211,8 @@ def build(config, name: str, *, datasets: Sequence[str] | None = None,
                datasets=list(datasets) if datasets else entry_datasets(config, name, split),
                when=tuple(entry.get("when", ())),
                settings=TestSettings.from_section(entry_settings(config, name)),
-               data_cfg=config.data, opener=opener, seed=config.seed)
+               data_cfg=config.data, opener=opener, seed=config.seed,
+               data_format=entry.get("format", ""))
 
 
 def build_all(config, opener: Callable = open_split) -> dict[str, RetrievalEvaluator]:

@@ -1,5 +1,6 @@
 """Recall@N: the share of queries with at least one of their first N predictions within
-`positive_dist` metres (UTM); queries with no database image that close count as misses."""
+`positive_dist` metres (UTM), or among their positives where a protocol gives them
+explicitly; queries with no database image that close count as misses."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,17 @@ def correct_matrix(topk_indices: np.ndarray, query_utm: np.ndarray, db_utm: np.n
     """(Q, K) bool: prediction within `positive_dist` metres (UTM) of its query; -1 is wrong."""
     metres = geo_distances(topk_indices, query_utm, db_utm)
     return np.nan_to_num(metres, nan=np.inf) <= positive_dist
+
+
+def correct_from_positives(topk_indices: np.ndarray, positives) -> np.ndarray:
+    """(Q, K) bool: prediction among its query's positives (explicit ground truth, one
+    int array per query); -1 is wrong."""
+    idx = np.asarray(topk_indices, np.int64)
+    out = np.zeros(idx.shape, bool)
+    for q, p in enumerate(positives):
+        if len(p):
+            out[q] = np.isin(idx[q], p) & (idx[q] >= 0)
+    return out
 
 
 def geo_distances(topk_indices, query_utm, db_utm) -> np.ndarray:
@@ -40,12 +52,17 @@ def compute_recalls(topk_indices, query_utm, db_utm, recall_values,
 
 def recalls_from_predictions(npz_path: str | os.PathLike, recall_values=(1, 5, 10, 20),
                              positive_dist: float = 25.0) -> dict[str, float]:
-    """Recomputes recalls from a saved `predictions/<name>.npz`."""
+    """Recomputes recalls from a saved `predictions/<name>.npz`: by its `positives` where
+    it holds them (a protocol's ground truth), else by UTM within `positive_dist`."""
     with np.load(npz_path, allow_pickle=False) as z:
         k = z["topk_indices"].shape[1]
         if max(recall_values) > k:
             raise ValueError(f"{npz_path}: holds top-{k} predictions, cannot compute "
                              f"R@{max(recall_values)}")
+        if "positives" in z.files:  # a protocol's explicit ground truth (padded with -1)
+            positives = [row[row >= 0] for row in z["positives"]]
+            return recalls_from_correct(correct_from_positives(z["topk_indices"], positives),
+                                        recall_values)
         return compute_recalls(z["topk_indices"], z["query_utm"], z["db_utm"], recall_values,
                                positive_dist)
 

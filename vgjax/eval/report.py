@@ -14,14 +14,16 @@ import numpy as np
 
 from vgjax.data.format import parse_fields
 from vgjax.data.pipeline import load_image
-from vgjax.eval.recalls import correct_matrix, geo_distances
+from vgjax.data.positives import to_padded
+from vgjax.eval.recalls import correct_from_positives, correct_matrix, geo_distances
 
 PICTURE_SIZE = (240, 320)  # (H, W) of each thumbnail
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], counts: Mapping[str, int] | None = None,
-                 title: str = "") -> str:
-    """A fixed-width text table: one row per name, one column per recall key."""
+                 title: str = "", protocols: Mapping[str, str] | None = None) -> str:
+    """A fixed-width text table: one row per name, one column per recall key, then the
+    row's protocol where `protocols` gives one (`results_protocols`)."""
     if not rows:
         return "(no results)"
     cols = list(next(iter(rows.values())).keys())
@@ -34,6 +36,8 @@ def format_table(rows: Mapping[str, Mapping[str, float]], counts: Mapping[str, i
         if counts:
             line += f"{counts.get(name, ''):>9}"
         line += "".join(f"{rec.get(c, float('nan')):>8.1f}" for c in cols)
+        if protocols and protocols.get(name):
+            line += f"  [{protocols[name]}]"
         lines.append(line)
     return "\n".join(lines)
 
@@ -54,17 +58,37 @@ def results_rows(results: Sequence) -> tuple[dict, dict]:
     return rows, counts
 
 
+def results_protocols(results: Sequence) -> dict[str, str]:
+    """{row name of `results_rows`: its protocol in one line} for the results that record
+    one."""
+    out = {}
+    for r in results:
+        label = r.protocol_label() if hasattr(r, "protocol_label") else ""
+        if not label:
+            continue
+        out[r.name] = out[f"{r.name} (chance)"] = label
+        for dom in r.domain_recalls:
+            out[f"{r.name}/{dom}"] = label
+    return out
+
+
 def _clean(recalls: Mapping[str, float]) -> dict:
     return {k: (None if math.isnan(v) else round(float(v), 4)) for k, v in recalls.items()}
 
 
 def write_results_json(results: Sequence, path: str | os.PathLike) -> Path:
-    """`path` = `{"<name>": {"R@1": .., ...}}` (percent) and, beside it,
+    """`path` = `{"<name>": {"R@1": .., ..., "protocol": {...}}}` (percent; the protocol
+    as `Protocol.to_dict` gives it: dataset, split, rule, threshold, queries) and, beside it,
     `results_domains.json` = `{"<name>": {"<domain>": {"R@1": ..}}}` for datasets whose
     query file names say their domain (day / sunset / night)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({r.name: _clean(r.recalls) for r in results}, indent=2) + "\n")
+    entries = {}
+    for r in results:
+        entries[r.name] = _clean(r.recalls)
+        if getattr(r, "protocol", None) is not None:
+            entries[r.name]["protocol"] = r.protocol.to_dict()
+    path.write_text(json.dumps(entries, indent=2) + "\n")
     domains = {r.name: {d: _clean(rec) for d, rec in r.domain_recalls.items()}
                for r in results if r.domain_recalls}
     if domains:
@@ -75,7 +99,9 @@ def write_results_json(results: Sequence, path: str | os.PathLike) -> Path:
 def save_predictions(path: str | os.PathLike, result, split) -> Path:
     """Writes `query_paths`, `db_paths` (unicode), `topk_indices` (-1 = none),
     `topk_distances` (squared L2 in descriptor space), `query_utm`, `db_utm` (so that
-    `recalls_from_predictions` can recompute recalls), `recall_values` and `method`."""
+    `recalls_from_predictions` can recompute recalls), `recall_values` and `method`; for a
+    split scored by a protocol's ground truth, also `positives` ((Q, P) database indices
+    padded with -1)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path,
@@ -86,8 +112,14 @@ def save_predictions(path: str | os.PathLike, result, split) -> Path:
              query_utm=np.asarray(split.queries.utm, np.float64),
              db_utm=np.asarray(split.database.utm, np.float64),
              recall_values=np.array([int(k[2:]) for k in result.recalls], np.int64),
-             method=np.array(result.method))
+             method=np.array(result.method), **_ground_truth(split))
     return path
+
+
+def _ground_truth(split) -> dict:
+    if not getattr(split, "query_sets", ()):
+        return {}
+    return {"positives": to_padded(list(split.query_sets[0].positives))}
 
 
 def _thumbnail(path: str, read=load_image) -> np.ndarray:
@@ -111,8 +143,12 @@ def save_pictures(result, split, out_dir: str | os.PathLike, *, num: int = 10,
     out_dir.mkdir(parents=True, exist_ok=True)
     topk = min(topk, result.topk_indices.shape[1])
     metres = geo_distances(result.topk_indices[:, :topk], split.queries.utm, split.database.utm)
-    correct = correct_matrix(result.topk_indices[:, :topk], split.queries.utm,
-                             split.database.utm, positive_dist)
+    if getattr(split, "query_sets", ()):  # a protocol's ground truth, one query set
+        correct = correct_from_positives(result.topk_indices[:, :topk],
+                                         split.query_sets[0].positives)
+    else:
+        correct = correct_matrix(result.topk_indices[:, :topk], split.queries.utm,
+                                 split.database.utm, positive_dist)
     candidates = np.flatnonzero(~correct[:, 0]) if only_wrong else np.arange(len(metres))
     if len(candidates) > num:
         candidates = np.sort(np.random.default_rng(seed).choice(candidates, num, replace=False))
@@ -122,7 +158,10 @@ def save_pictures(result, split, out_dir: str | os.PathLike, *, num: int = 10,
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, topk + 1)
         axes[0].imshow(_thumbnail(split.queries.paths[q], reader or load_image))
-        note = parse_fields(split.queries.paths[q])["note"]
+        try:
+            note = parse_fields(split.queries.paths[q])["note"]
+        except ValueError:  # a benchmark's own file names
+            note = ""
         axes[0].set_title(f"query {q}" + (f" ({note})" if note else ""), fontsize=8)
         for r in range(topk):
             ax = axes[r + 1]
@@ -134,7 +173,9 @@ def save_pictures(result, split, out_dir: str | os.PathLike, *, num: int = 10,
             colour = "limegreen" if correct[q, r] else "red"
             ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
                                    edgecolor=colour, linewidth=6, clip_on=False))
-            ax.set_title(f"#{r + 1}  {metres[q, r]:.1f} m", fontsize=8, color=colour)
+            where = f"{metres[q, r]:.1f} m" if np.isfinite(metres[q, r]) else (
+                "positive" if correct[q, r] else "negative")
+            ax.set_title(f"#{r + 1}  {where}", fontsize=8, color=colour)
         for ax in axes:
             ax.set_xticks([])
             ax.set_yticks([])

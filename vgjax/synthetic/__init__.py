@@ -7,7 +7,8 @@ writes `pitts30k` (train/val/test), `sf-xs`, `tokyo-xs` and `tokyo-night` (test 
 unlabelled `night-target/images/` (night query-like views of the tokyo-xs district, far from
 its test area, for domain adaptation; never tested on). With `--format gsv_cities` it writes
 instead the training district as a GSV-Cities folder, `<out>/gsv-cities/{Dataframes,Images}`,
-places of 4 or more views each (`gsv`).
+places of 4 or more views each (`gsv`); with `--format msls|nordland|npy_gt|sped|stlucia|svox`,
+a pitts30k split laid out as that benchmark, read back by `vgjax.data.readers` (`benchmarks`).
 
 The city is a grid of streets whose buildings (heights, roof lines, facade colour and
 material, window grids, doors, shop signs) and street furniture (trees, lamp and utility
@@ -37,7 +38,8 @@ byte-identical for a seed whatever the number of worker processes.
 Modules: `hashing` (ids -> uniform floats), `styles` (districts, cameras, times of day),
 `layout` (the street grid), `surfaces` (facades, ground), `sprites` (trees, poles, cars,
 people), `render` (the ray-caster), `specs` (datasets, targets, presets), `views` (planning,
-file names), `gsv` (the GSV-Cities-format training district), `stats` (positives per
+file names), `gsv` (the GSV-Cities-format training district), `benchmarks` (the
+benchmarks' layouts), `stats` (positives per
 query, a random ranking's recalls), `build` (`generate`: workers, writing), `cli` (`main`).
 """
 

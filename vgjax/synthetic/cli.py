@@ -7,7 +7,13 @@ from the planned positions alone, rendering nothing.
 `--format gsv_cities` writes, instead of the standard folders, the training district as a
 GSV-Cities-format folder `<out>/gsv-cities/` (`Dataframes/SynthCity.csv` and
 `Images/SynthCity/`, several views per place; see `vgjax.synthetic.gsv`) and prints its
-summary; run the command again without it for the evaluation datasets."""
+summary; run the command again without it for the evaluation datasets.
+
+`--format msls|nordland|npy_gt|sped|stlucia|svox` writes a benchmark's layout instead
+(`vgjax.synthetic.benchmarks`): the split of pitts30k it needs (val for msls, test for the
+others) is read from `<out>/pitts30k/images/<split>` if it is there, else rendered first into
+a temporary folder inside `<out>`; the benchmark goes to `<out>/<its folder>` and the command
+prints its summary."""
 
 from __future__ import annotations
 
@@ -15,8 +21,10 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
+from vgjax.synthetic.benchmarks import FOLDERS, SOURCE_SPLIT, WRITERS, write_benchmark
 from vgjax.synthetic.build import generate
 from vgjax.synthetic.gsv import generate_gsv, plan_gsv
 from vgjax.synthetic.specs import ALL_OUTPUTS, PRESETS
@@ -62,9 +70,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--format",
         default="standard",
-        choices=("standard", "gsv_cities"),
+        choices=("standard", "gsv_cities", *WRITERS.names()),
         help="standard: the @UTM dataset folders; gsv_cities: instead, the training district "
-        "as <out>/gsv-cities/{Dataframes,Images} (places of several views each)",
+        "as <out>/gsv-cities/{Dataframes,Images} (places of several views each); msls, "
+        "nordland, npy_gt, sped, stlucia, svox: a pitts30k split laid out as that benchmark "
+        "(docs/DATASETS.md)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing <name>/images folders"
@@ -82,9 +92,12 @@ def main(argv=None) -> int:
         "query and a random ranking's recalls, from the planned positions",
     )
     args = parser.parse_args(argv)
-    if args.format == "gsv_cities" and args.datasets is not None:
-        parser.error("--datasets applies to --format standard only (gsv_cities writes the "
-                     "training district)")
+    if args.format != "standard" and args.datasets is not None:
+        parser.error(f"--datasets applies to --format standard only ({args.format} writes "
+                     "one dataset of its own)")
+    if args.format in WRITERS and args.stats_only:
+        parser.error(f"--stats-only applies to --format standard and gsv_cities, not "
+                     f"{args.format}")
     names = tuple(n for n in (args.datasets or ",".join(ALL_OUTPUTS)).split(",") if n)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers {args.workers}: expected at least 1")
@@ -112,6 +125,9 @@ def main(argv=None) -> int:
         print(f"{parser.prog}: error: --out {args.out}: {problem}", file=sys.stderr)
         return 2
     try:
+        if args.format in WRITERS:
+            print(json.dumps(_benchmark(args), indent=2))
+            return 0
         if args.format == "gsv_cities":
             summary = generate_gsv(args.out, args.preset, args.seed, args.workers,
                                    args.overwrite, progress=sys.stderr.isatty(),
@@ -137,3 +153,32 @@ def main(argv=None) -> int:
         print(stats_table(summary["datasets"]), file=sys.stderr)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+BENCHMARK_SOURCE = "pitts30k"
+
+
+def _benchmark(args) -> dict:
+    """Writes `--format`'s benchmark from pitts30k's split (read if present, else rendered
+    into a temporary folder inside --out)."""
+    out = Path(args.out)
+    target = out / FOLDERS[args.format]
+    if target.exists() and not args.overwrite:  # before rendering anything
+        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
+    split = SOURCE_SPLIT.get(args.format, "test")
+    source = out / BENCHMARK_SOURCE / "images" / split
+    if source.is_dir():
+        summary = write_benchmark(args.format, source, out, args.overwrite)
+        rendered = 0
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out, prefix=".render-") as tmp:
+            built = generate(tmp, args.preset, args.seed, args.workers, (BENCHMARK_SOURCE,),
+                             progress=sys.stderr.isatty(),
+                             varied_conditions=args.varied_conditions or None)
+            summary = write_benchmark(args.format, Path(tmp) / BENCHMARK_SOURCE / "images"
+                                      / split, out, args.overwrite)
+            rendered = built["rendered"]
+    return {"preset": args.preset, "seed": args.seed, "out": str(out), "format": args.format,
+            "source": f"{BENCHMARK_SOURCE}/{split}", "rendered": rendered,
+            FOLDERS[args.format]: summary}

@@ -191,7 +191,8 @@ def _evaluate(evals, when: str, describe, variables,
         by_dataset[e.name] = {r.name: r.recalls for r in results}
         if len(results) == 1:
             recalls[e.name] = results[0].recalls
-        log.info("%s: %s", e.name, "; ".join(f"{r.name} {r.summary()}" for r in results))
+        log.info("%s: %s", e.name, "; ".join(f"{r.name} {r.summary()} [{r.protocol_label()}]"
+                                             for r in results))
     return metrics, recalls, by_dataset
 
 
@@ -310,5 +311,5 @@ def _final(config, run: Path, evals, describe) -> dict:
             out[r.name if e.name == "test" else f"{e.name}/{r.name}"] = r.recalls
         rows, counts = e.table(results)
         log.info("%s of the best model (epoch %s):\n%s", e.name, best_epoch,
-                 format_table(rows, counts))
+                 format_table(rows, counts, protocols=e.protocols(results)))
     return out

@@ -13,6 +13,7 @@ from vgjax.data.cache import CACHE_MODES, CACHE_RESIZE
 from vgjax.data.dataset import split_folder
 from vgjax.data.format import DatasetFormatError, list_images
 from vgjax.data.settings import DataSettings
+from vgjax.data.readers import reader_name
 from vgjax.data.sources import SOURCES, folder_location
 from vgjax.eval import evaluators
 from vgjax.eval.settings import check_pca
@@ -176,15 +177,24 @@ def validate_training(config) -> None:
     if folders:  # every split the run reads, before any work
         needed = ([("data.train_dataset", data.train_dataset, "train")]
                   if batching.train_split else [])
+        benchmarks = []  # read with their ground truth: every file checked now
         for name in config.evals.keys():
             e = evaluators.build(config, name)
             option = "data.test_datasets" if e.split == "test" else f"evals.{name}.datasets"
-            needed += [(option, d, e.split) for d in e.datasets]
+            if reader_name(data.format, e.data_format) == "folder":
+                needed += [(option, d, e.split) for d in e.datasets]
+            else:
+                benchmarks += [(option, d, e) for d in e.datasets]
         for option, dataset, split in needed:
             try:
                 split_folder(folder_location(config.data, dataset), split)
             except DatasetFormatError as e:
                 raise ConfigError(f"{option}: {dataset!r}: {e}") from None
+        for option, dataset, e in benchmarks:
+            try:
+                e.open(dataset)
+            except DatasetFormatError as err:
+                raise ConfigError(f"{option}: {dataset!r}: {err}") from None
         # e.g. msls_weighted needs night / sideways names
         folder = Path(folder_location(config.data, data.train_dataset))
         queries = folder / "images" / "train" / "queries"
