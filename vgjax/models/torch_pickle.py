@@ -31,6 +31,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from vgjax.data.safe_npy import numpy_globals
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 ZIP_MAGIC = b"PK\x03\x04"
@@ -145,23 +147,6 @@ def _latin1_encode(text, encoding="latin1"):
     return codecs.encode(text, "latin1")
 
 
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    out: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray,
-                                       ("numpy", "dtype"): np.dtype}
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        out[module, "_reconstruct"] = multiarray._reconstruct
-        out[module, "scalar"] = multiarray.scalar
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        out.update({("numpy.dtypes", n): getattr(dtypes, n) for n in dir(dtypes)
-                    if n.endswith("DType")})
-    return out
-
-
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
@@ -170,7 +155,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
     ("_codecs", "encode"): _latin1_encode,
     **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
-    **_numpy_globals(),
+    **numpy_globals(),
 }
 
 

@@ -32,6 +32,7 @@ from vgjax.data.positives import positives_within
 from vgjax.data.protocol import Protocol, query_set, utm_protocol
 from vgjax.data.readers import ENTRY_HINT, READERS
 from vgjax.data.readers.npy_gt import check_images_exist
+from vgjax.data.safe_npy import load_npy
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def _subset(root: Path, name: str, split: str, db_paths: np.ndarray, q_paths: np
     arrays = {}
     for k, f in files.items():
         try:
-            arrays[k] = np.load(f, allow_pickle=(k == "pIdx"))
+            arrays[k] = load_npy(f, allow_objects=(k == "pIdx"))
         except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
             raise fmt.DatasetFormatError(f"{f}: not a readable .npy file ({e})") from None
     db_rel, q_rel, q_idx, p_idx = (arrays[k] for k in SUBSET_FILES)

@@ -22,6 +22,7 @@ import numpy as np
 
 from vgjax.data import format as fmt
 from vgjax.data.dataset import Split, plain_index
+from vgjax.data.safe_npy import load_npy
 from vgjax.data.protocol import Protocol, query_set
 from vgjax.data.readers import READERS
 
@@ -55,7 +56,7 @@ def _load(path: Path, pickled: bool = False) -> np.ndarray:
     if not path.is_file():
         raise fmt.DatasetFormatError(f"{path} does not exist")
     try:
-        return np.load(path, allow_pickle=pickled)
+        return load_npy(path, allow_objects=pickled)
     except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
         raise fmt.DatasetFormatError(f"{path}: not a readable .npy file ({e})") from None
 
