@@ -121,6 +121,7 @@ def get_config(arg=None):
     c.train.places_per_epoch = 0              # places: places of an epoch (0 = all of them)
     c.train.miner = "multi_similarity"        # places: multi_similarity | none (every pair)
     c.train.miner_args = {}                   # e.g. multi_similarity: epsilon
+    c.train.tensorboard = True                # also write RUN/tensorboard/ (TensorBoard events)
     c.train.checkpoint_steps = 0              # places: also save `last` every this many steps
     #                                           of an epoch (0 = at the end of epochs only)
     c.train.queries_per_step = 4              # "train_batch_size" of the reference

@@ -23,7 +23,7 @@ from vgjax.models.network import (abstract_variables, init_variables, trainable_
 from vgjax.models.settings import ModelSettings
 from vgjax.models.pretrained import IMAGENET, imagenet_variables, locate_imagenet_weights
 from vgjax.models.pretrained_dir import leaf_shapes, open_pretrained_dir
-from vgjax.train import checkpoint, multihost, optim, run_dir
+from vgjax.train import checkpoint, multihost, optim, run_dir, tensorboard
 from vgjax.train.adaptation import DOMAIN
 from vgjax.train.settings import TrainSettings
 from vgjax.train.state import Progress, TrainState
@@ -137,6 +137,7 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
     if restored is None:
         if multihost.is_primary():  # records of an earlier attempt that never saved a round
             (run / "metrics.jsonl").unlink(missing_ok=True)
+            tensorboard.clear(run)
         variables = initial_variables(config, net, train, reader, init_load)
         if domain is not None:
             variables = with_domain(variables, _domain_params(domain, net, config.model, size,

@@ -172,8 +172,7 @@ def train_places(config, run: Path) -> dict:
     train_step = make_train_step(net, tx, [term], 0, mesh, augment=augment, seed=config.seed)
     describe = make_describe_fn(net)
     sharding = NamedSharding(mesh, P("data"))
-    metrics_writer = run_dir.MetricsWriter(run / "metrics.jsonl",
-                                           enabled=multihost.is_primary())
+    metrics_writer = run_dir.open_metrics(run, t.tensorboard, int(jax.device_get(state.step)))
 
     def train_epoch(state, progress: Progress, lr):
         epoch, start = progress.epoch, progress.round
@@ -228,6 +227,6 @@ def train_places(config, run: Path) -> dict:
     try:
         run_epochs(config, t, run, evals, describe, metrics_writer, state, progress,
                    train_epoch)
+        return _final(config, run, evals, describe, metrics_writer)
     finally:
         metrics_writer.close()
-    return _final(config, run, evals, describe)

@@ -52,6 +52,7 @@ class TrainSettings(Settings):
     miner: str = "multi_similarity"
     miner_args: Args = dataclasses.field(default_factory=Args)
     checkpoint_steps: int = 0
+    tensorboard: bool = True
     queries_per_step: int = 4
     negatives_per_query: int = 10
     mining: str = "partial"
