@@ -109,7 +109,7 @@ def fit_pca(test_cfg, data_cfg, describe, database_store: DescriptorStore | None
 
 def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike | None = None,
              name: str | None = None, pca: PCA | None = None,
-             progress: bool = False, reader=None) -> EvalResult:
+             progress: bool = True, reader=None) -> EvalResult:
     """Recalls of `describe` on a `vgjax.data.dataset.Split` (val or test).
 
     `describe`: `images (B, H, W, 3) -> (B, D)`, called with every view shape the method and
