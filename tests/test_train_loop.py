@@ -132,8 +132,9 @@ def test_train_run_folder_and_resume_reproduces(synthetic_root, tmp_path, monkey
     with pytest.raises(_Interrupt):
         loop.train_and_evaluate(_config(synthetic_root), resumed)
     monkeypatch.setattr(checkpoint, "save", real_save)
-    from tensorboardX import SummaryWriter  # a step the stopped run logged after its checkpoint
-    with SummaryWriter(str(resumed / "tensorboard")) as stale:
+    from vgjax.train.tensorboard import summary_writer_class
+    # a step the stopped run logged after its checkpoint
+    with summary_writer_class()(str(resumed / "tensorboard")) as stale:
         stale.add_scalar("train/loss", 99.0, global_step=14)
     results_resumed = loop.train_and_evaluate(_config(synthetic_root), resumed)
     assert "Resuming from" in (resumed / "train.log").read_text()

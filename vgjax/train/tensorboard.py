@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tensorboardX import SummaryWriter
 
 FOLDER = "tensorboard"
 NOT_IN_TAGS = re.compile(r"[^-/\w.]")  # characters TensorBoard does not take in a tag
@@ -63,6 +63,22 @@ def scalar_tags(record: Mapping) -> dict[str, float]:
     return {}
 
 
+def summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch when
+    it is installed (5-8 s on a 2-core CPU) only to accept torch tensors, which a run never
+    passes (its numbers are floats and NumPy arrays). Where torch is already imported, or
+    tensorboardX is, the plain import costs nothing more."""
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError meanwhile
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]  # a later `import torch` works as usual
+    return SummaryWriter
+
+
 def clear(run: Path) -> None:
     """Removes the event files of an earlier attempt that never saved a round (a fresh
     start), as its `metrics.jsonl` is removed."""
@@ -75,7 +91,7 @@ class EventLog:
 
     def __init__(self, run: Path, resume_step: int | None = None):
         purge = resume_step + 1 if resume_step else None
-        self.writer = SummaryWriter(logdir=str(Path(run) / FOLDER), purge_step=purge)
+        self.writer = summary_writer_class()(logdir=str(Path(run) / FOLDER), purge_step=purge)
 
     def scalars(self, tags: Mapping[str, float], step: int) -> None:
         for tag, value in tags.items():
