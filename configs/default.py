@@ -127,6 +127,7 @@ def get_config(arg=None):
     c.train.places_per_epoch = 0              # places: places of an epoch (0 = all of them)
     c.train.miner = "multi_similarity"        # places: multi_similarity | none (every pair)
     c.train.miner_args = {}                   # e.g. multi_similarity: epsilon
+    c.train.tensorboard = True                # also write RUN/tensorboard/ (TensorBoard events)
     c.train.checkpoint_steps = 0              # places, cosplace: also save `last` every this
     #                                           many steps of an epoch (0 = at epochs' ends)
     c.train.cosplace = ml_collections.ConfigDict()  # train.batching=cosplace (its defaults)

@@ -121,3 +121,11 @@ def test_smoke_night_trains_and_logs_domain_metrics(day_night, tmp_path):
                          for s in steps)
     assert steps[0]["grl_lambda"] == 0.0 and steps[-1]["grl_lambda"] > 0.5   # Ganin ramp
     assert (tmp_path / "run" / "domain.png").exists()
+    # the domain classifier's accuracy and loss in TensorBoard, step by step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    for key in ("domain_acc", "loss/domain", "grl_lambda"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"train/{key}")]
+        assert [st for st, _ in logged] == [s["step"] for s in steps]
+        np.testing.assert_allclose([v for _, v in logged], [s[key] for s in steps], rtol=1e-6)

@@ -63,6 +63,12 @@ def test_sigint_and_sigterm_stop_cleanly_and_resume(city, tmp_path):
     steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()
              if json.loads(l)["type"] == "step"]
     assert steps == sorted(set(steps)) and len(steps) == 2 * 8   # no step twice, none lost
+    # the event files of the stopped runs were closed whole; what they logged after their
+    # checkpoint is hidden, so TensorBoard sees each step once, as metrics.jsonl does
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == steps
 
 
 def test_bad_workdirs_are_one_line_errors(city, tmp_path):

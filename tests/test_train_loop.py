@@ -35,14 +35,59 @@ class _Interrupt(Exception):
     pass
 
 
+def _events(run):
+    """RUN/tensorboard/ read as TensorBoard reads it: {tag: [(step, value)]} and image tags."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(Path(run) / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return ({tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+             for tag in acc.Tags()["scalars"]}, acc.Tags()["images"])
+
+
+def _check_events_match_metrics(run, results):
+    """Every scalar of metrics.jsonl (and the test recalls) is in the event files, at its
+    global step, and nothing else is."""
+    records = [json.loads(l) for l in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    expected = {}
+    steps_per_epoch = max(r["step"] for r in records if r["type"] == "step") // 2
+    for r in records:
+        if r["type"] == "step":
+            for k, v in r.items():
+                if k not in ("type", "step", "epoch", "round"):
+                    expected.setdefault(f"train/{k}", []).append((r["step"], v))
+        elif r["type"] == "epoch":
+            at = (r["epoch"] + 1) * steps_per_epoch
+            for k, tag in (("train_loss", "epoch/train_loss"), ("lr", "epoch/lr"),
+                           ("epoch_time_s", "epoch/time_s"), ("best_value", "epoch/best_value")):
+                expected.setdefault(tag, []).append((at, r[k]))
+            for k, v in r["val"].items():  # one validation dataset: val/R@N
+                expected.setdefault(f"val/{k}", []).append((at, v))
+        elif r["type"] == "initial_val":
+            for k, v in r["val"].items():
+                expected.setdefault(f"val/{k}", []).append((0, v))
+    for dataset, recalls in results.items():
+        for k, v in recalls.items():
+            expected[f"test/{dataset}/{k}"] = [(2 * steps_per_epoch, v)]
+    expected = {tag.replace("@", "_"): points for tag, points in expected.items()}
+    scalars, images = _events(run)
+    assert {"train/loss", "train/lr", "val/R_5", "test/pitts30k/R_1"} <= set(expected)
+    assert set(scalars) == set(expected)
+    for tag, points in expected.items():
+        got = sorted(scalars[tag])
+        assert [s for s, _ in got] == [s for s, _ in sorted(points)], tag
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in sorted(points)],
+                                   rtol=1e-6, err_msg=tag)
+    return scalars, images
+
+
 def test_train_run_folder_and_resume_reproduces(synthetic_root, tmp_path, monkeypatch):
     from vgjax.train import checkpoint, loop
 
     full = tmp_path / "full"
     # the full run also validates the untrained model; the resumed run below does not, and
     # must still take the same steps
-    results = loop.train_and_evaluate(_config(synthetic_root, "evals.val.when=[before,epoch]"),
-                                      full)
+    results = loop.train_and_evaluate(_config(synthetic_root, "evals.val.when=[before,epoch]",
+                                              "test.num_pictures=1"), full)
     assert set(results) == {"pitts30k", "sf-xs"}
     assert set(results["pitts30k"]) == {"R@1", "R@5", "R@10", "R@20"}
     for name in ("config.json", "train.log", "metrics.jsonl", "lr.png", "results.json",
@@ -66,6 +111,11 @@ def test_train_run_folder_and_resume_reproduces(synthetic_root, tmp_path, monkey
     assert recalls == pytest.approx(initial[0]["results"]["pitts30k"], abs=1e-3)
     assert not (full / "before" / "val" / "predictions").exists()  # test.save_predictions=false
     assert all(np.isfinite(l) for _, l in losses_full)
+    # TensorBoard: the same scalars at their global steps, and the test's pictures
+    scalars_full, images = _check_events_match_metrics(full, results)
+    assert set(images) == {f"test/{d}/pictures/{p.stem}" for d in ("pitts30k", "sf-xs")
+                           for p in (full / "pictures" / d).glob("query_*.png")}
+    assert len(images) == 2
 
     # Interrupt after the first mining round of epoch 1, then resume in a new call.
     real_save = checkpoint.save
@@ -83,6 +133,10 @@ def test_train_run_folder_and_resume_reproduces(synthetic_root, tmp_path, monkey
     with pytest.raises(_Interrupt):
         loop.train_and_evaluate(_config(synthetic_root), resumed)
     monkeypatch.setattr(checkpoint, "save", real_save)
+    from vgjax.train.tensorboard import summary_writer_class
+    # a step the stopped run logged after its checkpoint
+    with summary_writer_class()(str(resumed / "tensorboard")) as stale:
+        stale.add_scalar("train/loss", 99.0, global_step=14)
     results_resumed = loop.train_and_evaluate(_config(synthetic_root), resumed)
     assert "Resuming from" in (resumed / "train.log").read_text()
     losses_resumed, val_resumed = _step_losses(resumed)
@@ -91,6 +145,12 @@ def test_train_run_folder_and_resume_reproduces(synthetic_root, tmp_path, monkey
                                rtol=1e-5, atol=1e-7)
     assert val_resumed == val_full
     assert results_resumed == results
+    # the resumed run appends an event file; the stale step is hidden, no step repeats
+    assert len(list((resumed / "tensorboard").iterdir())) == 3
+    scalars_resumed, _ = _check_events_match_metrics(resumed, results_resumed)
+    assert [s for s, _ in scalars_resumed["train/loss"]] == [s for s, _ in losses_full]
+    np.testing.assert_allclose([v for _, v in scalars_resumed["train/loss"]],
+                               [v for _, v in scalars_full["train/loss"]], rtol=1e-5, atol=1e-7)
 
 
 def test_nan_loss_saves_then_raises(synthetic_root, tmp_path):

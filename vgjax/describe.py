@@ -41,9 +41,12 @@ def describe_paths(model_cfg, variables, paths, size, batch_size: int = 32,
         store.close()
 
 
-def describe_folder(checkpoint, images, resize=None, batch_size: int = 32,
-                    num_workers: int = 8) -> tuple[np.ndarray, list[str]]:
-    """(descriptors (N, D) float32, sorted image paths) for every image below `images`."""
+def check_folder(checkpoint, images, resize=None,
+                 num_workers: int = 8) -> tuple[list[str], tuple[int, int]]:
+    """(sorted image paths below `images`, input size (H, W)) after every check that needs
+    no model: the --checkpoint is a model, the folder holds images, each file is whole, the
+    backbone can describe the size. Raises ModelDirError, FileNotFoundError, ValueError or
+    ImageError with one line naming the option."""
     try:
         info = read_model_info(checkpoint)  # fails fast on a wrong --checkpoint
     except ModelDirError as e:
@@ -58,6 +61,13 @@ def describe_folder(checkpoint, images, resize=None, batch_size: int = 32,
     check_input_size(backbone, size, "--resize" if resize else
                      f"the size stored with {checkpoint} ({size[0]} {size[1]})")
     check_image_files(paths, f"--images {images}", num_workers)  # before any is described
+    return paths, size
+
+
+def describe_folder(checkpoint, images, resize=None, batch_size: int = 32,
+                    num_workers: int = 8) -> tuple[np.ndarray, list[str]]:
+    """(descriptors (N, D) float32, sorted image paths) for every image below `images`."""
+    paths, size = check_folder(checkpoint, images, resize, num_workers)
     model_cfg, variables = load_model(checkpoint)
     return describe_paths(model_cfg, variables, paths, size, batch_size, num_workers), paths
 
@@ -68,9 +78,9 @@ def paths_file(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + "_paths.txt")
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m vgjax.describe") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vgjax.describe", description=__doc__,
+        prog=prog, description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="model dir, checkpoint folder or training run folder")

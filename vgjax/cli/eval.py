@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="config file with get_config()")
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (they show only when stderr is a terminal)")
     return p
 
 

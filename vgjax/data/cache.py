@@ -32,6 +32,7 @@ from vgjax.data.format import list_images
 from vgjax.data.ops import RESAMPLING_MODES, resampling, resize
 from vgjax.data.pipeline import BatchLoader
 from vgjax.data.sources import FOLDER_READER, SOURCES, ImageReader
+from vgjax.progress import bar as progress_bar
 from vgjax.registry import Registry
 
 log = logging.getLogger("vgjax.train")  # the lines of a training run's log
@@ -92,10 +93,8 @@ class DecodedImages:
     def _fill(self, out, num_workers, batch_size, load_fn, progress):
         loader = BatchLoader(self.paths, self.size, batch_size, num_workers=num_workers,
                              load_fn=load_fn)
-        batches = iter(loader)
-        if progress:
-            from tqdm import tqdm
-            batches = tqdm(batches, total=len(loader), desc="decoding images", unit="batch")
+        batches = progress_bar(iter(loader), total=len(loader), desc="decoding images",
+                               unit="batch", enabled=progress)
         start = 0
         for batch, valid in batches:
             out[start:start + valid] = batch[:valid]

@@ -122,7 +122,7 @@ def fit_pca(test_cfg, data_cfg, describe, database_store: DescriptorStore | None
 
 def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike | None = None,
              name: str | None = None, pca: PCA | None = None,
-             progress: bool = False, reader=None) -> EvalResult:
+             progress: bool = True, reader=None) -> EvalResult:
     """Recalls of `describe` on a `vgjax.data.dataset.Split` (val or test) scored under one
     protocol; `evaluate_protocols` for a split read with several (all arguments alike)."""
     if len(split.query_sets) > 1:
@@ -135,7 +135,7 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
 
 def evaluate_protocols(split, describe, test_cfg, data_cfg, *,
                        out_dir: str | os.PathLike | None = None, name: str | None = None,
-                       pca: PCA | None = None, progress: bool = False,
+                       pca: PCA | None = None, progress: bool = True,
                        reader=None) -> list[EvalResult]:
     """Recalls of `describe` on a `vgjax.data.dataset.Split` (val or test), one EvalResult
     per protocol: the database and the queries are described and searched once, then each

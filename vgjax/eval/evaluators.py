@@ -97,7 +97,7 @@ class RetrievalEvaluator:
             self._opened[dataset] = (split, wrap(reader))
 
     def run(self, describe, *, out_dir: str | Path | None = None,
-            progress: bool = False) -> list[EvalResult]:
+            progress: bool = True) -> list[EvalResult]:
         """Evaluates `describe` on every dataset; with `out_dir`, writes what the settings
         ask for (predictions, pictures) and `results.json` there."""
         self.check_files()

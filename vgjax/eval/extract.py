@@ -27,6 +27,7 @@ from vgjax.eval.methods import ViewPlan
 from vgjax.eval.store import DescriptorStore, StoreFactory, store_factory
 from vgjax.models.io import load_model, read_model_info
 from vgjax.models.network import build_network, make_describe_fn
+from vgjax.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,13 @@ def _batches(paths, plan: ViewPlan, batch_size: int, num_workers: int, prefetch:
 def extract_descriptors(paths: Sequence[str], describe: DescribeFn, plan: ViewPlan, *,
                         batch_size: int = 32, num_workers: int = 8, prefetch: int = 2,
                         make_store: StoreFactory | None = None,
-                        progress: str | None = None) -> tuple[DescriptorStore, dict]:
+                        progress: str | None = "describing images",
+                        ) -> tuple[DescriptorStore, dict]:
     """Descriptors of `paths` under `plan`: a store of (len(paths) * rows_per_image, D).
 
     Row `i * rows_per_image + c` holds crop `c` of image `i`. Returns (store, stats) with
-    stats = {"seconds", "images", "images_per_s", "compiled_shapes"}.
+    stats = {"seconds", "images", "images_per_s", "compiled_shapes"}. `progress`: the label
+    of its progress bar (shown on a terminal only); None: no bar.
     """
     if batch_size < 1:
         raise ValueError(f"test.batch_size must be >= 1, got {batch_size}")
@@ -132,10 +135,8 @@ def extract_descriptors(paths: Sequence[str], describe: DescribeFn, plan: ViewPl
         rows = (ix[:, None] * rows_per_image + np.arange(rows_per_image)).reshape(-1)
         store.write_rows(rows, combined.reshape(-1, combined.shape[-1]))
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(paths), desc=progress, unit="img", leave=False)
+    bar = progress_bar(total=len(paths), desc=progress or "", unit="img",
+                       enabled=progress is not None)
     pending = None
     for ix, views, n in _batches(list(paths), plan, batch_size, num_workers, prefetch):
         shapes_seen.update(v.shape for v in views)
@@ -143,11 +144,9 @@ def extract_descriptors(paths: Sequence[str], describe: DescribeFn, plan: ViewPl
         if pending is not None:
             finish(*pending)
         pending = (ix, outs, n)
-        if bar is not None:
-            bar.update(n)
+        bar.update(n)
     finish(*pending)
-    if bar is not None:
-        bar.close()
+    bar.close()
     seconds = time.perf_counter() - t0
     stats = {"seconds": seconds, "images": len(paths),
              "images_per_s": len(paths) / max(seconds, 1e-9),

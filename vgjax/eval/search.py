@@ -30,6 +30,7 @@ from vgjax.eval.pca import PCA, sample_rows
 from vgjax.eval.recalls import (compute_recalls, correct_matrix, geo_distances,
                                 recalls_from_correct, recalls_from_predictions)
 from vgjax.eval.store import DEFAULT_CHUNK_BYTES, DescriptorStore
+from vgjax.progress import bar as progress_bar
 from vgjax.registry import Registry
 
 __all__ = ["PCA", "compute_recalls", "correct_matrix", "exact_search", "geo_distances",
@@ -302,6 +303,9 @@ def exact_search(database: DescriptorStore, queries: DescriptorStore | np.ndarra
     best_i = np.full((nq, k), -1, np.int64)
     db_rows = database.rows_per_chunk(chunk_bytes)
     q_rows = queries.rows_per_chunk(chunk_bytes)
+    blocks = -(-nb // db_rows) * -(-nq // q_rows)
+    bar = progress_bar(total=blocks, desc=f"searching {nq} queries", unit="block",
+                       enabled=blocks > 1)  # a database streamed in blocks
     for db_start in range(0, nb, db_rows):
         block = database.read(db_start, db_start + db_rows)
         kk = min(k, len(block))
@@ -319,7 +323,9 @@ def exact_search(database: DescriptorStore, queries: DescriptorStore | np.ndarra
             sl = slice(q_start, q_start + len(q))
             best_d[sl], best_i[sl] = _merge_topk(best_d[sl], best_i[sl],
                                                  np.asarray(d, np.float32), i, k)
+            bar.update()
         del block
+    bar.close()
     return best_d, best_i
 
 

@@ -7,13 +7,13 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from vgjax.data.format import parse_fields
+from vgjax.progress import bar as progress_bar
 from vgjax.synthetic.layout import make_city
 from vgjax.synthetic.render import render
 from vgjax.synthetic.specs import (
@@ -83,7 +83,9 @@ def render_views(views: list[View], preset: str, seed: int = 0, workers: int = 1
         (views[i : i + chunk], p.size, p.supersample, p.quality, seed)
         for i in range(0, len(views), chunk)
     ]
-    done, cpu_s = 0, 0.0
+    cpu_s = 0.0
+    bar = progress_bar(total=len(views), desc=f"rendering ({preset})", unit="img",
+                       enabled=progress)
     if workers == 1 or len(jobs) == 1:
         results = map(_render_chunk, jobs)
         pool = None
@@ -94,14 +96,12 @@ def render_views(views: list[View], preset: str, seed: int = 0, workers: int = 1
         results = pool.map(_render_chunk, jobs)
     try:
         for n, cpu in results:
-            done, cpu_s = done + n, cpu_s + cpu
-            if progress:
-                print(f"\r{done}/{len(views)} images", end="", file=sys.stderr, flush=True)
+            cpu_s += cpu
+            bar.update(n)
     finally:
+        bar.close()
         if pool is not None:
             pool.shutdown()
-    if progress:
-        print(file=sys.stderr)
     return cpu_s
 
 

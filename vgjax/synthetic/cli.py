@@ -130,7 +130,7 @@ def main(argv=None) -> int:
             return 0
         if args.format == "gsv_cities":
             summary = generate_gsv(args.out, args.preset, args.seed, args.workers,
-                                   args.overwrite, progress=sys.stderr.isatty(),
+                                   args.overwrite, progress=True,
                                    varied_conditions=args.varied_conditions or None)
             print(json.dumps(summary, indent=2))
             return 0
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
             args.workers,
             names,
             args.overwrite,
-            progress=sys.stderr.isatty(),
+            progress=True,
             varied_conditions=args.varied_conditions or None,
         )
     except FileExistsError as e:

@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from tqdm import tqdm
 
 from vgjax.config import ConfigError, require
 from vgjax.data.augment import make_query_augment
@@ -32,6 +31,7 @@ from vgjax.data.settings import DataSettings
 from vgjax.data.sources import FOLDER_READER, folder_location
 from vgjax.eval import evaluators
 from vgjax.models.network import build_network, descriptor_dim, make_describe_fn
+from vgjax.progress import bar as progress_bar
 from vgjax.train import multihost, run_dir
 from vgjax.train.cosplace import (CosPlaceSettings, class_groups, classifier_optimizer,
                                   cosface_loss, epoch_batches, group_of_epoch, init_aux)
@@ -157,8 +157,7 @@ def train_cosplace(config, run: Path) -> dict:
     train_step = make_cosplace_step(net, tx, mesh, s, groups.sizes, augment, config.seed)
     describe = make_describe_fn(net)
     sharding = NamedSharding(mesh, P("data"))
-    metrics_writer = run_dir.MetricsWriter(run / "metrics.jsonl",
-                                           enabled=multihost.is_primary())
+    metrics_writer = run_dir.open_metrics(run, t.tensorboard, int(jax.device_get(state.step)))
     b = s.classes_per_batch
 
     def train_epoch(state, progress: Progress, lr):
@@ -192,9 +191,9 @@ def train_cosplace(config, run: Path) -> dict:
             progress.epoch_loss_steps += 1
 
         pending = None
-        for i, (x, _) in enumerate(tqdm(loader, desc=f"epoch {epoch} (group {group})",
-                                        total=len(loader), leave=False,
-                                        disable=not multihost.is_primary())):
+        for i, (x, _) in enumerate(progress_bar(loader, desc=f"epoch {epoch} (group {group})",
+                                                total=len(loader), unit="step",
+                                                enabled=multihost.is_primary())):
             x = jax.make_array_from_process_local_data(sharding, x, (b, *x.shape[1:]))
             y = jax.make_array_from_process_local_data(
                 sharding, labels[start + i, local_rows], (b,))

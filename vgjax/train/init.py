@@ -23,7 +23,8 @@ from vgjax.models.network import (abstract_variables, init_variables, trainable_
 from vgjax.models.settings import ModelSettings
 from vgjax.models.pretrained import IMAGENET, imagenet_variables, locate_imagenet_weights
 from vgjax.models.pretrained_dir import leaf_shapes, open_pretrained_dir
-from vgjax.train import checkpoint, multihost, optim, run_dir
+from vgjax.progress import bar as progress_bar
+from vgjax.train import checkpoint, multihost, optim, run_dir, tensorboard
 from vgjax.train.adaptation import DOMAIN
 from vgjax.train.settings import TrainSettings
 from vgjax.train.state import Progress, TrainState
@@ -89,10 +90,13 @@ def initial_variables(config, net, train_split: Split, reader=None, load_fn=None
                                   list(train_split.queries.paths),
                                   ModelSettings.from_config(config).netvlad_init.images,
                                   config.seed)
-        batches = BatchLoader(paths, size, t.infer_batch_size,
-                              num_workers=data.num_workers, prefetch=data.prefetch,
-                              load_fn=load_fn or (reader.loader(size) if reader is not None
-                                                  else None))
+        loader = BatchLoader(paths, size, t.infer_batch_size,
+                             num_workers=data.num_workers, prefetch=data.prefetch,
+                             load_fn=load_fn or (reader.loader(size) if reader is not None
+                                                 else None))
+        batches = progress_bar(loader, desc="NetVLAD init: local features for k-means",
+                               total=len(loader), unit="batch",
+                               enabled=multihost.is_primary())
         variables = initialize_netvlad(net, variables, batches, model_cfg, seed=config.seed)
         log.info("NetVLAD initialised by k-means on %d images in %.1f s", len(paths),
                  time.perf_counter() - t0)
@@ -140,6 +144,7 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
     if restored is None:
         if multihost.is_primary():  # records of an earlier attempt that never saved a round
             (run / "metrics.jsonl").unlink(missing_ok=True)
+            tensorboard.clear(run)
         variables = initial_variables(config, net, train, reader, init_load)
         if domain is not None:
             variables = with_domain(variables, _domain_params(domain, net, config.model, size,

@@ -145,8 +145,8 @@ def _train_and_evaluate(config, run: Path) -> dict:
                                    gather=pool is not None),
         target=target, pool=pool, cache_load=cache_load, host_augment=host_augment,
         describe_rows=jax.jit(lambda v, images, rows: describe(v, images[rows])),
-        mesh=mesh, metrics=run_dir.MetricsWriter(run / "metrics.jsonl",
-                                                 enabled=multihost.is_primary()),
+        mesh=mesh, metrics=run_dir.open_metrics(run, t.tensorboard,
+                                                int(jax.device_get(state.step))),
         size=data.resize, seed=config.seed,
         queries_per_step=t.queries_per_step, negatives_per_query=t.negatives_per_query,
         neg_samples_num=t.neg_samples_num, infer_batch_size=t.infer_batch_size,
@@ -154,9 +154,9 @@ def _train_and_evaluate(config, run: Path) -> dict:
         num_workers=data.num_workers, prefetch=data.prefetch)
     try:
         _epochs(config, t, run, ctx, evals, state, progress, negative_cache, weights)
+        return _final(config, run, evals, describe, ctx.metrics)
     finally:
         ctx.metrics.close()
-    return _final(config, run, evals, describe)
 
 
 def _eval_variables(t: TrainSettings, state: TrainState):
@@ -248,6 +248,7 @@ def run_epochs(config, t: TrainSettings, run: Path, evals, describe, metrics_wri
         for name, results in by_dataset.items():  # e.g. "initial_val": {"val": recalls}
             single = {name: recalls[name]} if name in recalls else {}
             metrics_writer.write(type=f"initial_{name}", results=results, **single)
+            metrics_writer.pictures(name, run / "before" / name, list(results))
     while not progress.finished and progress.epoch < t.epochs:
         epoch = progress.epoch
         t_epoch = time.perf_counter()
@@ -267,9 +268,10 @@ def run_epochs(config, t: TrainSettings, run: Path, evals, describe, metrics_wri
         progress.scheduler = scheduler.state_dict()
         state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, new_lr))
         epoch_time = time.perf_counter() - t_epoch
-        metrics_writer.write(type="epoch", epoch=epoch, epoch_time_s=epoch_time, train_loss=train_loss,
-                          metrics=metrics, lr=lr, next_lr=new_lr, best_value=progress.best_value,
-                          **recalls)
+        metrics_writer.write(global_step=int(jax.device_get(state.step)), type="epoch",
+                             epoch=epoch, epoch_time_s=epoch_time, train_loss=train_loss,
+                             metrics=metrics, lr=lr, next_lr=new_lr,
+                             best_value=progress.best_value, **recalls)
         log.info("epoch %d done in %.1f s: mean loss %.4f; %s %.2f%s; best %.2f (epoch %d); "
                  "next lr %.3g", epoch, epoch_time, train_loss, best_key, value,
                  " (new best)" if improved else "", progress.best_value, progress.best_epoch,
@@ -290,10 +292,10 @@ def run_epochs(config, t: TrainSettings, run: Path, evals, describe, metrics_wri
                                    ("loss/domain", "domain_acc", "grl_lambda"))
 
 
-def _final(config, run: Path, evals, describe) -> dict:
+def _final(config, run: Path, evals, describe, metrics_writer) -> dict:
     """The `end` evaluators on the best model. Every process evaluates (the same numbers);
     process 0 writes the files: the `test` entry into the run folder, others into
-    RUN/<entry>/."""
+    RUN/<entry>/, and the recalls and pictures into TensorBoard at the last step."""
     best = checkpoint.find(run, "best")
     if best is None:
         raise FileNotFoundError(f"{run}/checkpoints/best does not exist: no epoch finished")
@@ -309,6 +311,8 @@ def _final(config, run: Path, evals, describe) -> dict:
         results = e.run(model, out_dir=folder if primary else None)
         for r in results:
             out[r.name if e.name == "test" else f"{e.name}/{r.name}"] = r.recalls
+        metrics_writer.evaluation(e.name, {r.name: r.recalls for r in results},
+                                  folder if primary else None)
         rows, counts = e.table(results)
         log.info("%s of the best model (epoch %s):\n%s", e.name, best_epoch,
                  format_table(rows, counts, protocols=e.protocols(results)))

@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from tqdm import tqdm
 
 from vgjax.config import ConfigError, require
 from vgjax.data.augment import make_query_augment
@@ -39,6 +38,7 @@ from vgjax.data.settings import DataSettings
 from vgjax.data.sources import FOLDER_READER
 from vgjax.eval import evaluators
 from vgjax.models.network import build_network, make_describe_fn
+from vgjax.progress import bar as progress_bar
 from vgjax.registry import parse_spec
 from vgjax.train import multihost, run_dir
 from vgjax.train.batch_losses import make_batch_loss
@@ -172,8 +172,7 @@ def train_places(config, run: Path) -> dict:
     train_step = make_train_step(net, tx, [term], 0, mesh, augment=augment, seed=config.seed)
     describe = make_describe_fn(net)
     sharding = NamedSharding(mesh, P("data"))
-    metrics_writer = run_dir.MetricsWriter(run / "metrics.jsonl",
-                                           enabled=multihost.is_primary())
+    metrics_writer = run_dir.open_metrics(run, t.tensorboard, int(jax.device_get(state.step)))
 
     def train_epoch(state, progress: Progress, lr):
         epoch, start = progress.epoch, progress.round
@@ -204,8 +203,8 @@ def train_places(config, run: Path) -> dict:
             progress.epoch_loss_steps += 1
 
         pending = None
-        for i, (x, _) in enumerate(tqdm(loader, desc=f"epoch {epoch}", total=len(loader),
-                                        leave=False, disable=not multihost.is_primary())):
+        for i, (x, _) in enumerate(progress_bar(loader, desc=f"epoch {epoch}", total=len(loader),
+                                                unit="step", enabled=multihost.is_primary())):
             x = jax.make_array_from_process_local_data(sharding, x, (batch, *x.shape[1:]))
             state, metrics = train_step(state, x)
             if pending is not None:  # the host reads a step's loss while the next one runs
@@ -228,6 +227,6 @@ def train_places(config, run: Path) -> dict:
     try:
         run_epochs(config, t, run, evals, describe, metrics_writer, state, progress,
                    train_epoch)
+        return _final(config, run, evals, describe, metrics_writer)
     finally:
         metrics_writer.close()
-    return _final(config, run, evals, describe)

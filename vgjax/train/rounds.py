@@ -19,12 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from tqdm import tqdm
-
 from vgjax.data.cache import DecodedImages
 from vgjax.data.dataset import Split
 from vgjax.data.pipeline import BatchLoader
 from vgjax.data.sources import ImageReader
+from vgjax.progress import bar as progress_bar
 from vgjax.train import mining, multihost
 from vgjax.train.run_dir import MetricsWriter
 from vgjax.train.state import Progress, TrainState, round_key, round_rng
@@ -119,8 +118,9 @@ def device_descriptors(ctx: RoundContext, variables, rows: np.ndarray,
             outs.append(ctx.describe_rows(variables, ctx.pool, ids))
     else:
         loader = ctx.loader(ctx.paths_of(rows), batch, local, ctx.cache_load)
-        for images, _ in tqdm(loader, desc=desc, leave=False, total=len(loader),
-                              disable=desc is None or not multihost.is_primary()):
+        for images, _ in progress_bar(loader, desc=desc or "", total=len(loader),
+                                      unit="batch",
+                                      enabled=desc is not None and multihost.is_primary()):
             images = jax.make_array_from_process_local_data(sharding, images,
                                                             (batch, *images.shape[1:]))
             outs.append(ctx.describe(variables, images))
@@ -222,8 +222,9 @@ def run_round(ctx: RoundContext, state: TrainState, progress: Progress, queries:
         return math.isfinite(values["loss"])
 
     targets = target_batches(ctx, progress, steps)
-    for i, (images, _) in enumerate(tqdm(loader, desc=f"epoch {epoch} round {rnd}", total=steps,
-                                         leave=False, disable=not multihost.is_primary())):
+    for i, (images, _) in enumerate(progress_bar(loader, desc=f"epoch {epoch} round {rnd}",
+                                                 total=steps, unit="step",
+                                                 enabled=multihost.is_primary())):
         images = jax.make_array_from_process_local_data(
             ctx.batch_sharding, images, (step_images, *images.shape[1:]))
         inputs = (images,) if ctx.pool is None else (images, ctx.pool)  # rows into the pool

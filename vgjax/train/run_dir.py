@@ -1,5 +1,5 @@
-"""The run folder's files other than checkpoints: `train.log`, `metrics.jsonl`, `lr.png`,
-`config.json`.
+"""The run folder's files other than checkpoints: `train.log`, `metrics.jsonl` (and its
+TensorBoard copy, `tensorboard/`), `lr.png`, `config.json`.
 
 `metrics.jsonl` holds one JSON object per line: `{"type": "step", "step": 12, "loss": ..,
 "lr": .., ...}` per train step (whatever the step's metrics dict holds), `{"type": "epoch",
@@ -16,31 +16,71 @@ from pathlib import Path
 
 from vgjax import quiet_library_logs
 from vgjax.config import flatten, to_json
-from vgjax.train import multihost
+from vgjax.train import multihost, tensorboard
 
 log = logging.getLogger("vgjax.train")
 
 
 class MetricsWriter:
-    """Appends JSON lines to `metrics.jsonl`; writes nothing when not `enabled` (the other
-    processes of a multi-process run)."""
+    """Appends JSON lines to `metrics.jsonl`, and their scalars to `events` (TensorBoard,
+    vgjax.train.tensorboard) when given; writes nothing when not `enabled` (the other
+    processes of a multi-process run). `step`: the global step of the state it starts from."""
 
-    def __init__(self, path: Path, enabled: bool = True):
+    def __init__(self, path: Path, enabled: bool = True,
+                 events: tensorboard.EventLog | None = None, step: int = 0):
         self.path = path
         self.file = open(path, "a", buffering=1) if enabled else None
+        self.events = events if enabled else None
+        self.step = int(step)
 
-    def write(self, **record) -> None:
+    def write(self, *, global_step: int | None = None, **record) -> None:
+        """One record; its TensorBoard scalars go at `global_step`, by default its own
+        `step` field, else the last step written."""
+        if global_step is None:
+            global_step = record.get("step", self.step)
+        self.step = int(global_step)
         if self.file is not None:
             self.file.write(json.dumps(record) + "\n")
+        if self.events is not None:
+            self.events.scalars(tensorboard.scalar_tags(record), self.step)
 
     def measure(self, step: int, **scalars) -> None:
         """One train step's scalars (floats) as a `step` record."""
         self.write(type="step", step=int(step), **{k: _number(v) for k, v in scalars.items()})
 
+    def evaluation(self, name: str, results: dict, out_dir: Path | None = None) -> None:
+        """TensorBoard only (`results.json` holds them): the recalls {dataset: {"R@N": ..}}
+        of evaluator `name` at the last step, and the pictures it rendered in `out_dir`."""
+        if self.events is None:
+            return
+        self.events.scalars(tensorboard.recall_tags(name, results), self.step)
+        if out_dir is not None:
+            self.pictures(name, out_dir, list(results))
+
+    def pictures(self, name: str, out_dir: Path, datasets) -> None:
+        """The query pictures evaluator `name` rendered in `out_dir/pictures/<dataset>/`."""
+        if self.events is None:
+            return
+        for dataset in datasets:
+            files = sorted((Path(out_dir) / "pictures" / dataset).glob("query_*.png"))
+            self.events.pictures(f"{name}/{dataset}/pictures", files, self.step)
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
+        if self.events is not None:
+            self.events.close()
+            self.events = None
+
+
+def open_metrics(run: Path, events: bool, step: int = 0) -> MetricsWriter:
+    """The run's `metrics.jsonl` writer (process 0 only), with TensorBoard event files in
+    `RUN/tensorboard/` when `events` (train.tensorboard); `step`: the global step the run
+    starts or resumes from."""
+    primary = multihost.is_primary()
+    log_events = tensorboard.EventLog(run, step) if events and primary else None
+    return MetricsWriter(run / "metrics.jsonl", enabled=primary, events=log_events, step=step)
 
 
 def _number(value):

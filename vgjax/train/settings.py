@@ -55,6 +55,7 @@ class TrainSettings(Settings):
     miner_args: Args = dataclasses.field(default_factory=Args)
     checkpoint_steps: int = 0
     cosplace: CosPlaceSettings = dataclasses.field(default_factory=CosPlaceSettings)
+    tensorboard: bool = True
     queries_per_step: int = 4
     negatives_per_query: int = 10
     mining: str = "partial"
