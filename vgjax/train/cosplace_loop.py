@@ -218,9 +218,9 @@ def train_cosplace(config, run: Path) -> dict:
     try:
         run_epochs(config, t, run, evals, describe, metrics_writer, state, progress,
                    train_epoch)
+        return _final(config, run, evals, describe, metrics_writer)
     finally:
         metrics_writer.close()
-    return _final(config, run, evals, describe)
 
 
 def check_cosplace_config(raw, config=None) -> None:
