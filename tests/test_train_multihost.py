@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT_S = 240
+TIMEOUT_S = 600
 
 
 # Batch slicing -------------------------------------------------------------------------------
