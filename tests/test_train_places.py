@@ -134,7 +134,7 @@ def _one_line(e) -> str:
     (["train.places_per_batch=1"], "places_smoke.py", r"^train.places_per_batch: must be >= 2"),
     (["train.images_per_place=1"], "places_smoke.py", r"^train.images_per_place: must be >= 2"),
     (["train.batching=pairs"], "places_smoke.py",
-     r"^train.batching: unknown value 'pairs' \(accepted: triplets, places\)"),
+     r"^train.batching: unknown value 'pairs' \(accepted: triplets, places, cosplace\)"),
     (["train.miner=hardest"], "places_smoke.py",
      r"^train.miner: unknown value 'hardest' \(accepted: none, multi_similarity\)"),
     (["data.cache_decoded=host"], "places_smoke.py",

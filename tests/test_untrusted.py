@@ -48,7 +48,7 @@ def test_ground_truth_object_arrays_load_without_running_pickled_code(tmp_path):
     array-rebuilding names only; a file smuggling os.system is refused by name."""
     from vgjax.data.format import DatasetFormatError
     from vgjax.data.readers.npy_gt import read_ground_truth
-    from vgjax.data.safe_npy import load_npy
+    from vgjax.safe_npy import load_npy
     gt = np.empty(3, object)
     gt[:] = [np.array([0, 2]), np.array([], np.int64), np.array([1])]
     np.save(tmp_path / "x_gt.npy", gt, allow_pickle=True)

@@ -73,36 +73,43 @@ def _check_places(raw, config=None) -> None:
         value = raw[field]
         require(isinstance(value, int) and value >= 2, f"train.{field}",
                 f"must be >= 2 (a place batch needs positive and negative pairs), got {value!r}")
-    for field in ("places_per_epoch", "checkpoint_steps"):
-        require(isinstance(raw[field], int) and raw[field] >= 0, f"train.{field}",
-                f"must be >= 0 (0 = {'all places' if field == 'places_per_epoch' else 'off'})"
-                f", got {raw[field]!r}")
+    require(isinstance(raw.places_per_epoch, int) and raw.places_per_epoch >= 0,
+            "train.places_per_epoch",
+            f"must be >= 0 (0 = all places), got {raw.places_per_epoch!r}")
+    _check_file_batches(raw, config, "places")
+
+
+def _check_file_batches(raw, config, name: str) -> None:
+    """What the batchings that read every step's images from their files (places,
+    cosplace) refuse: domain adaptation, host-side augmentation, decoded caches, TFDS."""
+    require(isinstance(raw.checkpoint_steps, int) and raw.checkpoint_steps >= 0,
+            "train.checkpoint_steps", f"must be >= 0 (0 = off), got {raw.checkpoint_steps!r}")
     require(not raw.da.enabled, "train.da.enabled",
             "domain adaptation works with train.batching=triplets only")
     from vgjax.data.augment import AUGMENT_ON
     require(not AUGMENT_ON.get(raw.augment_on).reads_files, "train.augment_on",
-            "train.batching=places augments on the device only (set device)")
+            f"train.batching={name} augments on the device only (set device)")
     if config is not None:
         from vgjax.data.cache import CACHE_MODES
         from vgjax.data.settings import DataSettings
         from vgjax.data.sources import SOURCES
         data = DataSettings.from_config(config)
         require(not CACHE_MODES.get(data.cache_decoded).decodes, "data.cache_decoded",
-                f"{data.cache_decoded!r}: train.batching=places reads its images from the "
+                f"{data.cache_decoded!r}: train.batching={name} reads its images from the "
                 "files; set none")
         require(SOURCES.get(data.source).folders, "data.source",
-                f"{data.source!r}: train.batching=places reads the places from folders "
+                f"{data.source!r}: train.batching={name} reads its images from folders "
                 "(data.format); set folder")
 
 
 def _check_cosplace(raw, config=None) -> None:
     from vgjax.train.cosplace import check_cosplace
-    from vgjax.train.cosplace_loop import check_cosplace_config
     check_cosplace(raw.cosplace)
-    for field in ("checkpoint_steps",):
-        require(isinstance(raw[field], int) and raw[field] >= 0, f"train.{field}",
-                f"must be >= 0 (0 = off), got {raw[field]!r}")
-    check_cosplace_config(raw, config)
+    _check_file_batches(raw, config, "cosplace")
+    if config is not None:
+        require(str(config.data.format).split("(", 1)[0].strip() == "folder", "data.format",
+                f"{config.data.format!r}: train.batching=cosplace groups the UTM coordinates "
+                "and headings of an @UTM folder's names; set folder")
 
 
 def _validate_triplets(config) -> None:

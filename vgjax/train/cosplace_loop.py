@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import time
 from pathlib import Path
 
 import jax
@@ -21,24 +19,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vgjax.config import ConfigError, require
+from vgjax.config import ConfigError
 from vgjax.data.augment import make_query_augment
-from vgjax.data.dataset import check_evaluable
 from vgjax.data.format import DatasetFormatError
 from vgjax.data.pipeline import BatchLoader
 from vgjax.data.places import places_from_folder
 from vgjax.data.settings import DataSettings
-from vgjax.data.sources import FOLDER_READER, folder_location
-from vgjax.eval import evaluators
+from vgjax.data.sources import folder_location
 from vgjax.models.network import build_network, descriptor_dim, make_describe_fn
-from vgjax.progress import bar as progress_bar
-from vgjax.train import multihost, run_dir
+from vgjax.train import file_steps, multihost, run_dir
 from vgjax.train.cosplace import (CosPlaceSettings, class_groups, classifier_optimizer,
                                   cosface_loss, epoch_batches, group_of_epoch, init_aux)
 from vgjax.train.init import initial_state
 from vgjax.train.settings import TrainSettings
 from vgjax.train.state import Progress, TrainState
-from vgjax.train.step import NonFiniteLossError, _norm, learning_rate_of, make_mesh
+from vgjax.train.step import _norm, learning_rate_of, make_mesh
 
 log = logging.getLogger("vgjax.train")
 
@@ -114,33 +109,19 @@ class _TrainImages:
 
 def train_cosplace(config, run: Path) -> dict:
     """`train_and_evaluate` with CosPlace's groups and classifiers (module docstring)."""
-    from vgjax.train.loop import _final, _save, run_epochs
+    from vgjax.train.loop import _final, run_epochs
 
     t, data = TrainSettings.from_config(config), DataSettings.from_config(config)
     s = t.cosplace
-    if multihost.is_primary():
-        run_dir.write_config(run, config)
     images, groups = open_cosplace_groups(config)
-    reader = FOLDER_READER if data.check_images else dataclasses.replace(FOLDER_READER,
-                                                                         check=None)
-    reader = reader.with_draft(data.jpeg_draft)
-    evals = evaluators.build_all(config)
-    if reader.check is not None:
-        reader.check(list(images.paths), f"{images.where} (training images)")
-    for e in evals.values():
-        e.check_files()
-    epoch_evals = [e for e in evals.values() if "epoch" in e.when]
-    for e in epoch_evals:
-        for d in e.datasets:
-            check_evaluable(e.open(d)[0], f"evals.{e.name}")
+    reader, evals = file_steps.prepare(config, run, data, images.paths,
+                                       f"{images.where} (training images)")
     mesh = make_mesh(t.num_devices)
-    for name, value in (("cosplace.classes_per_batch", s.classes_per_batch),
-                        ("infer_batch_size", t.infer_batch_size)):
-        if value % mesh.devices.size:
-            raise ValueError(f"train.{name}={value} must be a multiple of the "
-                             f"{mesh.devices.size} devices used (set train.num_devices)")
+    b = s.classes_per_batch
+    file_steps.check_multiples(mesh, {"cosplace.classes_per_batch": b,
+                                      "infer_batch_size": t.infer_batch_size})
     log.info("%s: %d training images; %s; epochs of %d steps of %d classes", images.where,
-             len(images), groups.summary(), s.steps_per_epoch, s.classes_per_batch)
+             len(images), groups.summary(), s.steps_per_epoch, b)
     net = build_network(config.model)
     dim = descriptor_dim(config.model)
     train_images = _TrainImages(_Images(images.paths), _Images(np.array([], str)))
@@ -158,62 +139,28 @@ def train_cosplace(config, run: Path) -> dict:
     describe = make_describe_fn(net)
     sharding = NamedSharding(mesh, P("data"))
     metrics_writer = run_dir.open_metrics(run, t.tensorboard, int(jax.device_get(state.step)))
-    b = s.classes_per_batch
 
     def train_epoch(state, progress: Progress, lr):
         epoch, start = progress.epoch, progress.round
         group = group_of_epoch(epoch, len(groups.classes))
         rows, labels = epoch_batches(config.seed, epoch, groups.classes[group], b,
                                      s.steps_per_epoch)
-        local_rows = multihost.process_rows(sharding, b)
-        paths = images.paths[rows[start:, local_rows].reshape(-1)]
-        loader = BatchLoader(paths, data.resize, local_rows.stop - local_rows.start,
-                             num_workers=data.num_workers, prefetch=data.prefetch,
-                             load_fn=reader.loader(data.resize))
-        base_step = int(jax.device_get(state.step))
+        local = multihost.process_rows(sharding, b)
+        loader = BatchLoader(images.paths[rows[start:, local].reshape(-1)], data.resize,
+                             local.stop - local.start, num_workers=data.num_workers,
+                             prefetch=data.prefetch, load_fn=reader.loader(data.resize))
         group_index = jnp.asarray(group, jnp.int32)
-        t0 = time.perf_counter()
 
-        def record(i, metrics, state):
-            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not math.isfinite(values["loss"]):  # the state is the one before step i
-                _save(config, t, run, "nan", state, progress, None)
-                raise NonFiniteLossError(
-                    f"loss is not finite at step {base_step + i + 1} (epoch {epoch}, group "
-                    f"{group}, batch {start + i}; train.lr={lr}); the state before it is in "
-                    f"{run / 'checkpoints' / 'nan'}, and {run / 'checkpoints' / 'last'} "
-                    "holds the last checkpoint: lower train.lr and resume with the same "
-                    "--workdir")
-            metrics_writer.measure(base_step + i + 1, epoch=epoch, batch=start + i,
-                                   group=group, **values)
-            progress.round += 1
-            progress.epoch_loss_sum += values["loss"]
-            progress.epoch_loss_steps += 1
-
-        pending = None
-        for i, (x, _) in enumerate(progress_bar(loader, desc=f"epoch {epoch} (group {group})",
-                                                total=len(loader), unit="step",
-                                                enabled=multihost.is_primary())):
+        def step(state, i, x):
             x = jax.make_array_from_process_local_data(sharding, x, (b, *x.shape[1:]))
-            y = jax.make_array_from_process_local_data(
-                sharding, labels[start + i, local_rows], (b,))
-            state, metrics = train_step(state, x, y, group_index)
-            if pending is not None:  # the host reads a step's loss while the next one runs
-                record(*pending, state)
-            pending = (i, metrics)
-            done = start + i + 1
-            if t.checkpoint_steps and done % t.checkpoint_steps == 0 and done < len(rows):
-                record(*pending, state)
-                pending = None
-                _save(config, t, run, "last", state, progress, None)
-        if pending is not None:
-            record(*pending, state)
-        took = time.perf_counter() - t0
-        n = len(rows) - start
-        log.info("epoch %d (group %d): %d steps in %.1f s (%.0f img/s), mean loss %.4f", epoch,
-                 group, n, took, n * b / max(took, 1e-9),
-                 progress.epoch_loss_sum / max(progress.epoch_loss_steps, 1))
-        return state
+            y = jax.make_array_from_process_local_data(sharding, labels[start + i, local],
+                                                       (b,))
+            return train_step(state, x, y, group_index)
+
+        return file_steps.run_steps(
+            config, t, run, state, progress, loader, step, total=len(rows), images_per_step=b,
+            metrics_writer=metrics_writer, desc=f"epoch {epoch} (group {group})",
+            context=f"epoch {epoch}, group {group}", fields={"group": group}, lr=lr)
 
     try:
         run_epochs(config, t, run, evals, describe, metrics_writer, state, progress,
@@ -221,24 +168,3 @@ def train_cosplace(config, run: Path) -> dict:
         return _final(config, run, evals, describe, metrics_writer)
     finally:
         metrics_writer.close()
-
-
-def check_cosplace_config(raw, config=None) -> None:
-    """What `train.batching=cosplace` needs of the rest of the config (one line each)."""
-    require(not raw.da.enabled, "train.da.enabled",
-            "domain adaptation works with train.batching=triplets only")
-    from vgjax.data.augment import AUGMENT_ON
-    require(not AUGMENT_ON.get(raw.augment_on).reads_files, "train.augment_on",
-            "train.batching=cosplace augments on the device only (set device)")
-    if config is not None:
-        from vgjax.data.cache import CACHE_MODES
-        from vgjax.data.sources import SOURCES
-        data = DataSettings.from_config(config)
-        require(not CACHE_MODES.get(data.cache_decoded).decodes, "data.cache_decoded",
-                f"{data.cache_decoded!r}: train.batching=cosplace reads its images from the "
-                "files; set none")
-        require(SOURCES.get(data.source).folders, "data.source",
-                f"{data.source!r}: train.batching=cosplace reads @UTM folders; set folder")
-        require(data.format == "folder", "data.format",
-                f"{data.format!r}: train.batching=cosplace groups the UTM coordinates and "
-                "headings of an @UTM folder's names; set folder")

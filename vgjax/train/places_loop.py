@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import time
 from pathlib import Path
 
 import jax
@@ -31,22 +29,18 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vgjax.config import ConfigError, require
 from vgjax.data.augment import make_query_augment
-from vgjax.data.dataset import check_evaluable
 from vgjax.data.pipeline import BatchLoader
 from vgjax.data.places import PLACE_FORMATS, Places
 from vgjax.data.settings import DataSettings
-from vgjax.data.sources import FOLDER_READER
-from vgjax.eval import evaluators
 from vgjax.models.network import build_network, make_describe_fn
-from vgjax.progress import bar as progress_bar
 from vgjax.registry import parse_spec
-from vgjax.train import multihost, run_dir
+from vgjax.train import file_steps, multihost, run_dir
 from vgjax.train.batch_losses import make_batch_loss
 from vgjax.train.init import initial_state
 from vgjax.train.losses import LossTerm
 from vgjax.train.settings import TrainSettings
 from vgjax.train.state import Progress
-from vgjax.train.step import NonFiniteLossError, make_mesh, make_train_step
+from vgjax.train.step import make_mesh, make_train_step
 
 log = logging.getLogger("vgjax.train")
 
@@ -130,37 +124,23 @@ def place_term(loss: str, loss_args, miner: str, miner_args, places_per_batch: i
 
 def train_places(config, run: Path) -> dict:
     """`train_and_evaluate` with place batches (see the module docstring)."""
-    from vgjax.train.loop import _final, _save, run_epochs
+    from vgjax.train.loop import _final, run_epochs
 
     t, data = TrainSettings.from_config(config), DataSettings.from_config(config)
-    if multihost.is_primary():
-        run_dir.write_config(run, config)
     places = open_train_places(config)
-    reader = FOLDER_READER if data.check_images else dataclasses.replace(FOLDER_READER,
-                                                                         check=None)
-    reader = reader.with_draft(data.jpeg_draft)
-    evals = evaluators.build_all(config)
-    if reader.check is not None:
-        reader.check(list(places.paths), f"{places.where} (training places)")
-    for e in evals.values():
-        e.check_files()
-    epoch_evals = [e for e in evals.values() if "epoch" in e.when]
-    for e in epoch_evals:
-        for d in e.datasets:
-            check_evaluable(e.open(d)[0], f"evals.{e.name}")
+    reader, evals = file_steps.prepare(config, run, data, places.paths,
+                                       f"{places.where} (training places)")
     mesh = make_mesh(t.num_devices)
     batch = t.places_per_batch * t.images_per_place
-    for name, value in (("places_per_batch * train.images_per_place", batch),
-                        ("infer_batch_size", t.infer_batch_size)):
-        if value % mesh.devices.size:
-            raise ValueError(f"train.{name}={value} must be a multiple of the "
-                             f"{mesh.devices.size} devices used (set train.num_devices)")
+    file_steps.check_multiples(mesh, {"places_per_batch * train.images_per_place": batch,
+                                      "infer_batch_size": t.infer_batch_size})
     members = places.members()
     steps = len(epoch_batches(config.seed, 0, members, t.places_per_batch,
                               t.images_per_place, t.places_per_epoch))
     log.info("%s; epochs of %d steps of %d places x %d images; %s", places.summary(), steps,
              t.places_per_batch, t.images_per_place, "; ".join(
-                 e.open(d)[0].summary() for e in epoch_evals for d in e.datasets))
+                 e.open(d)[0].summary() for e in evals.values() if "epoch" in e.when
+                 for d in e.datasets))
     net = build_network(config.model)
     images = _PlaceImages(_Images(places.paths), _Images(np.array([], str)))
     state, progress, _, tx = initial_state(config, run, net, images, reader, mesh, None, None)
@@ -184,45 +164,15 @@ def train_places(config, run: Path) -> dict:
         loader = BatchLoader(local, data.resize, rows.stop - rows.start,
                              num_workers=data.num_workers, prefetch=data.prefetch,
                              load_fn=reader.loader(data.resize))
-        base_step = int(jax.device_get(state.step))
-        t0 = time.perf_counter()
 
-        def record(i, metrics, state):
-            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not math.isfinite(values["loss"]):  # the state is the one before step i
-                _save(config, t, run, "nan", state, progress, None)
-                raise NonFiniteLossError(
-                    f"loss is not finite at step {base_step + i + 1} (epoch {epoch}, batch "
-                    f"{start + i}; train.loss={t.loss}, train.lr={lr}); the state before it "
-                    f"is in {run / 'checkpoints' / 'nan'}, and {run / 'checkpoints' / 'last'} "
-                    "holds the last checkpoint: lower train.lr and resume with the same "
-                    "--workdir")
-            metrics_writer.measure(base_step + i + 1, epoch=epoch, batch=start + i, **values)
-            progress.round += 1
-            progress.epoch_loss_sum += values["loss"]
-            progress.epoch_loss_steps += 1
+        def step(state, i, x):
+            return train_step(state, jax.make_array_from_process_local_data(
+                sharding, x, (batch, *x.shape[1:])))
 
-        pending = None
-        for i, (x, _) in enumerate(progress_bar(loader, desc=f"epoch {epoch}", total=len(loader),
-                                                unit="step", enabled=multihost.is_primary())):
-            x = jax.make_array_from_process_local_data(sharding, x, (batch, *x.shape[1:]))
-            state, metrics = train_step(state, x)
-            if pending is not None:  # the host reads a step's loss while the next one runs
-                record(*pending, state)
-            pending = (i, metrics)
-            done = start + i + 1
-            if t.checkpoint_steps and done % t.checkpoint_steps == 0 and done < len(batches):
-                record(*pending, state)
-                pending = None
-                _save(config, t, run, "last", state, progress, None)
-        if pending is not None:
-            record(*pending, state)
-        took = time.perf_counter() - t0
-        n = len(batches) - start
-        log.info("epoch %d: %d steps in %.1f s (%.0f img/s), mean loss %.4f", epoch, n, took,
-                 n * batch / max(took, 1e-9),
-                 progress.epoch_loss_sum / max(progress.epoch_loss_steps, 1))
-        return state
+        return file_steps.run_steps(
+            config, t, run, state, progress, loader, step, total=len(batches),
+            images_per_step=batch, metrics_writer=metrics_writer, desc=f"epoch {epoch}",
+            context=f"epoch {epoch}; train.loss={t.loss}", lr=lr)
 
     try:
         run_epochs(config, t, run, evals, describe, metrics_writer, state, progress,

@@ -32,7 +32,7 @@ from vgjax.data.positives import positives_within
 from vgjax.data.protocol import Protocol, query_set, utm_protocol
 from vgjax.data.readers import ENTRY_HINT, READERS
 from vgjax.data.readers.npy_gt import check_images_exist
-from vgjax.data.safe_npy import load_npy
+from vgjax.safe_npy import load_npy
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from vgjax.data import format as fmt
 from vgjax.data.dataset import Split, plain_index
-from vgjax.data.safe_npy import load_npy
 from vgjax.data.protocol import Protocol, query_set
 from vgjax.data.readers import READERS
+from vgjax.safe_npy import load_npy
 
 SUFFIXES = ("_dbImages.npy", "_qImages.npy", "_gt.npy")
 
