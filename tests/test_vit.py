@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from jax.sharding import NamedSharding, PartitionSpec as P
 from torch import nn
 
 from configs.default import get_config
@@ -233,46 +234,101 @@ def timm_layout(sd: dict) -> dict:
 
 
 def test_convert_script_hub_and_timm_then_describe(tmp_path, capsys):
-    """128 wide (two 64-wide heads: inferred), both layouts give the same model; describe
-    runs on the converted dir; a wrong --backbone and a hub file with a key missing are
-    refused naming them."""
+    """128 wide (two 64-wide heads: inferred): the hub's and timm's layouts read the same;
+    the script converts the timm file and `vgjax.describe` on its model dir gives torch's
+    L2-normalised CLS tokens; a wrong --backbone and a missing key are refused naming them."""
     torch.manual_seed(3)
     ref = TorchDinoViT(dim=128, registers=4).eval()
-    torch.save(ref.state_dict(), tmp_path / "hub.pth")
-    torch.save({k: torch.from_numpy(v) for k, v in timm_layout(state_dict(ref)).items()},
-               tmp_path / "timm.pth")
-    outputs = {}
-    for name in ("hub", "timm"):
-        out = tmp_path / f"model_{name}"
-        assert run_script("--input", tmp_path / f"{name}.pth", "--output", out,
-                          "--aggregation", "cls", "--image-size", 56, 70) == 0
-        printed = json.loads(capsys.readouterr().out)
-        assert printed["backbone"] == "dinov2_custom_d2_w128_h2_g4_reg4"
-        assert printed["format"] == ("dinov2" if name == "hub" else "timm")
-        outputs[name] = out
+    hub = state_dict(ref)
+    timm = timm_layout(hub)
+    _, from_hub, _ = convert_state_dict(hub, aggregation="cls")
+    _, from_timm, report = convert_state_dict(timm, aggregation="cls")
+    assert report["format"] == "timm"
+    a, b = from_hub["params"]["backbone"], from_timm["params"]["backbone"]
+    for group in a:
+        if group not in ("cls_token", "pos_embed"):
+            jax.tree_util.tree_map(np.testing.assert_array_equal, a[group], b[group])
+    np.testing.assert_allclose(a["cls_token"] + a["pos_embed"][:, :1],
+                               b["cls_token"] + b["pos_embed"][:, :1], atol=1e-6)
+    np.testing.assert_array_equal(a["pos_embed"][:, 1:], b["pos_embed"][:, 1:])
+
+    torch.save({k: torch.from_numpy(v) for k, v in timm.items()}, tmp_path / "timm.pth")
+    out = tmp_path / "model"
+    assert run_script("--input", tmp_path / "timm.pth", "--output", out,
+                      "--aggregation", "cls", "--image-size", 56, 70) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["backbone"] == "dinov2_custom_d2_w128_h2_g4_reg4"
+    assert printed["format"] == "timm" and printed["descriptor_dim"] == 128
     images = pixels((56, 70))
-    cls_ref, _ = torch_tokens(ref, images, "dinov2_vits14")
-    expected = cls_ref / np.linalg.norm(cls_ref, axis=1, keepdims=True)
-    for out in outputs.values():
-        cfg, variables = load_model(out)
-        np.testing.assert_allclose(build_network(cfg).apply(variables, images), expected,
-                                   atol=1e-5)
     folder = tmp_path / "images"
     folder.mkdir()
     from PIL import Image
     for i, img in enumerate(images):
         Image.fromarray(img).save(folder / f"{i}.png")
-    assert describe.main(["--checkpoint", str(outputs["timm"]), "--images", str(folder),
+    assert describe.main(["--checkpoint", str(out), "--images", str(folder),
                           "--out", str(tmp_path / "desc.npy"), "--num-workers", "1"]) == 0
-    assert np.load(tmp_path / "desc.npy").shape == (2, 128)
+    cls_ref, _ = torch_tokens(ref, images, "dinov2_vits14")
+    np.testing.assert_allclose(np.load(tmp_path / "desc.npy"),
+                               cls_ref / np.linalg.norm(cls_ref, axis=1, keepdims=True),
+                               atol=1e-5)
 
-    assert run_script("--input", tmp_path / "hub.pth", "--output", tmp_path / "bad",
+    assert run_script("--input", tmp_path / "timm.pth", "--output", tmp_path / "bad",
                       "--backbone", "dinov2_vits14", "--aggregation", "cls") == 2
     assert "backbone is dinov2_custom_d2_w128_h2_g4_reg4, not dinov2_vits14" in \
         capsys.readouterr().err
-    broken = state_dict(ref)
+    broken = dict(hub)
     del broken["blocks.1.ls2.gamma"]
     with pytest.raises(CheckpointError, match=r"missing keys: blocks\.1\.ls2\.gamma"):
         convert_state_dict(broken, aggregation="cls")
     with pytest.raises(CheckpointError, match="heads do not show"):
         convert_state_dict(state_dict(TorchDinoViT()), aggregation="cls")
+
+
+def test_imported_vit_with_salad_trains_only_its_last_block(tiny_city):
+    """A converted DINOv2 (depth 2, registers) + SALAD on its CLS token, trainable_from=block1,
+    remat, the configured optimizer and the jitted train step: three triplet steps on images
+    of the tiny city leave the patch embedding, the tokens and block 0 exactly as imported,
+    and move block 1, the final norm and the head."""
+    from vgjax.cli.config import load_config
+    from vgjax.data.pipeline import load_image
+    from vgjax.train import optim
+    from vgjax.train.losses import make_term
+    from vgjax.train.state import TrainState
+    from vgjax.train.step import make_mesh, make_train_step
+
+    torch.manual_seed(5)
+    backbone = f"dinov2_custom_d{DEPTH}_w{WIDTH}_h{HEADS}_g{GRID}_reg4"
+    salad = {"num_clusters": 4, "cluster_dim": 8, "token_dim": 8, "hidden_dim": 16}
+    _, variables, _ = convert_state_dict(
+        state_dict(TorchDinoViT(registers=4)), get_config().model, backbone=backbone,
+        aggregation="salad", head_options=salad)
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "smoke.py", [
+        f"model.backbone={backbone}", "model.aggregation=salad",
+        *(f"model.salad.{k}={v}" for k, v in salad.items()), "model.trainable_from=block1",
+        "model.remat=true", "train.lr=1e-2"])
+    assert num_frozen(config.model) == 2  # embed, block0
+    mesh = make_mesh(1)
+    net = build_network(config.model)
+    tx = optim.make_optimizer(config.train, trainable_mask(variables["params"], config.model))
+    step = make_train_step(net, tx, [make_term("triplet", {"margin": 0.1})], 1, mesh)
+    paths = sorted(p for p in Path(tiny_city).rglob("*") if p.suffix in (".jpg", ".png"))
+    images = np.stack([load_image(p, (56, 70)) for p in paths[:9]])  # 3 x (q, p, n)
+    state = jax.device_put(TrainState.create(jax.tree_util.tree_map(np.array, variables), tx),
+                           NamedSharding(mesh, P()))
+    for _ in range(3):
+        state, metrics = step(state, images)
+        assert np.isfinite(float(metrics["loss"]))
+    before, after = variables["params"], jax.device_get(state.params)
+    mask = trainable_mask(after, config.model)
+    moved = {}
+    for group in ("patch_embed", "cls_token", "pos_embed", "register_tokens", "blocks_0",
+                  "blocks_1", "norm"):
+        leaves = zip(jax.tree_util.tree_leaves(before["backbone"][group]),
+                     jax.tree_util.tree_leaves(after["backbone"][group]))
+        moved[group] = any(not np.array_equal(a, b) for a, b in leaves)
+        assert all(jax.tree_util.tree_leaves(mask["backbone"][group])) == moved[group], group
+    assert moved == {"patch_embed": False, "cls_token": False, "pos_embed": False,
+                     "register_tokens": False, "blocks_0": False, "blocks_1": True,
+                     "norm": True}
+    assert not np.array_equal(before["aggregation"]["score"]["fc1"]["kernel"],
+                              after["aggregation"]["score"]["fc1"]["kernel"])
