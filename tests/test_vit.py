@@ -332,3 +332,50 @@ def test_imported_vit_with_salad_trains_only_its_last_block(tiny_city):
                      "norm": True}
     assert not np.array_equal(before["aggregation"]["score"]["fc1"]["kernel"],
                               after["aggregation"]["score"]["fc1"]["kernel"])
+
+
+class PublishedSALAD(nn.Module):
+    """The published SALAD head's modules and names (dropout between conv and ReLU), on
+    DINOv2's patch tokens and CLS token."""
+
+    def __init__(self, c, clusters, cluster_dim, token_dim, hidden):
+        super().__init__()
+        self.token_features = nn.Sequential(nn.Linear(c, hidden), nn.ReLU(),
+                                            nn.Linear(hidden, token_dim))
+        self.cluster_features = nn.Sequential(nn.Conv2d(c, hidden, 1), nn.Dropout(0.3),
+                                              nn.ReLU(), nn.Conv2d(hidden, cluster_dim, 1))
+        self.score = nn.Sequential(nn.Conv2d(c, hidden, 1), nn.Dropout(0.3), nn.ReLU(),
+                                   nn.Conv2d(hidden, clusters, 1))
+        self.dust_bin = nn.Parameter(torch.tensor(1.3))
+
+    def forward(self, x, t):  # x (N, C, h, w), t (N, C)
+        from test_heads_attention import sinkhorn_log_plan
+        f = self.cluster_features(x).flatten(2)                                   # (N, l, n)
+        p = torch.exp(sinkhorn_log_plan(self.score(x).flatten(2), self.dust_bin, 3))[:, :-1]
+        v = (f.unsqueeze(2) * p.unsqueeze(1)).sum(-1)                             # (N, l, K)
+        out = torch.cat([F.normalize(self.token_features(t), dim=-1),
+                         F.normalize(v, dim=1).flatten(1)], dim=-1)
+        return F.normalize(out, dim=-1)
+
+
+def test_published_salad_checkpoint_reads_with_its_head():
+    """`backbone.model.*` (the hub's DINOv2) + `aggregator.*` (SALAD's names): the descriptors
+    equal the torch model's; the options come from the shapes."""
+    torch.manual_seed(7)
+    vit, head = TorchDinoViT(dim=64, heads=1).eval(), PublishedSALAD(64, 4, 8, 16, 24).eval()
+    sd = {f"backbone.model.{k}": v for k, v in state_dict(vit).items()}
+    sd.update({f"aggregator.{k}": v for k, v in state_dict(head).items()})
+    cfg, variables, report = convert_state_dict(sd, get_config().model)
+    assert report["format"] == "salad" and report["initialised"] == []
+    assert cfg.aggregation == "salad" and cfg.backbone == "dinov2_custom_d2_w64_h1_g4"
+    assert (cfg.salad.num_clusters, cfg.salad.cluster_dim, cfg.salad.token_dim,
+            cfg.salad.hidden_dim) == (4, 8, 16, 24)
+    images = pixels((70, 84))
+    x = normalize(images, *input_normalization(cfg.backbone)).astype(np.float32)
+    with torch.no_grad():
+        cls, patches = vit(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+        expected = head(patches.permute(0, 3, 1, 2), cls).numpy()
+    actual = jax.jit(build_network(cfg).apply)(variables, images)
+    assert rel_diff(actual, expected) < 1e-4, rel_diff(actual, expected)
+    with pytest.raises(CheckpointError, match="--aggregation netvlad does not apply"):
+        convert_state_dict(sd, aggregation="netvlad")

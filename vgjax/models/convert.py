@@ -54,7 +54,9 @@ from vgjax.models.network import (
     validate_model_config,
 )
 from vgjax.models.backbones import parse_backbone
-from vgjax.models.convert_vit import backbone_values, is_dinov2, resolve_backbone, to_hub_layout
+from vgjax.models.convert_vit import (backbone_values, is_dinov2, resolve_backbone,
+                                      salad_options, salad_values, split_published,
+                                      to_hub_layout)
 from vgjax.models.efficientnet import EFFICIENTNETS, EfficientNetSpec, block_layout, spec_layout
 from vgjax.models.resnet import backbone_name
 from vgjax.models.torch_keys import (  # CheckpointError, load_torch_checkpoint: re-exported
@@ -383,9 +385,20 @@ def convert_vit_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, 
                            backbone: str | None = None, aggregation: str | None = None,
                            flags: Mapping | None = None, head_options: Mapping | None = None,
                            seed: int = 0):
-    """A DINOv2 state_dict (hub or timm layout) -> (model_cfg, variables, report), as
-    `convert_state_dict`; the head is initialised from `seed`."""
-    sd, fmt, notes = to_hub_layout(state_dict)
+    """A DINOv2 state_dict (hub or timm layout, or SALAD's published model) -> (model_cfg,
+    variables, report), as `convert_state_dict`; a head the file does not hold is
+    initialised from `seed`."""
+    sd, head_sd, published = split_published(state_dict)
+    sd, fmt, notes = to_hub_layout(sd)
+    if published is not None:
+        fmt = published
+        if aggregation not in (None, published):
+            raise CheckpointError(f"a {published} checkpoint, read with its head: "
+                                  f"--aggregation {aggregation} does not apply")
+        aggregation = published
+        head_options = {**salad_options(head_sd), **(head_options or {})}
+        notes.append("salad options from the shapes: " + ", ".join(
+            f"{k}={v}" for k, v in salad_options(head_sd).items()))
     cfg = _base_config(base_cfg)
     cfg.backbone = resolve_backbone(sd, backbone)
     notes.append(f"backbone {cfg.backbone} (depth, width, registers and grid from the shapes)")
@@ -398,6 +411,9 @@ def convert_vit_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, 
         if v is not None:
             cfg[k] = v
     _set_head_options(cfg, head_options or {})
+    if published is not None and int(cfg.fc_output_dim or 0) > 0:
+        raise CheckpointError(f"the {published} checkpoint has no fc layer: "
+                              f"--fc-output-dim {cfg.fc_output_dim} does not apply")
     try:
         validate_model_config(cfg)
     except ValueError as e:
@@ -407,13 +423,20 @@ def convert_vit_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, 
     if problems:
         raise CheckpointError(f"checkpoint ({fmt}) does not fit {cfg.backbone}: "
                               + " | ".join(problems))
-    head = _head_init(cfg, seed)
-    params = {k: jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), v)
-              for k, v in head.get("params", {}).items()}
+    if published is not None:
+        head_values, problems = salad_values(head_sd, abstract["params"]["aggregation"])
+        if problems:
+            raise CheckpointError(f"checkpoint ({fmt}) does not fit {cfg.aggregation}: "
+                                  + " | ".join(problems))
+        params = {"aggregation": head_values}
+    else:
+        params = {k: jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), v)
+                  for k, v in _head_init(cfg, seed).get("params", {}).items()}
     params["backbone"] = values
-    fresh = ["/".join(str(p.key) for p in path) for path, _ in
-             jax.tree_util.tree_flatten_with_path({k: v for k, v in params.items()
-                                                   if k != "backbone"})[0]]
+    fresh = [] if published is not None else [
+        "/".join(str(p.key) for p in path) for path, _ in
+        jax.tree_util.tree_flatten_with_path({k: v for k, v in params.items()
+                                              if k != "backbone"})[0]]
     if fresh:
         notes.append(f"not in the checkpoint, initialised with seed {seed}: "
                      f"{short_list(fresh)}")

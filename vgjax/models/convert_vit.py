@@ -10,9 +10,15 @@
   (1, M * M, C)): timm adds the CLS position embedding into `cls_token` instead, which is the
   same sum, so it reads back with a zero CLS entry. A classifier `head.*` is dropped.
 
+- the published SALAD model (`dino_salad.ckpt`): the hub's DINOv2 under `backbone.model.`
+  and the head under `aggregator.`: `token_features.{0,2}` (Linear, ReLU, Linear),
+  `cluster_features.{0,3}` and `score.{0,3}` (1x1 Conv, Dropout, ReLU, 1x1 Conv), `dust_bin`;
+  read as `salad` with its options from the shapes (`iters` is the published 3).
+
 Depth, width, registers, FFN and the position grid come from the shapes; the heads do not
 show in them: 64-wide heads are assumed (every published size), other sizes need a
-`dinov2_custom_..._h<heads>...` backbone name. The head (aggregation) is freshly initialised.
+`dinov2_custom_..._h<heads>...` backbone name. A head the file does not hold is freshly
+initialised.
 """
 from __future__ import annotations
 
@@ -26,12 +32,78 @@ from vgjax.models.torch_keys import CheckpointError, short_list
 from vgjax.models.vit import HEAD_DIM, ViTSpec, custom_name, parse_vit
 
 DROPPED = ("mask_token", "head.weight", "head.bias")
+SALAD_BACKBONE, SALAD_HEAD = "backbone.model.", "aggregator."
+# SALAD's MLPs: vgjax layer -> index in the published nn.Sequential
+SALAD_LAYERS = {"token_features": {"fc1": 0, "fc2": 2}, "cluster_features": {"fc1": 0, "fc2": 3},
+                "score": {"fc1": 0, "fc2": 3}}
 _LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias"}
 
 
 def is_dinov2(state_dict: Mapping) -> bool:
-    """True for a DINOv2 ViT state_dict (the hub's or timm's layout)."""
-    return "cls_token" in state_dict and "blocks.0.attn.qkv.weight" in state_dict
+    """True for a DINOv2 ViT state_dict (the hub's or timm's layout, or SALAD's model)."""
+    return ("cls_token" in state_dict and "blocks.0.attn.qkv.weight" in state_dict) or \
+        SALAD_BACKBONE + "cls_token" in state_dict
+
+
+def split_published(state_dict: Mapping[str, np.ndarray]) -> tuple[dict, dict, str | None]:
+    """(backbone state_dict, head state_dict, 'salad' or None): SALAD's model split at its
+    prefixes; any other file is all backbone."""
+    if SALAD_BACKBONE + "cls_token" not in state_dict:
+        return dict(state_dict), {}, None
+    backbone = {k[len(SALAD_BACKBONE):]: v for k, v in state_dict.items()
+                if k.startswith(SALAD_BACKBONE)}
+    head = {k[len(SALAD_HEAD):]: v for k, v in state_dict.items() if k.startswith(SALAD_HEAD)}
+    other = [k for k in state_dict if not k.startswith((SALAD_BACKBONE, SALAD_HEAD))]
+    if other:
+        raise CheckpointError(f"SALAD checkpoint: unexpected keys {short_list(other)}")
+    return backbone, head, "salad"
+
+
+def salad_options(head: Mapping[str, np.ndarray]) -> dict:
+    """model.salad options read from the published head's shapes."""
+    try:
+        return {"hidden_dim": int(np.shape(head["token_features.0.weight"])[0]),
+                "token_dim": int(np.shape(head["token_features.2.weight"])[0]),
+                "cluster_dim": int(np.shape(head["cluster_features.3.weight"])[0]),
+                "num_clusters": int(np.shape(head["score.3.weight"])[0]), "iters": 3}
+    except KeyError as e:
+        raise CheckpointError(f"SALAD checkpoint: missing key {SALAD_HEAD}{e.args[0]}") from None
+
+
+def salad_values(head: Mapping[str, np.ndarray], abstract: Mapping) -> tuple[dict, list]:
+    """The `salad` head's variables from the published head (1x1 convolutions read as
+    Linear layers), and the problems (missing, unexpected, mis-shaped keys)."""
+    used, problems, values = set(), [], {}
+    for group, tree in abstract.items():
+        if group == "dust_bin":
+            names = {(): "dust_bin"}
+        elif group in SALAD_LAYERS:
+            names = {(layer, leaf): f"{group}.{i}.{_LEAF[leaf]}"
+                     for layer, i in SALAD_LAYERS[group].items() for leaf in ("kernel", "bias")}
+        else:
+            problems.append(f"no published key for aggregation/{group}")
+            continue
+        out = {}
+        for path, name in names.items():
+            if name not in head:
+                problems.append(f"missing key {SALAD_HEAD}{name}")
+                continue
+            used.add(name)
+            value = np.asarray(head[name], np.float32)
+            if path and path[1] == "kernel":
+                value = value.reshape(value.shape[0], -1).T  # (out, in[, 1, 1]) -> (in, out)
+            leaf = tree[path[0]][path[1]] if path else tree
+            if value.shape != tuple(leaf.shape):
+                problems.append(f"{SALAD_HEAD}{name}: shape {np.shape(head[name])}")
+            if path:
+                out.setdefault(path[0], {})[path[1]] = value
+            else:
+                out = value
+        values[group] = out
+    unused = [SALAD_HEAD + k for k in head if k not in used]
+    if unused:
+        problems.append(f"unexpected keys: {short_list(unused)}")
+    return values, problems
 
 
 def to_hub_layout(state_dict: Mapping[str, np.ndarray]) -> tuple[dict, str, list[str]]:
