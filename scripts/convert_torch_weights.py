@@ -1,4 +1,4 @@
-"""PyTorch ResNet, VGG-16, AlexNet and EfficientNet-Lite weights / benchmark checkpoints ->
+"""PyTorch ResNet, VGG-16, AlexNet, EfficientNet-Lite and DINOv2 weights / benchmark checkpoints ->
 a vgjax model dir.
 
     python scripts/convert_torch_weights.py --input X.pth --output DIR \

@@ -236,12 +236,13 @@ def timm_layout(sd: dict) -> dict:
 def test_convert_script_hub_and_timm_then_describe(tmp_path, capsys):
     """128 wide (two 64-wide heads: inferred): the hub's and timm's layouts read the same;
     the script converts the timm file and `vgjax.describe` on its model dir gives torch's
-    L2-normalised CLS tokens; a wrong --backbone and a missing key are refused naming them."""
+    L2-normalised CLS tokens (bfloat16 compute: within 3e-2); a wrong --backbone and a
+    missing key are refused naming them."""
     torch.manual_seed(3)
     ref = TorchDinoViT(dim=128, registers=4).eval()
     hub = state_dict(ref)
     timm = timm_layout(hub)
-    _, from_hub, _ = convert_state_dict(hub, aggregation="cls")
+    cfg, from_hub, _ = convert_state_dict(hub, aggregation="cls")
     _, from_timm, report = convert_state_dict(timm, aggregation="cls")
     assert report["format"] == "timm"
     a, b = from_hub["params"]["backbone"], from_timm["params"]["backbone"]
@@ -268,9 +269,14 @@ def test_convert_script_hub_and_timm_then_describe(tmp_path, capsys):
     assert describe.main(["--checkpoint", str(out), "--images", str(folder),
                           "--out", str(tmp_path / "desc.npy"), "--num-workers", "1"]) == 0
     cls_ref, _ = torch_tokens(ref, images, "dinov2_vits14")
-    np.testing.assert_allclose(np.load(tmp_path / "desc.npy"),
-                               cls_ref / np.linalg.norm(cls_ref, axis=1, keepdims=True),
-                               atol=1e-5)
+    expected = cls_ref / np.linalg.norm(cls_ref, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.load(tmp_path / "desc.npy"), expected, atol=1e-5)
+    cfg.dtype = "bfloat16"  # bfloat16 compute, float32 parameters and descriptors
+    net = build_network(cfg)
+    desc, features = jax.jit(lambda v, x: net.apply(v, x, return_features=True))(from_hub,
+                                                                                   images)
+    assert features.dtype == jnp.bfloat16 and desc.dtype == jnp.float32
+    np.testing.assert_allclose(desc, expected, atol=3e-2)
 
     assert run_script("--input", tmp_path / "timm.pth", "--output", tmp_path / "bad",
                       "--backbone", "dinov2_vits14", "--aggregation", "cls") == 2
