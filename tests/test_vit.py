@@ -72,9 +72,9 @@ class TorchDinoViT(nn.Module):
     """DINOv2's vision transformer (hub key layout), its forward_features' normed tokens."""
 
     def __init__(self, dim=WIDTH, depth=DEPTH, heads=HEADS, grid=GRID, registers=0,
-                 swiglu=False):
+                 swiglu=False, final_norm=True):
         super().__init__()
-        self.grid, self.registers = grid, registers
+        self.grid, self.registers, self.final_norm = grid, registers, final_norm
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(3, dim, 14, 14)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
@@ -110,7 +110,8 @@ class TorchDinoViT(nn.Module):
             x = torch.cat([x[:, :1], self.register_tokens.expand(b, -1, -1), x[:, 1:]], dim=1)
         for block in self.blocks:
             x = block(x)
-        x = self.norm(x)
+        if self.final_norm:  # BoQ's DINOv2 backbone takes the tokens without it
+            x = self.norm(x)
         return x[:, 0], x[:, 1 + self.registers:].reshape(b, h, w, -1)
 
 
@@ -385,3 +386,30 @@ def test_published_salad_checkpoint_reads_with_its_head():
     assert rel_diff(actual, expected) < 1e-4, rel_diff(actual, expected)
     with pytest.raises(CheckpointError, match="--aggregation netvlad does not apply"):
         convert_state_dict(sd, aggregation="netvlad")
+
+
+def test_published_boq_dinov2_checkpoint_reads_with_its_head():
+    """`backbone.dino.*` (the hub's DINOv2, its final norm unused) + `aggregator.*` (BoQ's
+    names): read as the `_prenorm` backbone + `boq`, the descriptors equal the torch model's."""
+    from test_convert_modern import BoQ
+    torch.manual_seed(9)
+    vit = TorchDinoViT(dim=64, heads=1, final_norm=False).eval()
+    head = BoQ(64, 64, 4, 2, 3).eval()
+    with torch.no_grad():
+        for block in head.boqs:
+            block.queries.normal_()
+    sd = {f"backbone.dino.{k}": v for k, v in state_dict(vit).items()}
+    sd.update({f"aggregator.{k}": v for k, v in state_dict(head).items()})
+    cfg, variables, report = convert_state_dict(sd, get_config().model)
+    assert report["format"] == "boq" and report["initialised"] == []
+    assert cfg.backbone == "dinov2_custom_d2_w64_h1_g4_prenorm" and cfg.aggregation == "boq"
+    assert "norm" not in variables["params"]["backbone"]
+    assert (cfg.boq.proj_channels, cfg.boq.num_queries, cfg.boq.num_layers,
+            cfg.boq.row_dim) == (64, 4, 2, 3)
+    images = pixels((70, 84))
+    x = normalize(images, *input_normalization(cfg.backbone)).astype(np.float32)
+    with torch.no_grad():
+        _, patches = vit(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+        expected = head(patches.permute(0, 3, 1, 2))[0].numpy()
+    actual = jax.jit(build_network(cfg).apply)(variables, images)
+    assert rel_diff(actual, expected) < 1e-4, rel_diff(actual, expected)

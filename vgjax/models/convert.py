@@ -57,6 +57,7 @@ from vgjax.models.backbones import parse_backbone
 from vgjax.models.convert_vit import (backbone_values, is_dinov2, resolve_backbone,
                                       salad_options, salad_values, split_published,
                                       to_hub_layout)
+from vgjax.models.vit import PRENORM
 from vgjax.models.efficientnet import EFFICIENTNETS, EfficientNetSpec, block_layout, spec_layout
 from vgjax.models.resnet import backbone_name
 from vgjax.models.torch_keys import (  # CheckpointError, load_torch_checkpoint: re-exported
@@ -381,6 +382,30 @@ def _set_head_options(cfg, options: Mapping) -> None:
         cfg[cfg.aggregation][k] = v
 
 
+def _boq_values(head: Mapping[str, np.ndarray], abstract: Mapping) -> tuple[dict, list]:
+    """The `boq` head's variables from a published head (`aggregator.*` names, as BoQ's
+    ResNet-50 model has them), and the problems (missing, unexpected, mis-shaped keys)."""
+    used, problems = set(), []
+    flat, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    values = []
+    for path, leaf in flat:
+        name, how = _modern_head_name("boq", [str(p.key) for p in path])
+        if name not in head:
+            problems.append(f"missing key aggregator.{name}")
+            values.append(None)
+            continue
+        used.add(name)
+        value = _transform(head[name], how)
+        if value.shape != tuple(leaf.shape):
+            problems.append(f"aggregator.{name}: checkpoint {tuple(np.shape(head[name]))}, "
+                            f"model needs {_torch_shape(leaf.shape, how)}")
+        values.append(value)
+    unused = ["aggregator." + k for k in head if k not in used]
+    if unused:
+        problems.append(f"unexpected keys: {short_list(unused)}")
+    return jax.tree_util.tree_unflatten(treedef, values), problems
+
+
 def convert_vit_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
                            backbone: str | None = None, aggregation: str | None = None,
                            flags: Mapping | None = None, head_options: Mapping | None = None,
@@ -396,11 +421,16 @@ def convert_vit_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, 
             raise CheckpointError(f"a {published} checkpoint, read with its head: "
                                   f"--aggregation {aggregation} does not apply")
         aggregation = published
-        head_options = {**salad_options(head_sd), **(head_options or {})}
-        notes.append("salad options from the shapes: " + ", ".join(
-            f"{k}={v}" for k, v in salad_options(head_sd).items()))
+        if published == "salad":
+            found = salad_options(head_sd)
+        else:
+            found = infer_published_head(head_sd, base_cfg)["options"]
+            notes.append(f"BoQ's backbone has no final norm: {PRENORM}")
+        head_options = {**found, **(head_options or {})}
+        notes.append(f"{published} options from the shapes: " + ", ".join(
+            f"{k}={v}" for k, v in found.items()))
     cfg = _base_config(base_cfg)
-    cfg.backbone = resolve_backbone(sd, backbone)
+    cfg.backbone = resolve_backbone(sd, backbone, final_norm=published != "boq")
     notes.append(f"backbone {cfg.backbone} (depth, width, registers and grid from the shapes)")
     stages = parse_backbone(cfg.backbone).stages
     if cfg.trainable_from not in (AUTO, *stages, "aggregation"):  # e.g. a ResNet's layer3
@@ -424,7 +454,8 @@ def convert_vit_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, 
         raise CheckpointError(f"checkpoint ({fmt}) does not fit {cfg.backbone}: "
                               + " | ".join(problems))
     if published is not None:
-        head_values, problems = salad_values(head_sd, abstract["params"]["aggregation"])
+        head_values, problems = (salad_values if published == "salad" else _boq_values)(
+            head_sd, abstract["params"]["aggregation"])
         if problems:
             raise CheckpointError(f"checkpoint ({fmt}) does not fit {cfg.aggregation}: "
                                   + " | ".join(problems))

@@ -13,7 +13,10 @@
 - the published SALAD model (`dino_salad.ckpt`): the hub's DINOv2 under `backbone.model.`
   and the head under `aggregator.`: `token_features.{0,2}` (Linear, ReLU, Linear),
   `cluster_features.{0,3}` and `score.{0,3}` (1x1 Conv, Dropout, ReLU, 1x1 Conv), `dust_bin`;
-  read as `salad` with its options from the shapes (`iters` is the published 3).
+  read as `salad` with its options from the shapes (`iters` is the published 3);
+- BoQ's published DINOv2 model (`dinov2_12288.pth`): the hub's DINOv2 under `backbone.dino.`,
+  whose final norm BoQ does not apply (read as the `_prenorm` backbone, `norm.*` dropped), and
+  the BoQ head under `aggregator.` (as BoQ's ResNet-50 model names it).
 
 Depth, width, registers, FFN and the position grid come from the shapes; the heads do not
 show in them: 64-wide heads are assumed (every published size), other sizes need a
@@ -29,10 +32,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from vgjax.models.torch_keys import CheckpointError, short_list
-from vgjax.models.vit import HEAD_DIM, ViTSpec, custom_name, parse_vit
+from vgjax.models.vit import HEAD_DIM, PRENORM, ViTSpec, custom_name, parse_vit
 
 DROPPED = ("mask_token", "head.weight", "head.bias")
 SALAD_BACKBONE, SALAD_HEAD = "backbone.model.", "aggregator."
+BOQ_BACKBONE = "backbone.dino."
+# a published model's backbone prefix -> its head (aggregation)
+PUBLISHED_BACKBONES = {SALAD_BACKBONE: "salad", BOQ_BACKBONE: "boq"}
 # SALAD's MLPs: vgjax layer -> index in the published nn.Sequential
 SALAD_LAYERS = {"token_features": {"fc1": 0, "fc2": 2}, "cluster_features": {"fc1": 0, "fc2": 3},
                 "score": {"fc1": 0, "fc2": 3}}
@@ -42,21 +48,26 @@ _LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias"}
 def is_dinov2(state_dict: Mapping) -> bool:
     """True for a DINOv2 ViT state_dict (the hub's or timm's layout, or SALAD's model)."""
     return ("cls_token" in state_dict and "blocks.0.attn.qkv.weight" in state_dict) or \
-        SALAD_BACKBONE + "cls_token" in state_dict
+        any(prefix + "cls_token" in state_dict for prefix in PUBLISHED_BACKBONES)
 
 
 def split_published(state_dict: Mapping[str, np.ndarray]) -> tuple[dict, dict, str | None]:
-    """(backbone state_dict, head state_dict, 'salad' or None): SALAD's model split at its
-    prefixes; any other file is all backbone."""
-    if SALAD_BACKBONE + "cls_token" not in state_dict:
+    """(backbone state_dict, head state_dict, 'salad' | 'boq' | None): SALAD's or BoQ's
+    model split at its prefixes (BoQ's unused final norm dropped); any other file is all
+    backbone."""
+    prefix = next((p for p in PUBLISHED_BACKBONES if p + "cls_token" in state_dict), None)
+    if prefix is None:
         return dict(state_dict), {}, None
-    backbone = {k[len(SALAD_BACKBONE):]: v for k, v in state_dict.items()
-                if k.startswith(SALAD_BACKBONE)}
+    published = PUBLISHED_BACKBONES[prefix]
+    backbone = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     head = {k[len(SALAD_HEAD):]: v for k, v in state_dict.items() if k.startswith(SALAD_HEAD)}
-    other = [k for k in state_dict if not k.startswith((SALAD_BACKBONE, SALAD_HEAD))]
+    other = [k for k in state_dict if not k.startswith((prefix, SALAD_HEAD))]
     if other:
-        raise CheckpointError(f"SALAD checkpoint: unexpected keys {short_list(other)}")
-    return backbone, head, "salad"
+        raise CheckpointError(f"{published} checkpoint: unexpected keys {short_list(other)}")
+    if published == "boq":
+        backbone.pop("norm.weight", None)
+        backbone.pop("norm.bias", None)
+    return backbone, head, published
 
 
 def salad_options(head: Mapping[str, np.ndarray]) -> dict:
@@ -162,22 +173,27 @@ def infer_vit(sd: Mapping[str, np.ndarray], heads: int | None = None) -> str:
     return name
 
 
-def resolve_backbone(sd: Mapping[str, np.ndarray], backbone: str | None) -> str:
+def resolve_backbone(sd: Mapping[str, np.ndarray], backbone: str | None,
+                     final_norm: bool = True) -> str:
     """The backbone of a hub-layout state_dict: `backbone` when it fits the shapes (its heads
-    taken as given), else the inferred one; CheckpointError when they disagree."""
+    taken as given), else the inferred one (`_prenorm` without `final_norm`);
+    CheckpointError when they disagree."""
     requested = parse_vit(backbone) if backbone else None
     width = int(np.shape(sd["cls_token"])[-1])
     if backbone and (requested is None or requested.width != width):
         found = infer_vit(sd) if width % HEAD_DIM == 0 else f"a {width}-wide ViT"
         raise CheckpointError(f"the checkpoint's backbone is {found}, not {backbone}")
     found = infer_vit(sd, requested.heads if requested else None)
+    if not final_norm:
+        found += PRENORM
     if requested is not None and _size(parse_vit(found)) != _size(requested):
         raise CheckpointError(f"the checkpoint's backbone is {found}, not {backbone}")
     return backbone or found
 
 
 def _size(spec: ViTSpec):
-    return spec.depth, spec.width, spec.heads, spec.grid, spec.registers, spec.ffn
+    return (spec.depth, spec.width, spec.heads, spec.grid, spec.registers, spec.ffn,
+            spec.final_norm)
 
 
 def torch_name(path: tuple[str, ...]) -> tuple[str, str]:

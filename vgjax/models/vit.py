@@ -32,7 +32,8 @@ Names (`model.backbone`):
     dinov2_custom_d<depth>_w<width>_h<heads>_g<grid>[_reg<n>][_swiglu]
                          any other size (e.g. converted small models, tests)
 
-`_reg` models have 4 registers. Pixels are normalised with ImageNet's mean and std.
+`_reg` models have 4 registers. Any name + `_prenorm` leaves out the final norm: the tokens
+leave the last block as they are (BoQ's published DINOv2 backbone takes them so). Pixels are normalised with ImageNet's mean and std.
 `model.trainable_from` names `embed` (patch conv, CLS, registers, position embeddings) or
 `block<i>`: blocks from i on train, with the final norm; `auto` trains the last 4 blocks (as
 SALAD trains DINOv2). `model.remat` recomputes each block's activations in the backward pass
@@ -76,6 +77,7 @@ class ViTSpec:
     grid: int = HUB_GRID       # side of the position-embedding grid of the weights
     registers: int = 0
     ffn: str = "mlp"           # "mlp" (GELU) or "swiglu" (ViT-g)
+    final_norm: bool = True    # False: the `_prenorm` variant (no final LayerNorm)
 
     input_mean = resnet.IMAGENET_MEAN  # the weights' normalisation of [0, 1] RGB
     input_std = resnet.IMAGENET_STD
@@ -136,31 +138,39 @@ VITS = {f"dinov2_vit{size}14{suffix}": ViTSpec(f"dinov2_vit{size}14{suffix}", d,
 _CUSTOM = re.compile(r"dinov2_custom_d(\d+)_w(\d+)_h(\d+)_g(\d+)(?:_reg(\d+))?(_swiglu)?")
 
 
+PRENORM = "_prenorm"
+
+
 def custom_name(depth: int, width: int, heads: int, grid: int, registers: int = 0,
-                ffn: str = "mlp") -> str:
+                ffn: str = "mlp", final_norm: bool = True) -> str:
     """The `dinov2_custom_...` name of a size; a published size's own name if it is one."""
     spec = ViTSpec("", depth, width, heads, grid, registers, ffn)
+    suffix = "" if final_norm else PRENORM
     for name, known in VITS.items():
         if dataclasses.replace(known, name="") == spec:
-            return name
+            return name + suffix
     return (f"dinov2_custom_d{depth}_w{width}_h{heads}_g{grid}"
-            f"{f'_reg{registers}' if registers else ''}{'_swiglu' if ffn == 'swiglu' else ''}")
+            f"{f'_reg{registers}' if registers else ''}{'_swiglu' if ffn == 'swiglu' else ''}"
+            f"{suffix}")
 
 
 def parse_vit(name: str) -> ViTSpec | None:
     """A DINOv2 backbone name -> its spec, None if the name is no ViT's."""
     name = str(name)
-    if name in VITS:
-        return VITS[name]
-    m = _CUSTOM.fullmatch(name)
-    if m is None:
-        return None
-    depth, width, heads, grid = (int(g) for g in m.groups()[:4])
-    if min(depth, width, heads, grid) < 1 or width % heads:
-        raise ValueError(f"model.backbone: {name!r}: depth, width, heads and grid must be "
-                         f">= 1 and the width a multiple of the heads")
-    return ViTSpec(name, depth, width, heads, grid, int(m.group(5) or 0),
-                   "swiglu" if m.group(6) else "mlp")
+    base = name.removesuffix(PRENORM)
+    if base in VITS:
+        spec = VITS[base]
+    else:
+        m = _CUSTOM.fullmatch(base)
+        if m is None:
+            return None
+        depth, width, heads, grid = (int(g) for g in m.groups()[:4])
+        if min(depth, width, heads, grid) < 1 or width % heads:
+            raise ValueError(f"model.backbone: {name!r}: depth, width, heads and grid must be "
+                             f">= 1 and the width a multiple of the heads")
+        spec = ViTSpec(base, depth, width, heads, grid, int(m.group(5) or 0),
+                       "swiglu" if m.group(6) else "mlp")
+    return spec if base == name else dataclasses.replace(spec, name=name, final_norm=False)
 
 
 def _cubic(x: np.ndarray, a: float) -> np.ndarray:
@@ -296,7 +306,7 @@ class PatchEmbed(nn.Module):
 
 class DinoViT(nn.Module):
     """(N, H, W, 3) normalised pixels -> (patch tokens (N, H // 14, W // 14, C), CLS token
-    (N, C)), both after the final norm, in the compute dtype.
+    (N, C)), both after the final norm (`_prenorm`: without it), in the compute dtype.
 
     The `num_frozen` leading stages of `spec.stages` (`embed`, `block0`, ...) get no gradient:
     the tokens leaving the last frozen one pass through `stop_gradient`.
@@ -333,7 +343,8 @@ class DinoViT(nn.Module):
             x = block(s, self.dtype, name=f"blocks_{i}")(x)
             if i + 2 == self.num_frozen:
                 x = jax.lax.stop_gradient(x)
-        x = _norm(self.dtype, "norm")(x)
+        if s.final_norm:
+            x = _norm(self.dtype, "norm")(x)
         cls_out = x[:, 0]
         patches = x[:, 1 + s.registers:].reshape(n, h, w, s.width)
         return patches, cls_out
