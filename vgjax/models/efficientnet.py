@@ -94,6 +94,7 @@ class EfficientNetSpec:
     input_std = (0.5, 0.5, 0.5)
     uses_width = False            # model.resnet_width does not apply
     global_token = False  # local features only (no CLS token)
+    supports_remat = False  # model.remat does not apply
 
     @property
     def family(self) -> str:

@@ -32,7 +32,6 @@ import numpy as np
 from vgjax.models.aggregation import (AGGREGATIONS, L2_MODES, TorchLinear, aggregation_dim,
                                       l2_normalize, matmul_precision, read_options)
 from vgjax.models.backbones import parse_backbone
-from vgjax.models.vit import ViTSpec
 from vgjax.models import resnet
 
 AUTO = "auto"  # model.trainable_from: the reference's choice for the backbone
@@ -132,7 +131,7 @@ def validate_model_config(model_cfg) -> None:
     if agg.needs_token and not spec.global_token:
         raise ValueError(f"model.aggregation={_get(model_cfg, 'aggregation')}: {spec.name} has "
                          "no global token (the DINOv2 backbones dinov2_* have their CLS token)")
-    if bool(_get(model_cfg, "remat")) and not isinstance(spec, ViTSpec):
+    if bool(_get(model_cfg, "remat")) and not spec.supports_remat:
         raise ValueError(f"model.remat: applies to the ViT backbones (dinov2_*), not to "
                          f"{spec.name}")
     if agg.check_settings is not None:

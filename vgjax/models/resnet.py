@@ -38,6 +38,7 @@ class BackboneSpec:
     input_std = IMAGENET_STD
     uses_width = True                    # model.resnet_width = channels of conv1
     global_token = False  # local features only (no CLS token)
+    supports_remat = False  # model.remat does not apply
     imagenet_weights = None              # no wheel bundles them: convert torchvision's
 
     @property

@@ -84,6 +84,7 @@ class ViTSpec:
     uses_width = False                 # model.resnet_width does not apply
     imagenet_weights = None
     global_token = True                # the CLS token goes to the heads that take one
+    supports_remat = True              # model.remat: jax.checkpoint per block
 
     @property
     def family(self) -> str:
