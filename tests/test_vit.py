@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from pathlib import Path
 
 import jax
@@ -22,7 +21,6 @@ from torch import nn
 from configs.default import get_config
 from vgjax import describe
 from vgjax.models.convert import CheckpointError, convert_state_dict
-from vgjax.models.io import load_model
 from vgjax.models.network import (build_network, descriptor_dim, input_normalization, normalize,
                                   num_frozen, trainable_mask)
 from vgjax.models.vit import VITS, bicubic_matrix, parse_vit
