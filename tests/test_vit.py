@@ -1,8 +1,9 @@
 """DINOv2 ViT backbones: parity with a torch DINOv2 written here (random weights in the hub's
 key layout, tiny sizes; the native grid and grids needing the position embeddings resized,
 with and without registers, MLP and SwiGLU FFNs), the `cls` and `salad` heads on the CLS
-token, converting hub / timm files into a model dir that `vgjax.describe` runs, and
-training: the frozen blocks stay as they were, the trained ones move."""
+token, converting hub / timm files into a model dir that `vgjax.describe` runs, the
+published SALAD and BoQ-DINOv2 models with their heads, and training: the frozen blocks stay
+as they were, the trained ones move."""
 from __future__ import annotations
 
 import importlib.util
@@ -205,6 +206,8 @@ def test_published_names_and_their_specs():
     assert b.feature_size(322, 336) == (23, 24) and b.channels() == 768
     assert b.input_mean == (0.485, 0.456, 0.406) and not b.antialias
     assert parse_vit("dinov2_vitb14_reg").antialias
+    prenorm = parse_vit("dinov2_vitb14_reg_prenorm")
+    assert not prenorm.final_norm and prenorm.registers == 4 and parse_vit("resnet18") is None
     cfg = model_cfg("dinov2_vitb14", trainable_from="auto")
     assert num_frozen(cfg) == 1 + 8  # embed, block0..7 frozen: the last 4 blocks train
     assert descriptor_dim(cfg) == 768
