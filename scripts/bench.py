@@ -16,6 +16,10 @@ Sections of the JSON:
   (`efficientnet_lite0`, 112 channels) + NetVLAD and + GeM beside the config's backbone
   (ResNet-18-conv4 by default) + NetVLAD and + GeM, in the same run, same sizes (with
   `--smoke`, Lite0 + GeM only).
+- `vit`: the same model-only numbers for DINOv2 ViT-B/14 at 322 x 322 (SALAD's evaluation
+  size; the last 4 blocks train, as SALAD trains them): + SALAD in bfloat16 and float32, +
+  SALAD in bfloat16 with `model.remat`, + BoQ and + `cls` in bfloat16 (with `--smoke`, a
+  2-block 16-wide ViT + `cls` at 42 x 42, float32, to test the code path).
 - `pipeline`: decoded images/s of a folder of JPEGs the script writes, with threads
   (`BatchLoader`) and with processes (spawn `ProcessPoolExecutor` + `load_image`) from 1 to N
   workers, total and per worker, and of its TFDS copy (`vgjax.data.tfds_builder`) with threads.
@@ -73,6 +77,13 @@ MODEL_RUNS = [("netvlad", "bfloat16"), ("netvlad", "float32"), ("gem", "bfloat16
 # other backbones measured beside the config's (float32, each aggregation of BACKBONE_HEADS)
 OTHER_BACKBONES = ["efficientnet_lite0"]
 BACKBONE_HEADS = ["netvlad", "gem"]
+# DINOv2 rows: (backbone, aggregation, dtype, (H, W), extra overrides); smoke: a tiny ViT
+VIT_RUNS = [("dinov2_vitb14", "salad", "bfloat16", (322, 322), []),
+            ("dinov2_vitb14", "salad", "float32", (322, 322), []),
+            ("dinov2_vitb14", "salad", "bfloat16", (322, 322), ["--config.model.remat=True"]),
+            ("dinov2_vitb14", "boq", "bfloat16", (322, 322), []),
+            ("dinov2_vitb14", "cls", "bfloat16", (322, 322), [])]
+SMOKE_VIT_RUNS = [("dinov2_custom_d2_w16_h1_g3", "cls", "float32", (42, 42), [])]
 # (name, what, target, "min" | "max"): the project's GPU targets (see docs/PERFORMANCE.md)
 TARGETS = [
     ("train_img_per_s_netvlad_bf16", "ResNet-18-conv4 + NetVLAD train step, bfloat16",
@@ -106,7 +117,8 @@ def parse_args(argv):
     p.add_argument("--workers", default="",
                    help="comma-separated decode worker counts (default 1, 2, 4, .. CPU count)")
     p.add_argument("--skip", default="", help="comma-separated sections not to run "
-                   "(model, backbones, pipeline, tfds, round, eval): their fields are null")
+                   "(model, backbones, vit, pipeline, tfds, round, eval): their fields are "
+                   "null")
     p.add_argument("--workdir", default="", help="where to write the images (default: temp)")
     return p.parse_args(argv)
 
@@ -315,6 +327,19 @@ def bench_backbones(args, overrides, sizes, model_rows) -> list[dict]:
 
 
 # Synthetic data ----------------------------------------------------------------------------------
+
+def bench_vit(args, overrides, sizes) -> list[dict]:
+    """Rows of VIT_RUNS (SMOKE_VIT_RUNS with --smoke), each with `remat` added."""
+    rows = []
+    for backbone, agg, dtype, (h, w), extra in (SMOKE_VIT_RUNS if args.smoke else VIT_RUNS):
+        log.info("vit: %s + %s %s %dx%d %s", backbone, agg, dtype, h, w, " ".join(extra))
+        cfg = model_config(args, [*overrides, f"--config.model.backbone={backbone}",
+                                  f"--config.data.resize=({h},{w})",
+                                  "--config.model.trainable_from=auto", *extra], agg, dtype)
+        row = bench_model(cfg, sizes["steps"], sizes["infer_batch"])[0]
+        rows.append({**row, "remat": bool(cfg.model.remat)})
+    return rows
+
 
 def jpeg_pool(n: int, size, seed: int = 0) -> list[bytes]:
     """Smooth random colour fields with facade-like edges (JPEG sizes close to street photos:
@@ -687,7 +712,8 @@ def run(args, overrides, argv) -> dict:
     skip = {s for s in args.skip.split(",") if s}
     out: dict = {"benchmark": "vgjax", "mode": "smoke" if args.smoke else "full",
                  "environment": environment(argv), "sizes": sizes, "model": None,
-                 "backbones": None, "pipeline": None, "round": None, "epoch": None,
+                 "backbones": None, "vit": None, "pipeline": None, "round": None,
+                 "epoch": None,
                  "eval": None}
     from vgjax.cli.config import load_config
     base = load_config(args.config, overrides)
@@ -723,6 +749,9 @@ def run(args, overrides, argv) -> dict:
     if "backbones" not in skip:
         out["backbones"] = bench_backbones(args, overrides, sizes, rows)
         _section_done("backbones", out["backbones"])
+    if "vit" not in skip:
+        out["vit"] = bench_vit(args, overrides, sizes)
+        _section_done("vit", out["vit"])
 
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="vgjax_bench_")
     workdir = Path(args.workdir or tmp.name)

@@ -1,8 +1,8 @@
-"""PyTorch ResNet, VGG-16, AlexNet and EfficientNet-Lite weights / benchmark checkpoints ->
+"""PyTorch ResNet, VGG-16, AlexNet, EfficientNet-Lite and DINOv2 weights / benchmark checkpoints ->
 a vgjax model dir.
 
     python scripts/convert_torch_weights.py --input X.pth --output DIR \
-        [--backbone resnet18conv4|vgg16|alexnet|efficientnet_lite0[_s32|_head]] \
+        [--backbone resnet18conv4|vgg16|alexnet|efficientnet_lite0[_s32|_head]|dinov2_vitb14] \
         [--aggregation netvlad|gem|mac|spoc|rmac|rrm|crn] \
         [--netvlad-clusters K] [--fc-output-dim N] [--l2 before_pool|after_pool|none] \
         [--head-option NAME=VALUE ...] [--image-size H W]
@@ -18,8 +18,11 @@ efficientnet-lite0-57934424.pth) or timm's tf_efficientnet_lite<n> (cut at strid
 --backbone names efficientnet_lite<n>_s32 or _head; the classifier is dropped).
 The published checkpoints of CosPlace and EigenPlaces (e.g. ResNet50_2048_cosplace.pth,
 ResNet50_2048_eigenplaces.pth), MixVPR (resnet50_MixVPR_4096_channels(1024)_rows(4).ckpt),
-Conv-AP (resnet50_ConvAP_1024_2x2.ckpt) and BoQ (resnet50_16384.pth) are read with their
-heads (cosplace, mixvpr, convap, boq), whose options come from the shapes;
+Conv-AP (resnet50_ConvAP_1024_2x2.ckpt), BoQ (resnet50_16384.pth, dinov2_12288.pth) and
+SALAD (dino_salad.ckpt) are read with their heads (cosplace, mixvpr, convap, boq, salad), whose
+options come from the shapes; DINOv2 ViTs in the torch hub's layout
+(dinov2_vitb14_pretrain.pth, ...) or timm's (vit_base_patch14_dinov2,
+vit_base_patch14_reg4_dinov2, ...) are read as dinov2_* backbones with a fresh head;
 --head-option NAME=VALUE sets one of model.<aggregation>.* (what the shapes do not show:
 Conv-AP's s1, s2, BoQ's num_heads, MixVPR's in_h x in_w when in_h * in_w is not square).
 MixVPR's model is stored with the image size its mixer is sized for unless --image-size. Depth,
@@ -97,8 +100,9 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help=".pth file")
     parser.add_argument("--output", required=True, help="vgjax model dir to write")
-    parser.add_argument("--backbone", help="resnet{18,50,101}conv{4,5}, vgg16, alexnet or "
-                        "efficientnet_lite{0,1,2}[_s32|_head] (default: inferred)")
+    parser.add_argument("--backbone", help="resnet{18,50,101}conv{4,5}, vgg16, alexnet, "
+                        "efficientnet_lite{0,1,2}[_s32|_head] or dinov2_vit{s,b,l,g}14[_reg] "
+                        "(default: inferred)")
     parser.add_argument("--aggregation", choices=tuple(AGGREGATIONS.names()))
     parser.add_argument("--netvlad-clusters", type=int)
     parser.add_argument("--fc-output-dim", type=int)

@@ -74,6 +74,12 @@ def test_bench_smoke_json(tmp_path):
     assert side["resnet18conv4", "gem"] == rows["gem", "float32"]
     assert side["efficientnet_lite0", "gem"]["descriptor_dim"] == 112
     assert side["efficientnet_lite0", "gem"]["resnet_width"] is None
+    # DINOv2: a 2-block 16-wide ViT + cls stands in for the ViT-B/14 rows of a full run
+    vit = out["vit"]
+    assert [(r["backbone"], r["aggregation"], r["remat"]) for r in vit] == [
+        ("dinov2_custom_d2_w16_h1_g3", "cls", False)]
+    _numbers(vit[0], MODEL_FIELDS, "vit")
+    assert vit[0]["descriptor_dim"] == 16 and vit[0]["size"] == [42, 42]
     assert (tmp_path / "profile").is_dir() and any((tmp_path / "profile").rglob("*.xplane.pb"))
 
     # input pipeline: threads and processes from 1 to N workers, and the TFDS copy

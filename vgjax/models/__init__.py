@@ -1,5 +1,5 @@
-"""Models: ResNet, VGG-16, AlexNet and EfficientNet-Lite backbones, aggregations (NetVLAD,
-GeM, MAC, SPoC, MixVPR, Conv-AP, CosPlace, BoQ, SALAD, ...), the full network, NetVLAD k-means
+"""Models: ResNet, VGG-16, AlexNet, EfficientNet-Lite and DINOv2 ViT backbones, aggregations
+(NetVLAD, GeM, MAC, SPoC, MixVPR, Conv-AP, CosPlace, BoQ, SALAD, cls, ...), the full network, NetVLAD k-means
 initialisation, torch checkpoint reading (without torch) and conversion, bundled ImageNet weights and model directories.
 Importing the package registers every aggregation (CRN's, MixVPR's, Conv-AP's,
 CosPlace's, BoQ's and SALAD's from their modules)."""

@@ -1,7 +1,8 @@
 """Aggregations: local features (N, h, w, D) -> global descriptor (N, D_out), float32.
 
 NetVLAD, GeM, MAC (global max), SPoC (global average), R-MAC (regional max, the
-reference's `rmac`) and RRM (the reference's residual retrieval module) here; CRN, MixVPR,
+reference's `rmac`), RRM (the reference's residual retrieval module) and `cls` (a ViT's CLS
+token, L2-normalised) here; CRN, MixVPR,
 Conv-AP and CosPlace in their own modules, which register themselves the same way. All of
 them compute in float32 whatever the backbone's compute dtype: they are a tiny share of the
 FLOPs, and the softmax and the normalisations are where bfloat16 would lose precision.
@@ -233,6 +234,10 @@ class Aggregation:
     options: type | None = None   # its Settings class, read from model.<name>
     # the (h, w) local feature map its parameters are built for (None: any size)
     feature_size: Callable[[object], tuple[int, int]] | None = None
+    # its module is called as module(features, token=global token (N, C) or None): a backbone
+    # with a global token (DINOv2's CLS) hands it over; `needs_token`: it has no use without one
+    takes_token: bool = False
+    needs_token: bool = False
 
 
 def read_options(cls, section):
@@ -270,6 +275,20 @@ for _kind in POOLS:
         dim=lambda c, k, o: c, check_settings=_check_gem if POOLS[_kind] is None else None))
 AGGREGATIONS.register("rrm")(Aggregation(module=lambda s: RRM(), dim=lambda c, k, o: c,
                                        uses_l2=False))
+
+
+class ClassToken(nn.Module):
+    """The backbone's global token (DINOv2's final-norm CLS token), L2-normalised; no
+    parameters. The local features are not used."""
+
+    @nn.compact
+    def __call__(self, x, token=None):  # x (N, h, w, D), token (N, D)
+        del x
+        return l2_normalize(token.astype(jnp.float32), axis=-1)
+
+
+AGGREGATIONS.register("cls")(Aggregation(module=lambda s: ClassToken(), dim=lambda c, k, o: c,
+                                       uses_l2=False, takes_token=True, needs_token=True))
 
 
 def uses_kmeans_init(model_cfg) -> bool:

@@ -21,7 +21,9 @@ These sources are understood:
   name>`, `aggregator.mix.<i>.mix.{0,1,3}.*`, `aggregator.channel_proj.*`,
   `aggregator.row_proj.*` / `aggregator.channel_pool.*`) and BoQ's ResNet-50 model
   (`backbone.net.<i>`, `aggregator.{proj_c, norm_input, boqs.<i>.*, fc}.*`): the `mixvpr`,
-  `convap` and `boq` heads with their options read from the shapes (`infer_published_head`).
+  `convap` and `boq` heads with their options read from the shapes (`infer_published_head`);
+- DINOv2 ViTs in the torch hub's or timm's layout (`vgjax.models.convert_vit`): the backbone,
+  with a freshly initialised head.
 
 `convert_state_dict` is a pure function on `{name: numpy array}`; `load_torch_checkpoint`
 reads `.pth` files with `vgjax.models.torch_pickle`, so nothing here needs torch.
@@ -43,6 +45,7 @@ import numpy as np
 from vgjax.models.aggregation import AGGREGATIONS
 from vgjax.models.network import (
     ARCH_DEFAULTS,
+    AUTO,
     VGNetwork,
     abstract_variables,
     build_network,
@@ -51,6 +54,10 @@ from vgjax.models.network import (
     validate_model_config,
 )
 from vgjax.models.backbones import parse_backbone
+from vgjax.models.convert_vit import (backbone_values, is_dinov2, resolve_backbone,
+                                      salad_options, salad_values, split_published,
+                                      to_hub_layout)
+from vgjax.models.vit import PRENORM
 from vgjax.models.efficientnet import EFFICIENTNETS, EfficientNetSpec, block_layout, spec_layout
 from vgjax.models.resnet import backbone_name
 from vgjax.models.torch_keys import (  # CheckpointError, load_torch_checkpoint: re-exported
@@ -339,7 +346,133 @@ def _head_init(model_cfg, seed: int) -> dict:
     fixed = AGGREGATIONS.get(model_cfg.aggregation).feature_size  # MixVPR's weights fix it
     h, w = fixed(net.head_options) if fixed is not None else (2, 2)
     feats = jnp.zeros((1, h, w, c), jnp.float32)
-    return net.init(init_key(seed), feats, method=VGNetwork.aggregate)
+    token = jnp.zeros((1, c), jnp.float32) if parse_backbone(model_cfg.backbone).global_token \
+        else None
+    return net.init(init_key(seed), feats, token, method=VGNetwork.aggregate)
+
+
+def _base_config(base_cfg) -> ml_collections.ConfigDict:
+    """A copy of `base_cfg` (a `model` section, or None) with every architecture field."""
+    if base_cfg is None:
+        cfg = ml_collections.ConfigDict()
+    else:
+        cfg = ml_collections.ConfigDict(copy.deepcopy(base_cfg.to_dict()
+                                                      if hasattr(base_cfg, "to_dict")
+                                                      else dict(base_cfg)))
+    for k, v in ARCH_DEFAULTS.items():
+        if k not in cfg:
+            cfg[k] = v
+    return cfg
+
+
+def _set_head_options(cfg, options: Mapping) -> None:
+    """Writes {option: value} into `model.<aggregation>`, refusing unknown options."""
+    if not options:
+        return
+    if AGGREGATIONS.get(cfg.aggregation).options is None:
+        raise CheckpointError(f"head options {short_list(options)} given, but "
+                              f"{cfg.aggregation} has none")
+    if cfg.get(cfg.aggregation) is None:
+        cfg[cfg.aggregation] = ml_collections.ConfigDict()
+    fields = {f.name: f for f in dataclasses.fields(AGGREGATIONS.get(cfg.aggregation).options)}
+    for k, v in options.items():
+        if k not in fields:
+            raise CheckpointError(f"model.{cfg.aggregation} has no option {k!r} "
+                                  f"(its options: {', '.join(fields)})")
+        cfg[cfg.aggregation][k] = v
+
+
+def _boq_values(head: Mapping[str, np.ndarray], abstract: Mapping) -> tuple[dict, list]:
+    """The `boq` head's variables from a published head (`aggregator.*` names, as BoQ's
+    ResNet-50 model has them), and the problems (missing, unexpected, mis-shaped keys)."""
+    used, problems = set(), []
+    flat, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    values = []
+    for path, leaf in flat:
+        name, how = _modern_head_name("boq", [str(p.key) for p in path])
+        if name not in head:
+            problems.append(f"missing key aggregator.{name}")
+            values.append(None)
+            continue
+        used.add(name)
+        value = _transform(head[name], how)
+        if value.shape != tuple(leaf.shape):
+            problems.append(f"aggregator.{name}: checkpoint {tuple(np.shape(head[name]))}, "
+                            f"model needs {_torch_shape(leaf.shape, how)}")
+        values.append(value)
+    unused = ["aggregator." + k for k in head if k not in used]
+    if unused:
+        problems.append(f"unexpected keys: {short_list(unused)}")
+    return jax.tree_util.tree_unflatten(treedef, values), problems
+
+
+def convert_vit_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
+                           backbone: str | None = None, aggregation: str | None = None,
+                           flags: Mapping | None = None, head_options: Mapping | None = None,
+                           seed: int = 0):
+    """A DINOv2 state_dict (hub or timm layout, or SALAD's published model) -> (model_cfg,
+    variables, report), as `convert_state_dict`; a head the file does not hold is
+    initialised from `seed`."""
+    sd, head_sd, published = split_published(state_dict)
+    sd, fmt, notes = to_hub_layout(sd)
+    if published is not None:
+        fmt = published
+        if aggregation not in (None, published):
+            raise CheckpointError(f"a {published} checkpoint, read with its head: "
+                                  f"--aggregation {aggregation} does not apply")
+        aggregation = published
+        if published == "salad":
+            found = salad_options(head_sd)
+        else:
+            found = infer_published_head(head_sd, base_cfg)["options"]
+            notes.append(f"BoQ's backbone has no final norm: {PRENORM}")
+        head_options = {**found, **(head_options or {})}
+        notes.append(f"{published} options from the shapes: " + ", ".join(
+            f"{k}={v}" for k, v in found.items()))
+    cfg = _base_config(base_cfg)
+    cfg.backbone = resolve_backbone(sd, backbone, final_norm=published != "boq")
+    notes.append(f"backbone {cfg.backbone} (depth, width, registers and grid from the shapes)")
+    stages = parse_backbone(cfg.backbone).stages
+    if cfg.trainable_from not in (AUTO, *stages, "aggregation"):  # e.g. a ResNet's layer3
+        cfg.trainable_from = AUTO
+    if aggregation is not None:
+        cfg.aggregation = aggregation
+    for k, v in (flags or {}).items():
+        if v is not None:
+            cfg[k] = v
+    _set_head_options(cfg, head_options or {})
+    if published is not None and int(cfg.fc_output_dim or 0) > 0:
+        raise CheckpointError(f"the {published} checkpoint has no fc layer: "
+                              f"--fc-output-dim {cfg.fc_output_dim} does not apply")
+    try:
+        validate_model_config(cfg)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    abstract = abstract_variables(cfg)
+    values, problems = backbone_values(sd, abstract["params"]["backbone"])
+    if problems:
+        raise CheckpointError(f"checkpoint ({fmt}) does not fit {cfg.backbone}: "
+                              + " | ".join(problems))
+    if published is not None:
+        head_values, problems = (salad_values if published == "salad" else _boq_values)(
+            head_sd, abstract["params"]["aggregation"])
+        if problems:
+            raise CheckpointError(f"checkpoint ({fmt}) does not fit {cfg.aggregation}: "
+                                  + " | ".join(problems))
+        params = {"aggregation": head_values}
+    else:
+        params = {k: jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), v)
+                  for k, v in _head_init(cfg, seed).get("params", {}).items()}
+    params["backbone"] = values
+    fresh = [] if published is not None else [
+        "/".join(str(p.key) for p in path) for path, _ in
+        jax.tree_util.tree_flatten_with_path({k: v for k, v in params.items()
+                                              if k != "backbone"})[0]]
+    if fresh:
+        notes.append(f"not in the checkpoint, initialised with seed {seed}: "
+                     f"{short_list(fresh)}")
+    variables = {"params": params, "batch_stats": {}}
+    return cfg, variables, {"format": fmt, "initialised": fresh, "notes": notes}
 
 
 def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
@@ -361,8 +494,14 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
     (`model.<aggregation>.*`) come from the shapes where they show, else from `base_cfg`;
     `head_options` ({option: value}) overrides them. An EfficientNet-Lite file is cut at
     stride 16 (`efficientnet_lite<n>`) unless `backbone` names another cut.
+    A DINOv2 state_dict goes to `convert_vit_state_dict`.
     Raises CheckpointError naming missing, unexpected or mis-shaped keys.
     """
+    if is_dinov2(state_dict):
+        return convert_vit_state_dict(
+            state_dict, base_cfg, backbone=backbone, aggregation=aggregation,
+            flags={"netvlad_clusters": netvlad_clusters, "fc_output_dim": fc_output_dim,
+                   "l2": l2}, head_options=head_options, seed=seed)
     given = state_dict
     state_dict, cirtorch = from_cirtorch(state_dict)
     state_dict, timm_names = from_timm(state_dict)
@@ -377,15 +516,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
         notes.append("a cirtorch network (features / pool / whiten), read as the reference's "
                      "after_pool GeM + fc (its --off_the_shelf radenovic_*)")
     found_name, width = infer_backbone(bb)
-    if base_cfg is None:
-        cfg = ml_collections.ConfigDict()
-    else:
-        cfg = ml_collections.ConfigDict(copy.deepcopy(base_cfg.to_dict()
-                                                      if hasattr(base_cfg, "to_dict")
-                                                      else dict(base_cfg)))
-    for k, v in ARCH_DEFAULTS.items():
-        if k not in cfg:
-            cfg[k] = v
+    cfg = _base_config(base_cfg)
 
     spec_found = parse_backbone(found_name)
     if isinstance(spec_found, PlainSpec):  # one cut only: the reference's
@@ -453,19 +584,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], base_cfg=None, *,
             head[k] = v
     for k, v in head.items():
         cfg[k] = v
-    options = {**options, **(head_options or {})}
-    if options:
-        if AGGREGATIONS.get(cfg.aggregation).options is None:
-            raise CheckpointError(f"head options {short_list(options)} given, but "
-                                  f"{cfg.aggregation} has none")
-        if cfg.get(cfg.aggregation) is None:
-            cfg[cfg.aggregation] = ml_collections.ConfigDict()
-        fields = {f.name: f for f in dataclasses.fields(AGGREGATIONS.get(cfg.aggregation).options)}
-        for k, v in options.items():
-            if k not in fields:
-                raise CheckpointError(f"model.{cfg.aggregation} has no option {k!r} "
-                                      f"(its options: {', '.join(fields)})")
-            cfg[cfg.aggregation][k] = v
+    _set_head_options(cfg, {**options, **(head_options or {})})
     try:
         validate_model_config(cfg)
     except ValueError as e:

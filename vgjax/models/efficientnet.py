@@ -93,6 +93,8 @@ class EfficientNetSpec:
     input_mean = (0.5, 0.5, 0.5)  # the weights' normalisation of [0, 1] RGB
     input_std = (0.5, 0.5, 0.5)
     uses_width = False            # model.resnet_width does not apply
+    global_token = False  # local features only (no CLS token)
+    supports_remat = False  # model.remat does not apply
 
     @property
     def family(self) -> str:

@@ -1,5 +1,5 @@
-"""The geo-localization network: backbone (ResNet, VGG-16, AlexNet, EfficientNet-Lite) ->
-aggregation [-> fc + L2].
+"""The geo-localization network: backbone (ResNet, VGG-16, AlexNet, EfficientNet-Lite, DINOv2
+ViT) -> aggregation [-> fc + L2].
 
 Everything is derived from the `model` section of the config, once, in `build_network`.
 Variables are `{'params', 'batch_stats'}` with top-level keys `backbone`, `aggregation`
@@ -15,6 +15,10 @@ gives, and what evaluation's float resize produces). The network normalises them
 the mean and std the backbone's weights expect (`input_mean` / `input_std` of its spec:
 torchvision's ImageNet statistics for ResNets, VGG-16 and AlexNet, 0.5 / 0.5 for
 EfficientNet-Lite), so callers never do.
+
+A backbone with a global token (`global_token` of its spec: DINOv2's CLS token) returns
+(local features, token); heads that take one (`takes_token`: `cls`, `salad`) get it, the
+others see the local features only.
 """
 from __future__ import annotations
 
@@ -65,29 +69,41 @@ class VGNetwork(nn.Module):
     dtype: str = "float32"
     matmul_precision: str = "highest"  # NetVLAD's float32 matmuls (TF32 on GPUs otherwise)
     head_options: Any = None  # the head's options (its Settings object, hashable) or None
+    remat: bool = False  # ViTs: recompute each block's activations in the backward pass
 
     def setup(self):
+        extra = {"remat": True} if self.remat else {}
         self.backbone = parse_backbone(self.backbone_arch).module(
-            self.resnet_width, self.num_frozen, self.freeze_frozen_bn_stats, DTYPES[self.dtype])
+            self.resnet_width, self.num_frozen, self.freeze_frozen_bn_stats, DTYPES[self.dtype],
+            **extra)
         self.aggregation = AGGREGATIONS.get(self.aggregation_kind).module(self)
         if self.fc_output_dim > 0:
             self.fc = TorchLinear(self.fc_output_dim)
 
+    def encode(self, images, train: bool = False):
+        """(local features (N, h, w, C), global token (N, C) or None), compute dtype."""
+        out = self.backbone(normalize(images, *input_normalization(self.backbone_arch)),
+                            train=train)
+        return out if isinstance(out, tuple) else (out, None)
+
     def features(self, images, train: bool = False):
         """Backbone local features (N, h, w, C) in the compute dtype."""
-        return self.backbone(normalize(images, *input_normalization(self.backbone_arch)),
-                             train=train)
+        return self.encode(images, train=train)[0]
 
-    def aggregate(self, features):
-        """Local features (N, h, w, C) -> descriptors (N, D) float32."""
-        desc = self.aggregation(features)
+    def aggregate(self, features, token=None):
+        """Local features (N, h, w, C) [and the backbone's global token (N, C)] ->
+        descriptors (N, D) float32."""
+        if AGGREGATIONS.get(self.aggregation_kind).takes_token:
+            desc = self.aggregation(features, token=token)
+        else:
+            desc = self.aggregation(features)
         if self.fc_output_dim > 0:
             desc = l2_normalize(self.fc(desc), axis=-1)
         return desc.astype(jnp.float32)
 
     def __call__(self, images, train: bool = False, return_features: bool = False):
-        features = self.features(images, train=train)
-        desc = self.aggregate(features)
+        features, token = self.encode(images, train=train)
+        desc = self.aggregate(features, token)
         return (desc, features) if return_features else desc
 
 
@@ -97,7 +113,7 @@ ARCH_DEFAULTS = {"backbone": "resnet18conv4", "resnet_width": 64, "aggregation":
                  "netvlad_clusters": 64, "gem_p": 3.0, "gem_eps": 1e-6, "l2": "before_pool",
                  "fc_output_dim": 0, "trainable_from": "layer3",
                  "freeze_frozen_bn_stats": False, "dtype": "float32",
-                 "matmul_precision": "highest"}
+                 "matmul_precision": "highest", "remat": False}
 
 
 def _get(cfg, name, default=None):
@@ -112,6 +128,12 @@ def validate_model_config(model_cfg) -> None:
     l2 = _get(model_cfg, "l2")
     if agg.uses_l2 and l2 not in L2_MODES:
         raise ValueError(f"model.l2: unknown value {l2!r} (accepted: {', '.join(L2_MODES)})")
+    if agg.needs_token and not spec.global_token:
+        raise ValueError(f"model.aggregation={_get(model_cfg, 'aggregation')}: {spec.name} has "
+                         "no global token (the DINOv2 backbones dinov2_* have their CLS token)")
+    if bool(_get(model_cfg, "remat")) and not spec.supports_remat:
+        raise ValueError(f"model.remat: applies to the ViT backbones (dinov2_*), not to "
+                         f"{spec.name}")
     if agg.check_settings is not None:
         agg.check_settings(lambda name: _get(model_cfg, name))
     if agg.uses_clusters and int(_get(model_cfg, "netvlad_clusters")) < 1:
@@ -152,6 +174,7 @@ def build_network(model_cfg) -> VGNetwork:
         dtype=_get(model_cfg, "dtype"),
         matmul_precision=_get(model_cfg, "matmul_precision"),
         head_options=head_options(model_cfg),
+        remat=bool(_get(model_cfg, "remat")),
     )
 
 
@@ -182,7 +205,7 @@ def input_size_for(backbone: str, h: int, w: int) -> tuple[int, int]:
 def trainable_from(model_cfg) -> str:
     """`model.trainable_from`, with `auto` resolved to what the reference trains for the
     backbone (ResNets: layer3; vgg16: conv5; alexnet: conv3; EfficientNet-Lite: its last
-    two stages, e.g. stage4 of the stride-16 cut)."""
+    two stages, e.g. stage4 of the stride-16 cut; DINOv2 ViTs: their last 4 blocks)."""
     tf = _get(model_cfg, "trainable_from")
     return parse_backbone(_get(model_cfg, "backbone")).reference_trainable_from \
         if tf == AUTO else tf

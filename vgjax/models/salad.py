@@ -23,14 +23,15 @@ n = hw positions:
   (256 + 64 * 128 = 8448 by default).
 
 Departures from the published module:
-- its global token is DINOv2's CLS token; CNN features have none, so the token here is GeM
-  of the local features (learnable p `token_p`, starting at `model.gem_p`, clamp
-  `model.gem_eps`), fed to `token_features` as the CLS token would be;
+- its global token is DINOv2's CLS token: a backbone with one (the `dinov2_*` ViTs) hands it
+  over and it is used as published; CNN features have none, so there the token is GeM of the
+  local features (learnable p `token_p`, starting at `model.gem_p`, clamp `model.gem_eps`),
+  fed to `token_features` as the CLS token would be;
 - its MLPs have dropout (0.3) after the first layer while training; heads here run the same
   in training and evaluation, so there is none (the published evaluation is the same).
 Parameters: `cluster_features`, `score`, `token_features`, each `{fc1, fc2}/{kernel, bias}`
-(torch's Linear / 1x1 Conv2d initialisation), `dust_bin` () and `token_p` (1,); float32
-throughout.
+(torch's Linear / 1x1 Conv2d initialisation), `dust_bin` () and, without a backbone token,
+`token_p` (1,); float32 throughout.
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ class SALAD(nn.Module):
     eps: float = 1e-6
 
     @nn.compact
-    def __call__(self, x):  # (N, h, w, C)
+    def __call__(self, x, token=None):  # x (N, h, w, C), token (N, C) or None
         o = self.options
         n_img, h, w, c = x.shape
         x = x.astype(jnp.float32)
@@ -105,9 +106,11 @@ class SALAD(nn.Module):
             x = jnp.zeros((n_img, 1, o.num_clusters + 1, c), jnp.float32)  # shapes only
         else:
             check_feature_size(h, w, o)
-        p = self.param("token_p", nn.initializers.constant(self.p_init), (1,), jnp.float32)
+        if token is None:
+            p = self.param("token_p", nn.initializers.constant(self.p_init), (1,), jnp.float32)
+            token = gem_pool(x, p, self.eps)
         token = MLP(o.hidden_dim, o.token_dim, name="token_features")(
-            gem_pool(x, p, self.eps))                                        # (N, g)
+            token.astype(jnp.float32))                                       # (N, g)
         local = x.reshape(n_img, -1, c)                                      # (N, n, C)
         f = MLP(o.hidden_dim, o.cluster_dim, name="cluster_features")(local)  # (N, n, l)
         scores = MLP(o.hidden_dim, o.num_clusters, name="score")(local)      # (N, n, K)
@@ -131,4 +134,5 @@ def check_settings(get) -> None:
 AGGREGATIONS.register("salad")(Aggregation(
     module=lambda s: SALAD(s.head_options or SALADSettings(), s.gem_p, s.gem_eps),
     dim=lambda c, k, o: o.token_dim + o.num_clusters * o.cluster_dim, uses_l2=False,
-    check_features=check_feature_size, check_settings=check_settings, options=SALADSettings))
+    check_features=check_feature_size, check_settings=check_settings, options=SALADSettings,
+    takes_token=True))

@@ -38,6 +38,7 @@ class ModelSettings(Settings):
     freeze_frozen_bn_stats: bool = False
     dtype: str = "float32"
     matmul_precision: str = "highest"
+    remat: bool = False
     pretrained: str = ""
     pretrained_partial: bool = False
     netvlad_init: NetVLADInitSettings = dataclasses.field(default_factory=NetVLADInitSettings)

@@ -49,6 +49,8 @@ class PlainSpec:
     input_mean = IMAGENET_MEAN      # torchvision's normalisation of [0, 1] RGB
     input_std = IMAGENET_STD
     uses_width = True               # every layer scaled by model.resnet_width / 64
+    global_token = False  # local features only (no CLS token)
+    supports_remat = False  # model.remat does not apply
     imagenet_weights = None         # no wheel bundles them: convert torchvision's
 
     @property
