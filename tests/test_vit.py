@@ -414,3 +414,15 @@ def test_published_boq_dinov2_checkpoint_reads_with_its_head():
         expected = head(patches.permute(0, 3, 1, 2))[0].numpy()
     actual = jax.jit(build_network(cfg).apply)(variables, images)
     assert rel_diff(actual, expected) < 1e-4, rel_diff(actual, expected)
+
+
+def test_dinov2_evaluation_config_fits_the_published_size():
+    """configs/dinov2_vpr.py (the README's import steps): 322 x 322 views of a DINOv2
+    ViT-B/14, whose 23 x 23 patches every evaluator of the config accepts."""
+    from vgjax.cli.config import load_config
+    from vgjax.eval import evaluators
+    from vgjax.models.backbones import parse_backbone
+    c = load_config(SCRIPT.parents[1] / "configs" / "dinov2_vpr.py", [])
+    assert tuple(c.data.resize) == (322, 322) and c.test.method == "hard_resize"
+    assert parse_backbone(c.model.backbone).feature_size(322, 322) == (23, 23)
+    evaluators.check_image_sizes(c, c.model.backbone, c.data.resize)
