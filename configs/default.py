@@ -193,6 +193,8 @@ def get_config(arg=None):
     # reference's: each file at full size, resized as evaluation resizes (data.eval_resize)
     c.train.cache_resize = "train"
     c.train.num_devices = 0                   # data-parallel devices (0 = all)
+    c.train.param_sharding = "replicated"     # replicated | fsdp: the state's larger arrays
+    #                                           split over the devices (vgjax/train/sharding.py)
 
     # Evaluation: settings of the final test; `evals` entries override them -----------------
     c.test = ml_collections.ConfigDict()

@@ -32,6 +32,7 @@ from vgjax.train.cosplace import (CosPlaceSettings, class_groups, classifier_opt
                                   cosface_loss, epoch_batches, group_of_epoch, init_aux)
 from vgjax.train.init import initial_state
 from vgjax.train.settings import TrainSettings
+from vgjax.train.sharding import shardings_of
 from vgjax.train.state import Progress, TrainState
 from vgjax.train.step import _norm, learning_rate_of, make_mesh
 
@@ -53,7 +54,7 @@ def open_cosplace_groups(config):
 
 
 def make_cosplace_step(net, tx, mesh, s: CosPlaceSettings, sizes: list[int],
-                       augment=None, seed: int = 0):
+                       augment=None, seed: int = 0, state_sharding=None):
     """Jitted `(state, images (B, H, W, 3) uint8, labels (B,) int32, group int32) ->
     (state, metrics)`: the network (its optimizer `tx`) and group `group`'s classifier
     (its Adam, `state.aux`) take one step on the CosFace loss; the other groups'
@@ -91,8 +92,9 @@ def make_cosplace_step(net, tx, mesh, s: CosPlaceSettings, sizes: list[int],
         return new.replace(failed=~ok), metrics
 
     replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    return jax.jit(step, in_shardings=(replicated, batch, batch, replicated),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
+    placed = replicated if state_sharding is None else state_sharding
+    return jax.jit(step, in_shardings=(placed, batch, batch, replicated),
+                   out_shardings=(placed, replicated), donate_argnums=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +137,8 @@ def train_cosplace(config, run: Path) -> dict:
     if progress.finished:
         log.info("Training already finished; evaluating the best model")
     augment = make_query_augment(t.query_augment, 1)  # every image of the batch
-    train_step = make_cosplace_step(net, tx, mesh, s, groups.sizes, augment, config.seed)
+    train_step = make_cosplace_step(net, tx, mesh, s, groups.sizes, augment, config.seed,
+                                    state_sharding=shardings_of(state))
     describe = make_describe_fn(net)
     sharding = NamedSharding(mesh, P("data"))
     metrics_writer = run_dir.open_metrics(run, t.tensorboard, int(jax.device_get(state.step)))

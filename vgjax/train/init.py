@@ -9,7 +9,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vgjax.data.dataset import Split
 from vgjax.data.pipeline import BatchLoader
@@ -27,6 +26,7 @@ from vgjax.progress import bar as progress_bar
 from vgjax.train import checkpoint, multihost, optim, run_dir, tensorboard
 from vgjax.train.adaptation import DOMAIN
 from vgjax.train.settings import TrainSettings
+from vgjax.train.sharding import state_shardings
 from vgjax.train.state import Progress, TrainState
 
 log = logging.getLogger("vgjax.train")
@@ -116,10 +116,9 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
     """(state, progress, negative cache, tx) of a run: resumed from the newest usable
     checkpoint in `run` if there is one, else fresh (`initial_variables`, plus the domain
     classifier's parameters with domain adaptation, and `aux_init()` as `state.aux`),
-    replicated over `mesh`."""
+    placed on `mesh` as `train.param_sharding` says (`vgjax.train.sharding`)."""
     t = TrainSettings.from_config(config)
     size = DataSettings.from_config(config).resize
-    replicated = NamedSharding(mesh, P())
 
     def with_domain(variables, domain_params):
         if domain is None:
@@ -137,8 +136,9 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
     target = jax.eval_shape(lambda v: TrainState.create(v, tx), abstract)
     if aux_init is not None:
         target = target.replace(aux=jax.eval_shape(aux_init))
+    placement = state_shardings(mesh, target, t.param_sharding)
     target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), target)
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, placement)
     restored = checkpoint.restore_latest(
         run, target, None if negative_cache is None else negative_cache.shape)
     if restored is None:
@@ -154,7 +154,7 @@ def initial_state(config, run: Path, net, train, reader, mesh, negative_cache, d
         if aux_init is not None:
             fresh = fresh.replace(aux=multihost.from_process_zero(aux_init()))
         # host copies: device_put places those on every process of a multi-process mesh
-        state = jax.device_put(jax.tree.map(np.asarray, fresh), replicated)
+        state = jax.device_put(jax.tree.map(np.asarray, fresh), placement)
         return state, Progress(), negative_cache, tx
     state, progress, cache, found, _ = restored
     if negative_cache is not None:

@@ -46,6 +46,7 @@ from vgjax.train.losses import make_term
 from vgjax.train.rounds import RoundContext, run_round
 from vgjax.train.schedules import make_scheduler
 from vgjax.train.settings import TrainSettings
+from vgjax.train.sharding import shardings_of
 from vgjax.train.state import Progress, TrainState, epoch_queries
 from vgjax.train.step import NonFiniteLossError, make_mesh, make_train_step
 
@@ -142,7 +143,8 @@ def _train_and_evaluate(config, run: Path) -> dict:
         mining=t.mining, describe=describe,
         train_step=make_train_step(net, tx, terms, t.negatives_per_query, mesh,
                                    augment=augment, seed=config.seed, domain=domain,
-                                   gather=pool is not None),
+                                   gather=pool is not None,
+                                   state_sharding=shardings_of(state)),
         target=target, pool=pool, cache_load=cache_load, host_augment=host_augment,
         describe_rows=jax.jit(lambda v, images, rows: describe(v, images[rows])),
         mesh=mesh, metrics=run_dir.open_metrics(run, t.tensorboard,
@@ -166,7 +168,15 @@ def _eval_variables(t: TrainSettings, state: TrainState):
     if t.eval_with_averaged_weights:
         variables = {"params": optim.averaged_params(state.params, state.opt_state),
                      "batch_stats": state.batch_stats}
-    return jax.tree.map(lambda x: x.addressable_data(0), network_variables(variables))
+    return jax.tree.map(_local_copy, network_variables(variables))
+
+
+def _local_copy(x: jax.Array) -> jax.Array:
+    """A whole copy of `x` on one local device: its first shard when replicated, else its
+    shards gathered (`train.param_sharding=fsdp`)."""
+    if x.is_fully_replicated:
+        return x.addressable_data(0)
+    return jax.device_put(multihost.to_host(x), x.addressable_data(0).devices().pop())
 
 
 def _save(config, t: TrainSettings, run, name: str, state, progress, negative_cache):

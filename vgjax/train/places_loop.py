@@ -39,6 +39,7 @@ from vgjax.train.batch_losses import make_batch_loss
 from vgjax.train.init import initial_state
 from vgjax.train.losses import LossTerm
 from vgjax.train.settings import TrainSettings
+from vgjax.train.sharding import shardings_of
 from vgjax.train.state import Progress
 from vgjax.train.step import make_mesh, make_train_step
 
@@ -149,7 +150,8 @@ def train_places(config, run: Path) -> dict:
     term = place_term(t.loss, t.loss_args.kwargs(), t.miner, t.miner_args.kwargs(),
                       t.places_per_batch, t.images_per_place)
     augment = make_query_augment(t.query_augment, 1)  # every image of the batch
-    train_step = make_train_step(net, tx, [term], 0, mesh, augment=augment, seed=config.seed)
+    train_step = make_train_step(net, tx, [term], 0, mesh, augment=augment, seed=config.seed,
+                                 state_sharding=shardings_of(state))
     describe = make_describe_fn(net)
     sharding = NamedSharding(mesh, P("data"))
     metrics_writer = run_dir.open_metrics(run, t.tensorboard, int(jax.device_get(state.step)))

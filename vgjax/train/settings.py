@@ -30,6 +30,7 @@ from vgjax.train.cosplace import CosPlaceSettings
 from vgjax.train.mining import MINERS
 from vgjax.train.optim import OPTIMIZERS, keeps_averaged_weights, optimizer_kwargs
 from vgjax.train.schedules import SCHEDULERS, plateau_patience, scheduler_kwargs
+from vgjax.train.sharding import PARAM_SHARDING
 
 log = logging.getLogger("vgjax.checks")
 
@@ -82,6 +83,7 @@ class TrainSettings(Settings):
     infer_batch_size: int = 32
     cache_resize: str = "train"
     num_devices: int = 0
+    param_sharding: str = "replicated"
 
     @classmethod
     def from_config(cls, config) -> "TrainSettings":
@@ -128,6 +130,7 @@ def check_train(config) -> None:
                 f"needs an optimizer that averages the weights, train.optimizer=asgd "
                 f"(got {t.optimizer!r})")
     require(t.num_devices >= 0, "train.num_devices", "must be >= 0 (0 = all)")
+    PARAM_SHARDING.check(t.param_sharding)
     require(t.cache_resize in CACHE_RESIZE, "train.cache_resize",
             f"unknown value {t.cache_resize!r} (accepted: {', '.join(CACHE_RESIZE)})")
     check_specs(t.query_augment)

@@ -98,7 +98,8 @@ def make_loss_fn(net, terms: Sequence[LossTerm], negatives_per_query: int,
 
 def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int, mesh: Mesh,
                     augment: Callable | None = None, seed: int = 0,
-                    domain: DomainAdaptation | None = None, gather: bool = False):
+                    domain: DomainAdaptation | None = None, gather: bool = False,
+                    state_sharding=None):
     """Jitted `(state, images (B * (2 + N), H, W, 3) uint8) -> (state, metrics)`; with
     `domain`, `(state, images, target (T, H, W, 3)) -> (state, metrics)`.
 
@@ -111,12 +112,14 @@ def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int
     the training batch, so both domains are normalised with the same batch statistics (a
     separate pass would normalise the night images by their own statistics and hide most
     of what tells the domains apart).
+    `state_sharding`: the state's shardings (`vgjax.train.sharding`; default replicated).
     `gather`: the step takes `(state, rows (B * (2 + N),) int32, pool (M, H, W, 3) uint8
     [, target])` and gathers its images from `pool` (the training images resident on the
     device: `data.cache_decoded=device`), so no image crosses from the host.
     """
     replicated = NamedSharding(mesh, P())
     batch = NamedSharding(mesh, P("data"))
+    placed = replicated if state_sharding is None else state_sharding
 
     compute_loss = make_loss_fn(net, terms, negatives_per_query, domain)
 
@@ -138,19 +141,19 @@ def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int
                        param_norm=_norm(params))
         return new.replace(failed=~ok), metrics
 
-    outs = (replicated, replicated)
+    outs = (placed, replicated)
     if gather:
         if domain is not None:
             return jax.jit(lambda state, rows, pool, target: step(state, pool[rows], target),
-                           in_shardings=(replicated, batch, replicated, batch),
+                           in_shardings=(placed, batch, replicated, batch),
                            out_shardings=outs, donate_argnums=0)
         return jax.jit(lambda state, rows, pool: step(state, pool[rows]),
-                       in_shardings=(replicated, batch, replicated), out_shardings=outs,
+                       in_shardings=(placed, batch, replicated), out_shardings=outs,
                        donate_argnums=0)
     if domain is not None:
-        return jax.jit(step, in_shardings=(replicated, batch, batch), out_shardings=outs,
+        return jax.jit(step, in_shardings=(placed, batch, batch), out_shardings=outs,
                        donate_argnums=0)
-    return jax.jit(lambda state, images: step(state, images), in_shardings=(replicated, batch),
+    return jax.jit(lambda state, images: step(state, images), in_shardings=(placed, batch),
                    out_shardings=outs, donate_argnums=0)
 
 
