@@ -10,7 +10,6 @@ steps of an epoch (0: off) and after every epoch.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from vgjax.train.init import initial_state
 from vgjax.train.settings import TrainSettings
 from vgjax.train.sharding import shardings_of
 from vgjax.train.state import Progress, TrainState
-from vgjax.train.step import _norm, learning_rate_of, make_mesh
+from vgjax.train.step import _norm, apply_gradients, make_mesh
 
 log = logging.getLogger("vgjax.train")
 
@@ -75,21 +74,13 @@ def make_cosplace_step(net, tx, mesh, s: CosPlaceSettings, sizes: list[int],
 
         (loss, batch_stats), (grads, w_grads) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(state.params, weights)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
         group_opt = jax.tree.map(lambda x: x[group], state.aux["opt"])
         w_updates, group_opt = cls_tx.update(w_grads, group_opt, weights)
         aux = {"weights": state.aux["weights"].at[group].set(weights + w_updates),
                "opt": jax.tree.map(lambda all_, one: all_.at[group].set(one),
                                    state.aux["opt"], group_opt)}
-        new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, aux=aux)
-        ok = jnp.isfinite(loss) & ~state.failed
-        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
-        metrics = {"loss": loss, "loss/cosface": loss, "lr": learning_rate_of(state.opt_state),
-                   "grad_norm": _norm(grads), "update_norm": _norm(updates),
-                   "param_norm": _norm(params), "classifier_grad_norm": _norm(w_grads)}
-        return new.replace(failed=~ok), metrics
+        metrics = {"loss/cosface": loss, "classifier_grad_norm": _norm(w_grads)}
+        return apply_gradients(state, tx, grads, loss, batch_stats, metrics, aux=aux)
 
     replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     placed = replicated if state_sharding is None else state_sharding
@@ -97,22 +88,8 @@ def make_cosplace_step(net, tx, mesh, s: CosPlaceSettings, sizes: list[int],
                    out_shardings=(placed, replicated), donate_argnums=0)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Images:
-    paths: np.ndarray
-
-
-@dataclasses.dataclass(frozen=True)
-class _TrainImages:
-    """Where the model's initialisation looks for training images (NetVLAD's k-means)."""
-    database: _Images
-    queries: _Images
-
-
 def train_cosplace(config, run: Path) -> dict:
     """`train_and_evaluate` with CosPlace's groups and classifiers (module docstring)."""
-    from vgjax.train.loop import _final, run_epochs
-
     t, data = TrainSettings.from_config(config), DataSettings.from_config(config)
     s = t.cosplace
     images, groups = open_cosplace_groups(config)
@@ -126,7 +103,7 @@ def train_cosplace(config, run: Path) -> dict:
              len(images), groups.summary(), s.steps_per_epoch, b)
     net = build_network(config.model)
     dim = descriptor_dim(config.model)
-    train_images = _TrainImages(_Images(images.paths), _Images(np.array([], str)))
+    train_images = file_steps.TrainImages.of(images.paths)
 
     def aux_init():
         return init_aux(jax.random.fold_in(jax.random.key(config.seed), 7), groups.sizes, dim,
@@ -165,9 +142,5 @@ def train_cosplace(config, run: Path) -> dict:
             metrics_writer=metrics_writer, desc=f"epoch {epoch} (group {group})",
             context=f"epoch {epoch}, group {group}", fields={"group": group}, lr=lr)
 
-    try:
-        run_epochs(config, t, run, evals, describe, metrics_writer, state, progress,
-                   train_epoch)
-        return _final(config, run, evals, describe, metrics_writer)
-    finally:
-        metrics_writer.close()
+    return file_steps.train_then_test(config, t, run, evals, describe, metrics_writer, state,
+                                      progress, train_epoch)

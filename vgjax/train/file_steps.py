@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from vgjax.data.dataset import check_evaluable
 from vgjax.data.sources import FOLDER_READER
@@ -20,6 +21,23 @@ from vgjax.train.state import Progress
 from vgjax.train.step import NonFiniteLossError
 
 log = logging.getLogger("vgjax.train")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Images:
+    paths: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainImages:
+    """The training images where the model's initialisation looks for them (NetVLAD's
+    k-means samples `database` and `queries`): every image in `database`."""
+    database: _Images
+    queries: _Images
+
+    @classmethod
+    def of(cls, paths) -> "TrainImages":
+        return cls(_Images(np.asarray(paths)), _Images(np.array([], str)))
 
 
 def prepare(config, run: Path, data, paths, where: str):
@@ -101,3 +119,16 @@ def run_steps(config, t, run: Path, state, progress: Progress, loader, step_fn, 
              n * images_per_step / max(took, 1e-9),
              progress.epoch_loss_sum / max(progress.epoch_loss_steps, 1))
     return state
+
+
+def train_then_test(config, t, run: Path, evals, describe, metrics_writer, state,
+                    progress: Progress, train_epoch) -> dict:
+    """`run_epochs` with `train_epoch`, then the `end` evaluators on the best model; the
+    metrics writer is closed however it ends."""
+    from vgjax.train.loop import _final, run_epochs
+    try:
+        run_epochs(config, t, run, evals, describe, metrics_writer, state, progress,
+                   train_epoch)
+        return _final(config, run, evals, describe, metrics_writer)
+    finally:
+        metrics_writer.close()

@@ -18,7 +18,6 @@ batches the uninterrupted run would have taken.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -97,19 +96,6 @@ def epoch_batches(seed: int, epoch: int, members, places_per_batch: int,
     return out.reshape(steps, p * k)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Images:
-    paths: np.ndarray
-
-
-@dataclasses.dataclass(frozen=True)
-class _PlaceImages:
-    """The training images where the model's initialisation looks for them (NetVLAD's
-    k-means samples `database` and `queries`): every image of the places."""
-    database: _Images
-    queries: _Images
-
-
 def place_term(loss: str, loss_args, miner: str, miner_args, places_per_batch: int,
                images_per_place: int) -> LossTerm:
     """The step's loss term: the batch loss on the miner's pairs, the labels of a batch
@@ -125,8 +111,6 @@ def place_term(loss: str, loss_args, miner: str, miner_args, places_per_batch: i
 
 def train_places(config, run: Path) -> dict:
     """`train_and_evaluate` with place batches (see the module docstring)."""
-    from vgjax.train.loop import _final, run_epochs
-
     t, data = TrainSettings.from_config(config), DataSettings.from_config(config)
     places = open_train_places(config)
     reader, evals = file_steps.prepare(config, run, data, places.paths,
@@ -143,7 +127,7 @@ def train_places(config, run: Path) -> dict:
                  e.open(d)[0].summary() for e in evals.values() if "epoch" in e.when
                  for d in e.datasets))
     net = build_network(config.model)
-    images = _PlaceImages(_Images(places.paths), _Images(np.array([], str)))
+    images = file_steps.TrainImages.of(places.paths)
     state, progress, _, tx = initial_state(config, run, net, images, reader, mesh, None, None)
     if progress.finished:
         log.info("Training already finished; evaluating the best model")
@@ -176,9 +160,5 @@ def train_places(config, run: Path) -> dict:
             images_per_step=batch, metrics_writer=metrics_writer, desc=f"epoch {epoch}",
             context=f"epoch {epoch}; train.loss={t.loss}", lr=lr)
 
-    try:
-        run_epochs(config, t, run, evals, describe, metrics_writer, state, progress,
-                   train_epoch)
-        return _final(config, run, evals, describe, metrics_writer)
-    finally:
-        metrics_writer.close()
+    return file_steps.train_then_test(config, t, run, evals, describe, metrics_writer, state,
+                                      progress, train_epoch)

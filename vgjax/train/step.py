@@ -130,16 +130,7 @@ def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int
         (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
             compute_loss, has_aux=True)(state.params, state.batch_stats, images, target,
                                         state.step)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
-        new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
-        ok = jnp.isfinite(loss) & ~state.failed
-        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
-        metrics.update(loss=loss, lr=learning_rate_of(state.opt_state),
-                       grad_norm=_norm(grads), update_norm=_norm(updates),
-                       param_norm=_norm(params))
-        return new.replace(failed=~ok), metrics
+        return apply_gradients(state, tx, grads, loss, batch_stats, metrics)
 
     outs = (placed, replicated)
     if gather:
@@ -155,6 +146,23 @@ def make_train_step(net, tx, terms: Sequence[LossTerm], negatives_per_query: int
                        donate_argnums=0)
     return jax.jit(lambda state, images: step(state, images), in_shardings=(placed, batch),
                    out_shardings=outs, donate_argnums=0)
+
+
+def apply_gradients(state: TrainState, tx, grads, loss, batch_stats, metrics: dict,
+                    **replace):
+    """(state after `tx`'s update of `grads`, `metrics` with loss, lr and the norms): the
+    step count advances, `batch_stats` and the fields of `replace` (e.g. `aux`) are taken;
+    a non-finite `loss` (or an earlier failure) leaves the state as it was and sets
+    `failed`."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
+    new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                        opt_state=opt_state, **replace)
+    ok = jnp.isfinite(loss) & ~state.failed
+    new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
+    metrics.update(loss=loss, lr=learning_rate_of(state.opt_state), grad_norm=_norm(grads),
+                   update_norm=_norm(updates), param_norm=_norm(params))
+    return new.replace(failed=~ok), metrics
 
 
 def learning_rate_of(opt_state) -> jax.Array:
