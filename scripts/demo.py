@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shlex
 import subprocess
@@ -159,6 +160,10 @@ def main() -> int:
     py = sys.executable
     start = time.perf_counter()
     root, work = Path(args.root), Path(args.workdir)
+    # JAX's persistent compilation cache, shared by the demo's runs (and inherited by their
+    # processes): a function another run (or an earlier `make demo`) compiled is loaded, not
+    # compiled again. The same executables, so the same results.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str((work / "xla_cache").resolve()))
     from vgjax.synthetic.build import is_current
     stale = is_current(root, args.preset, datasets=DATASETS)
     if stale:  # missing, or rendered by another preset, seed or version of the renderer

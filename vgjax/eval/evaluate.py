@@ -136,7 +136,7 @@ def evaluate(split, describe, test_cfg, data_cfg, *, out_dir: str | os.PathLike 
 def evaluate_protocols(split, describe, test_cfg, data_cfg, *,
                        out_dir: str | os.PathLike | None = None, name: str | None = None,
                        pca: PCA | None = None, progress: bool = True,
-                       reader=None) -> list[EvalResult]:
+                       reader=None, shared_database=None) -> list[EvalResult]:
     """Recalls of `describe` on a `vgjax.data.dataset.Split` (val or test), one EvalResult
     per protocol: the database and the queries are described and searched once, then each
     query set of the split (`Split.query_sets`) is scored by its own ground truth; a split
@@ -147,7 +147,9 @@ def evaluate_protocols(split, describe, test_cfg, data_cfg, *,
     `predictions/<name>.npz`, and pictures if `test.num_pictures` > 0. `pca`: a fitted PCA to
     reuse; otherwise one is fitted when `test.pca_dim` > 0. `reader(path, size=None)`: how
     the split's paths become pixels (default: image files; `vgjax.data.sources.open_split`
-    returns the right one for a TFDS copy).
+    returns the right one for a TFDS copy). `shared_database`: a
+    `vgjax.eval.shared_database.DatabaseSlot` when an earlier dataset of the same run has the
+    same database files (its descriptors are reused) or a later one will.
     """
     t_start = time.perf_counter()
     test_cfg, data_cfg = TestSettings.from_section(test_cfg), DataSettings.from_section(data_cfg)
@@ -184,9 +186,20 @@ def evaluate_protocols(split, describe, test_cfg, data_cfg, *,
     db_plan = ViewPlan.for_database(test_cfg, model_size, read, resample)
     q_plan = ViewPlan.for_queries(test_cfg, model_size, read, resample)
     try:
-        db_store, db_stats = extract_descriptors(
-            split.database.paths, describe, db_plan, make_store=make_store_for("database"),
-            progress=f"{name} database" if progress else None, **loader_kw)
+        reused = shared_database.get() if shared_database is not None else None
+        if reused is not None:
+            descriptors, source = reused
+            db_store = make_store_for("database")(*descriptors.shape)
+            db_store.write(0, descriptors)
+            db_stats = {"seconds": 0.0, "images_per_s": float("nan")}
+            log.info("%s: database descriptors reused from %s (the same %d image files)",
+                     name, source, len(split.database))
+        else:
+            db_store, db_stats = extract_descriptors(
+                split.database.paths, describe, db_plan, make_store=make_store_for("database"),
+                progress=f"{name} database" if progress else None, **loader_kw)
+            if shared_database is not None and shared_database.wanted():
+                shared_database.put(db_store.read().astype(db_store.dtype))
         q_store, q_stats = extract_descriptors(
             split.queries.paths, describe, q_plan, make_store=make_store_for("queries"),
             progress=f"{name} queries" if progress else None, **loader_kw)

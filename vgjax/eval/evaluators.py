@@ -33,6 +33,7 @@ from vgjax.eval.methods import scaled_size
 from vgjax.eval.report import (results_protocols, results_rows, save_recall_curve,
                                write_results_json)
 from vgjax.eval.settings import TestSettings, check_test
+from vgjax.eval.shared_database import DatabaseMemo, database_keys
 from vgjax.models.backbones import check_input_size
 from vgjax.registry import Registry
 
@@ -62,6 +63,7 @@ class RetrievalEvaluator:
     def __post_init__(self):
         self._opened: dict = {}
         self._checked: set = set()
+        self._memo_keys: dict | None = None
 
     def check_files(self) -> None:
         """Refuses (ImageError naming them) images of the datasets that cannot be read,
@@ -88,6 +90,7 @@ class RetrievalEvaluator:
         """Keeps `opened` = (Split, ImageReader), read earlier, as what `open(dataset)`
         returns."""
         self._opened[dataset] = opened
+        self._memo_keys = None
 
     def wrap_readers(self, wrap: Callable) -> None:
         """Opens every dataset and replaces its reader by `wrap(reader)` (e.g. a decoded
@@ -95,6 +98,7 @@ class RetrievalEvaluator:
         for dataset in self.datasets:
             split, reader = self.open(dataset)
             self._opened[dataset] = (split, wrap(reader))
+        self._memo_keys = None
 
     def run(self, describe, *, out_dir: str | Path | None = None,
             progress: bool = True) -> list[EvalResult]:
@@ -105,17 +109,32 @@ class RetrievalEvaluator:
         pca = None
         if s.pca_dim > 0 and s.pca_dataset:  # one PCA for every dataset
             pca = fit_pca(s, self.data_cfg, describe, seed=self.seed)
+        memo = self.shared_databases()
         results = []
         for dataset in self.datasets:
             split, reader = self.open(dataset)
             results += evaluate_protocols(split, describe, s, self.data_cfg, out_dir=out_dir,
                                           name=split.dataset, pca=pca, progress=progress,
-                                          reader=reader)
+                                          reader=reader, shared_database=memo.slot(dataset))
         if out_dir is not None:
             write_results_json(results, Path(out_dir) / "results.json")
             save_recall_curve({r.name: r.correct for r in results},
                               Path(out_dir) / "recall_curve.png")
         return results
+
+    def shared_databases(self) -> DatabaseMemo:
+        """The datasets whose databases are the same image files (tokyo-night's and
+        tokyo-xs's): described once per run (`vgjax.eval.shared_database`). Found once."""
+        if self._memo_keys is None:
+            opened = {d: self.open(d) for d in self.datasets}
+            self._memo_keys = database_keys(
+                {d: (split.database.paths, _reader_kind(reader))
+                 for d, (split, reader) in opened.items()})
+            for key in sorted(set(self._memo_keys.values())):
+                same = [d for d, k in self._memo_keys.items() if k == key]
+                log.info("%s: the same database images, described once per evaluation",
+                         " and ".join(same))
+        return DatabaseMemo(self._memo_keys, self.datasets)
 
     def metrics(self, results: Sequence[EvalResult]) -> dict[str, float]:
         """{'<name>/R@5': ..} for one result, {'<name>/<result>/R@5': ..} for several; a
@@ -136,6 +155,17 @@ class RetrievalEvaluator:
     def protocols(self, results: Sequence[EvalResult]) -> dict[str, str]:
         """{row name: its protocol in one line}, for `format_table`."""
         return results_protocols(results)
+
+
+def _reader_kind(reader) -> str:
+    """What makes two readers give the same pixels for the same files: the same module-level
+    read function and draft flag; any other reader (a closure over a cache, a view) only
+    matches itself."""
+    read = getattr(reader, "read", None)
+    name = getattr(read, "__qualname__", "")
+    if read is None or not name or "<locals>" in name:
+        return f"reader object {id(reader)}"
+    return f"{read.__module__}.{name}, draft={getattr(reader, 'draft', False)}"
 
 
 def entry_settings(config, name: str) -> ml_collections.ConfigDict:
