@@ -21,8 +21,10 @@
    recalls; every paired test with its p-value), pictures of queries with their
    predictions, and says where they are.
 
-Every step is one of the documented commands, printed before it runs; rerunning skips
-finished steps (each run folder resumes or is complete).
+Every step is one of the documented commands, printed before it runs; the three trainings
+run side by side (each one's output in WORKDIR/<run>.log beside its folder): one alone
+leaves a core idle much of the time, and each gives the same results either way. Rerunning
+skips finished steps (each run folder resumes or is complete).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ EXTENSIONS = {"brightness": "+ brightness 0.1"}
 PICTURES = 8  # queries drawn beside their top 5 by NetVLAD's final test
 BEFORE = "before_training"  # the evals entry of configs/demo.py run before training
 ALPHA = 0.05
+STATUS_EVERY = 60  # seconds between the status lines of runs side by side
 
 
 def run(cmd: list[str]) -> None:
@@ -53,6 +56,63 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
     print(f"  ({time.perf_counter() - start:.0f} s, {_children_cpu() - cpu:.0f} CPU s)",
           flush=True)
+
+
+def run_side_by_side(cmds: dict[str, list[str]], work: Path) -> None:
+    """Runs the commands of `cmds` ({name: command}) at the same time, each one's output in
+    WORK/<name>.log. One training alone leaves a core idle for much of its time (decoding,
+    search, Python between the steps); side by side they keep both cores busy. Each run's
+    results do not depend on what runs beside it (the same computations, bit for bit). When
+    one fails, the others finish (their folders stay resumable) and the failure is raised."""
+    work.mkdir(parents=True, exist_ok=True)
+    start, cpu = time.perf_counter(), _children_cpu()
+    procs = {}
+    for name, cmd in cmds.items():
+        log = work / f"{name}.log"
+        print("\n$ " + " ".join(shlex.quote(c) for c in cmd) + f"  > {log}", flush=True)
+        with log.open("w") as out:
+            procs[name] = (subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT),
+                           log)
+    print(f"  ({len(cmds)} runs side by side; every {STATUS_EVERY} s the last line each "
+          "logged)", flush=True)
+    failed, running, shown, next_status = [], dict(procs), {}, STATUS_EVERY
+    while running:
+        time.sleep(1)
+        elapsed = time.perf_counter() - start
+        for name, (proc, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode != 0:
+                failed.append(name)
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                print(f"\n{name} failed (exit status {proc.returncode}); the end of {log}:\n"
+                      + "\n".join(tail), flush=True)
+            else:
+                print(f"  {name} finished ({elapsed:.0f} s)", flush=True)
+        if running and elapsed >= next_status:
+            next_status += STATUS_EVERY
+            for name, (_, log) in running.items():
+                line = _last_line(log)
+                if line and shown.get(name) != line:
+                    shown[name] = line
+                    print(f"  [{elapsed:.0f} s] {name}: {line[:110]}", flush=True)
+    print(f"  ({time.perf_counter() - start:.0f} s, {_children_cpu() - cpu:.0f} CPU s)",
+          flush=True)
+    if failed:
+        raise subprocess.CalledProcessError(procs[failed[0]][0].returncode,
+                                            cmds[failed[0]])
+
+
+def _last_line(log: Path) -> str:
+    """The last log line of a run ('INFO:vgjax.train:' dropped), '' if none yet."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - 4096))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].split(":", 2)[-1].strip() if lines else ""
 
 
 def _children_cpu() -> float:
@@ -173,14 +233,16 @@ def main() -> int:
     run([py, "-m", "vgjax.data.inspect", str(root / "pitts30k")])
     trivial = trivial_baseline(root, work / "trivial")
     common = ["--config", args.config, f"--config.data.root={root}"]
-    run([py, "-m", "vgjax.train", *common, "--workdir", str(work / "netvlad"),
-         f"--config.test.num_pictures={PICTURES}"])
-    run([py, "-m", "vgjax.train", *common, "--workdir", str(work / "gem"),
-         "--config.model.aggregation=gem", "--config.model.netvlad_init.enabled=false"])
-    # the same pretrained network as NetVLAD's before training: no `before` evaluations
-    run([py, "-m", "vgjax.train", *common, "--workdir", str(work / "brightness"),
-         "--config.train.query_augment=[brightness(0.1)]", f"--config.evals.{BEFORE}.when=[]",
-         "--config.evals.val.when=[epoch]"])
+    run_side_by_side({
+        "netvlad": [py, "-m", "vgjax.train", *common, "--workdir", str(work / "netvlad"),
+                    f"--config.test.num_pictures={PICTURES}"],
+        "gem": [py, "-m", "vgjax.train", *common, "--workdir", str(work / "gem"),
+                "--config.model.aggregation=gem", "--config.model.netvlad_init.enabled=false"],
+        # the same pretrained network as NetVLAD's before training: no `before` evaluations
+        "brightness": [py, "-m", "vgjax.train", *common, "--workdir", str(work / "brightness"),
+                       "--config.train.query_augment=[brightness(0.1)]",
+                       f"--config.evals.{BEFORE}.when=[]", "--config.evals.val.when=[epoch]"],
+    }, work)
 
     write_report(root, work, args.preset, args.config, trivial)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; report: {work / 'report.md'}"
