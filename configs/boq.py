@@ -10,11 +10,13 @@
   linear warmup over the first 10 epochs, per step; 40 epochs, the best model by val R@1.
 
 Differs: the warmup is given in steps here: 10 epochs of GSV-Cities at 128 places a batch
-(about 62,000 places: 490 steps an epoch) = 4900 steps. RandAugment(num_ops=3, magnitude 15)
-approximated by a colour jitter (factors 1 +- 0.45) and a rotation (+- 15 degrees) on every
-image. The published evaluation resizes to 384 x 384; here evaluation uses the training
-size (data.resize). The headline BoQ results use DINOv2 (not in vgjax). ImageNet weights:
-convert torchvision's ResNet-50 and pass `--config.model.pretrained`.
+(about 62,000 places: 490 steps an epoch) = 4900 steps. The published RandAugment(num_ops=3,
+magnitude 15, bilinear) is torchvision's v2 transform on uint8 tensors; `randaugment` here
+follows torchvision's PIL path (the same ops and magnitudes; PIL's grey weights and affine
+sampling) on the float image inside the train step. The published evaluation resizes to
+384 x 384; here evaluation uses the training size (data.resize). The headline BoQ results
+use DINOv2 (not in vgjax). ImageNet weights: convert torchvision's ResNet-50 and pass
+`--config.model.pretrained`.
 
     python -m vgjax.train --config configs/boq.py --workdir runs/boq
 """
@@ -44,8 +46,7 @@ def get_config(arg=None):
     c.train.scheduler_args = {"milestones": [10, 20], "gamma": 0.1, "warmup_steps": 4900}
     c.train.epochs = 40
     c.train.patience = 40
-    c.train.query_augment = ["colour_jitter(brightness=0.45, contrast=0.45, saturation=0.45)",
-                             "rotation(15)"]
+    c.train.query_augment = ["randaugment(num_ops=3, magnitude=15, interpolation='bilinear')"]
     return smoke(c) if arg.smoke else c
 
 

@@ -7,11 +7,13 @@ GSV-Cities repository's `main.py`) as far as vgjax has the parts:
 - GSV-Cities place batches of 100 places x 4 images, the multi-similarity loss (alpha 1,
   beta 50, base 0) and miner (epsilon 0.1) (`configs/gsv_cities.py`);
 - Adam, lr 2e-4, no weight decay; MultiStepLR at epochs 5, 10, 15, 25 (gamma 0.3) after a
-  linear warmup over the first 600 steps; 30 epochs, the best model by val R@1.
+  linear warmup over the first 600 steps; 30 epochs, the best model by val R@1;
+- RandAugment(num_ops=3, magnitude 9, bilinear) on the resized training images, as in
+  `configs/mixvpr.py`.
 
-Differs: RandAugment(num_ops=3) approximated as in `configs/mixvpr.py` (colour jitter
-1 +- 0.27, rotation +- 9 degrees on every image); no half precision; validation on pitts30k
-val only. ImageNet weights: convert torchvision's ResNet-50 and pass `--config.model.pretrained`.
+Differs: RandAugment runs inside the train step, on the float image, as in
+`configs/mixvpr.py`; no half precision; validation on pitts30k val only. ImageNet weights:
+convert torchvision's ResNet-50 and pass `--config.model.pretrained`.
 
     python -m vgjax.train --config configs/convap.py --workdir runs/convap
 """

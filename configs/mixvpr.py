@@ -9,13 +9,15 @@ as vgjax has the parts:
   beta 50, base 0) and miner (epsilon 0.1) (`configs/gsv_cities.py`);
 - SGD, lr 0.05, momentum 0.9, weight decay 1e-3; MultiStepLR at epochs 5, 10, 15, 25, 45
   (gamma 0.3) after a linear warmup over the first 650 steps; 80 epochs, the best model
-  by val R@1.
+  by val R@1;
+- the training images resized, then torchvision's RandAugment(num_ops=3, magnitude 9,
+  bilinear) (`randaugment`).
 
-Differs: the queries' RandAugment(num_ops=3) (magnitude 9) is not in vgjax; its closest
-parts here are a colour jitter and a rotation of the same magnitude (factors 1 +- 0.27,
-+- 9 degrees), applied to every image rather than as 3 of 14 random ops. Half precision is
-not used; validation is on pitts30k val only (not msls val). ImageNet weights: convert
-torchvision's ResNet-50 and pass it with `--config.model.pretrained`.
+Differs: RandAugment runs on the device, inside the train step, on the float image (PIL's
+ops without their uint8 rounding after each one; draws from jax.random: see
+`vgjax/data/augment/randaugment.py`). Half precision is not used; validation is on pitts30k
+val only (not msls val). ImageNet weights: convert torchvision's ResNet-50 and pass it with
+`--config.model.pretrained`.
 
     python -m vgjax.train --config configs/mixvpr.py --workdir runs/mixvpr
     python -m vgjax.train --config configs/mixvpr.py:smoke --workdir runs/mixvpr-smoke
@@ -23,8 +25,7 @@ torchvision's ResNet-50 and pass it with `--config.model.pretrained`.
 from configs import gsv_cities
 from vgjax.config import parse_arg
 
-RANDAUGMENT_9 = ["colour_jitter(brightness=0.27, contrast=0.27, saturation=0.27)",
-                 "rotation(9)"]
+RANDAUGMENT_9 = ["randaugment(num_ops=3, interpolation='bilinear')"]  # magnitude 9 of 31
 
 
 def get_config(arg=None):

@@ -13,9 +13,9 @@ token as SALAD's global token); vgjax has no DINOv2, so this recipe uses ResNet-
 layer3 (1024 channels, a 14 x 14 map at 224 x 224: 196 local features for 64 clusters),
 conv1..layer2 frozen, and the global token is GeM of the features (docs/MODELS.md). The
 published LinearLR steps every iteration over 4000 iterations (about 4 epochs of GSV-Cities
-at 60 places); here it steps per epoch over the 4 epochs. RandAugment(num_ops=3)
-approximated as in `configs/mixvpr.py`. ImageNet weights: convert torchvision's ResNet-50
-and pass `--config.model.pretrained`.
+at 60 places); here it steps per epoch over the 4 epochs. RandAugment(num_ops=3, bilinear)
+runs inside the train step, on the float image, as in `configs/mixvpr.py`. ImageNet
+weights: convert torchvision's ResNet-50 and pass `--config.model.pretrained`.
 
     python -m vgjax.train --config configs/salad.py --workdir runs/salad
 """

@@ -40,6 +40,7 @@ def _load(spec, *overrides):
 
 @pytest.mark.parametrize("name", PLACE_RECIPES)
 def test_recipe_has_its_published_settings(name):
+    from vgjax.data.augment import AUGMENTATIONS, check_specs
     from vgjax.models.network import build_network, descriptor_dim, init_variables
     from vgjax.train import schedules
     c = _load(f"{name}.py")
@@ -56,6 +57,11 @@ def test_recipe_has_its_published_settings(name):
     assert descriptor_dim(c.model) == dim
     if name == "mixvpr":
         assert c.model.mixvpr.row_bias  # the released code's row projection has a bias
+    # the published RandAugment(num_ops=3, interpolation=BILINEAR) (BoQ's: magnitude 15)
+    (augment,) = check_specs(c.train.query_augment)
+    assert augment.name == "randaugment"
+    assert AUGMENTATIONS.get("randaugment").check_args(**augment.kwargs) == (
+        3, 15 if name == "boq" else 9, 31, "bilinear", 0.0)
     schedules.make_scheduler(c.train)
     # the head fits the published image size (shapes only: nothing is computed)
     variables = jax.eval_shape(lambda: init_variables(c.model, 0, size))

@@ -7,9 +7,10 @@ With `train.augment_on=host` vgjax does the same: the query is decoded at full s
 per-query ops of `train.query_augment` run on it in the order given (PIL's enhancers and
 resamplers, as torchvision's `_functional_pil` calls them), and the result is centre-cropped
 to the training ratio and resized as every training query is (`data.train_query_crop`),
-unless an op (`resized_crop`) already brought it to the model size. Whole-batch ops
-(`hflip` with per_query=False: the reference flips the whole batch on the device) stay in
-the train step.
+unless an op (`resized_crop`) already brought it to the model size. `randaugment` makes
+torchvision's RandAugment PIL calls (`randaugment_op`), its translations sized to the
+full-size image. Whole-batch ops (`hflip` with per_query=False: the reference flips the
+whole batch on the device) stay in the train step.
 
     augment = HostQueryAugment(["brightness(0.1)"], size=(480, 640), seed=0,
                                read_full=reader, finish=train_query)
@@ -28,16 +29,18 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageOps
 
 from vgjax.data.augment.ops import CROP_ATTEMPTS, CROP_RATIO
+from vgjax.data.augment.randaugment import OPS, affine_matrix, augmentation_space, op_magnitude
 from vgjax.data.augment.specs import AUGMENTATIONS, check_specs
 from vgjax.data.ops import PIL, resize, train_query
 from vgjax.data.settings import DataSettings
 from vgjax.registry import Registry
 
 __all__ = ["AUGMENT_ON", "HOST_OPS", "HostQueryAugment", "adjust_hue", "host_query_augment",
-           "perspective_coeffs", "perspective_params", "resized_crop_params", "split_specs"]
+           "perspective_coeffs", "perspective_params", "randaugment_op", "resized_crop_params",
+           "split_specs"]
 
 _STREAM = 4  # the last word of every host augmentation seed (other streams use 0..3)
 
@@ -174,6 +177,53 @@ def _rotation(image, rng, size, low, high):
 @_op("hflip")
 def _hflip(image, rng, size, p, per_query):  # per_query=True only: see split_specs
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if _apply(rng, p) else image
+
+
+# RandAugment ------------------------------------------------------------------------------
+
+_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
+
+
+def randaugment_op(image: Image.Image, name: str, magnitude: float,
+                   interpolation: str = "nearest", fill: float = 0.0) -> Image.Image:
+    """torchvision's `autoaugment._apply_op` on a PIL image: op `name` of RandAugment with
+    its (signed) magnitude, through the PIL calls torchvision makes (`F.affine` /
+    `F.rotate` -> PIL's AFFINE transform and `rotate`, ImageEnhance, ImageOps); `fill` in
+    [0, 1] becomes the uint8 fill colour."""
+    resample = _RESAMPLE[interpolation]
+    fillcolor = (int(round(fill * 255)),) * len(image.getbands())
+    if name == "Rotate":
+        return image.rotate(magnitude, resample, expand=False, fillcolor=fillcolor)
+    matrix = affine_matrix(name, magnitude, image.height, image.width)
+    if matrix is not None:
+        return image.transform(image.size, Image.Transform.AFFINE, matrix, resample,
+                               fillcolor=fillcolor)
+    enhancers = {"Brightness": ImageEnhance.Brightness, "Color": ImageEnhance.Color,
+                 "Contrast": ImageEnhance.Contrast, "Sharpness": ImageEnhance.Sharpness}
+    if name in enhancers:
+        return enhancers[name](image).enhance(1.0 + magnitude)
+    if name == "Posterize":
+        return ImageOps.posterize(image, int(magnitude))
+    if name == "Solarize":
+        return ImageOps.solarize(image, 255.0 * magnitude)
+    if name == "AutoContrast":
+        return ImageOps.autocontrast(image)
+    if name == "Equalize":
+        return ImageOps.equalize(image)
+    return image  # Identity
+
+
+@_op("randaugment")
+def _randaugment(image, rng, size, num_ops, magnitude, num_bins, interpolation, fill):
+    """RandAugment.forward: `num_ops` ops drawn uniformly with replacement, a signed op
+    negated with probability 0.5, the magnitudes of the full-size image."""
+    space = augmentation_space(num_bins, image.height, image.width)
+    for _ in range(num_ops):
+        name = OPS[int(rng.integers(len(OPS)))]
+        negative = space[name][1] and bool(rng.integers(2))
+        image = randaugment_op(image, name, op_magnitude(space, name, magnitude, negative),
+                               interpolation, fill)
+    return image
 
 
 # The loader ---------------------------------------------------------------------------------
