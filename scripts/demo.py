@@ -58,12 +58,13 @@ def run(cmd: list[str]) -> None:
           flush=True)
 
 
-def run_side_by_side(cmds: dict[str, list[str]], work: Path) -> None:
+def run_side_by_side(cmds: dict[str, list[str]], work: Path, meanwhile=None):
     """Runs the commands of `cmds` ({name: command}) at the same time, each one's output in
     WORK/<name>.log. One training alone leaves a core idle for much of its time (decoding,
     search, Python between the steps); side by side they keep both cores busy. Each run's
     results do not depend on what runs beside it (the same computations, bit for bit). When
-    one fails, the others finish (their folders stay resumable) and the failure is raised."""
+    one fails, the others finish (their folders stay resumable) and the failure is raised.
+    `meanwhile()`, if given, runs here once they have started; returns what it returns."""
     work.mkdir(parents=True, exist_ok=True)
     start, cpu = time.perf_counter(), _children_cpu()
     procs = {}
@@ -75,6 +76,7 @@ def run_side_by_side(cmds: dict[str, list[str]], work: Path) -> None:
                            log)
     print(f"  ({len(cmds)} runs side by side; every {STATUS_EVERY} s the last line each "
           "logged)", flush=True)
+    result = meanwhile() if meanwhile is not None else None
     failed, running, shown, next_status = [], dict(procs), {}, STATUS_EVERY
     while running:
         time.sleep(1)
@@ -102,6 +104,7 @@ def run_side_by_side(cmds: dict[str, list[str]], work: Path) -> None:
     if failed:
         raise subprocess.CalledProcessError(procs[failed[0]][0].returncode,
                                             cmds[failed[0]])
+    return result
 
 
 def _last_line(log: Path) -> str:
@@ -231,21 +234,21 @@ def main() -> int:
         run([py, "-m", "vgjax.synthetic", "--out", str(root), "--preset", args.preset,
              "--datasets", ",".join(stale), "--overwrite"])
     run([py, "-m", "vgjax.data.inspect", str(root / "pitts30k")])
-    trivial = trivial_baseline(root, work / "trivial")
     common = ["--config", args.config, f"--config.data.root={root}"]
-    run_side_by_side({
+    trivial = run_side_by_side({
+        # pictures of the final test only; no validation before training (no result depends
+        # on it: the best epoch is picked among the trained ones)
         "netvlad": [py, "-m", "vgjax.train", *common, "--workdir", str(work / "netvlad"),
-                    f"--config.test.num_pictures={PICTURES}"],
+                    f"--config.test.num_pictures={PICTURES}",
+                    f"--config.evals.{BEFORE}.num_pictures=0", "--config.evals.val.when=[epoch]"],
         "gem": [py, "-m", "vgjax.train", *common, "--workdir", str(work / "gem"),
                 "--config.model.aggregation=gem", "--config.model.netvlad_init.enabled=false",
-                # validation before training changes no result (the best epoch is picked
-                # among the trained ones): only NetVLAD's curve starts there
                 "--config.evals.val.when=[epoch]"],
         # the same pretrained network as NetVLAD's before training: no `before` evaluations
         "brightness": [py, "-m", "vgjax.train", *common, "--workdir", str(work / "brightness"),
                        "--config.train.query_augment=[brightness(0.1)]",
                        f"--config.evals.{BEFORE}.when=[]", "--config.evals.val.when=[epoch]"],
-    }, work)
+    }, work, meanwhile=lambda: trivial_baseline(root, work / "trivial"))
 
     write_report(root, work, args.preset, args.config, trivial)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; report: {work / 'report.md'}"
