@@ -198,8 +198,9 @@ def evaluate_protocols(split, describe, test_cfg, data_cfg, *,
             db_store, db_stats = extract_descriptors(
                 split.database.paths, describe, db_plan, make_store=make_store_for("database"),
                 progress=f"{name} database" if progress else None, **loader_kw)
-            if shared_database is not None and shared_database.wanted():
-                shared_database.put(db_store.read().astype(db_store.dtype))
+            # kept only when in memory: a store streamed to disk is not read back whole
+            if shared_database is not None and db_store.path is None and shared_database.wanted():
+                shared_database.put(db_store.read())
         q_store, q_stats = extract_descriptors(
             split.queries.paths, describe, q_plan, make_store=make_store_for("queries"),
             progress=f"{name} queries" if progress else None, **loader_kw)

@@ -19,6 +19,7 @@ import collections
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -37,7 +38,7 @@ def _names_and_sizes(paths: Sequence[str]) -> tuple | None:
             st = os.stat(p)
         except (OSError, TypeError, ValueError):
             return None
-        if not os.path.isfile(p):
+        if not stat.S_ISREG(st.st_mode):
             return None
         out.append((os.path.basename(str(p)), st.st_size))
     return tuple(out)
@@ -87,9 +88,6 @@ class DatabaseMemo:
         self.keys = dict(keys or {})
         self._pending = collections.Counter(self.keys[d] for d in order if d in self.keys)
         self._kept: dict[str, tuple[np.ndarray, str]] = {}
-
-    def key(self, dataset: str) -> str | None:
-        return self.keys.get(dataset)
 
     def get(self, dataset: str) -> tuple[np.ndarray, str] | None:
         key = self.keys.get(dataset)
