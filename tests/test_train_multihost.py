@@ -165,3 +165,35 @@ def test_processes_sharing_a_run_folder_prove_it_writable_side_by_side(tmp_path)
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     assert list((tmp_path / "run").iterdir()) == []
+
+
+_LOCAL_SAVES = """
+import random, sys, time
+from pathlib import Path
+import numpy as np, jax
+pid, out = int(sys.argv[1]), Path(sys.argv[2])
+jax.distributed.initialize(sys.argv[3], num_processes=2, process_id=pid)
+from vgjax.models.io import _process_local_checkpointer
+random.seed(pid)
+tree = {"a": np.arange(20000, dtype=np.float32) + pid}
+for k in range(int(sys.argv[4])):
+    time.sleep(random.random() * 0.03)   # the processes drift apart, as in training
+    with _process_local_checkpointer() as ckptr:
+        ckptr.save(out / f"p{pid}" / f"s{k}", tree)
+if pid == 0:   # orbax writes numpy arrays from process 0 only: the others' saves are empty
+    with _process_local_checkpointer() as ckptr:
+        back = ckptr.restore(out / "p0" / f"s{k}")
+    assert np.array_equal(back["a"], tree["a"])
+print("saved", k + 1)
+"""
+
+
+def test_process_local_saves_of_two_processes_do_not_interfere(tmp_path):
+    # a model dir is written by process 0 alone, while the other writes the same number of
+    # (scratch) saves elsewhere: orbax's asynchronous saves pair processes' signals by save number and
+    # made these unrelated saves wait on (or delete) each other's, failing at random
+    coordinator = f"127.0.0.1:{_free_port()}"
+    commands = [["-c", _LOCAL_SAVES, str(i), str(tmp_path / "out"), coordinator, "40"]
+                for i in range(2)]
+    texts = _run_processes(commands, _env(1), tmp_path, "local")
+    assert all("saved 40" in text for text in texts)

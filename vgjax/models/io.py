@@ -73,8 +73,13 @@ def _process_local_checkpointer():
     if jax.process_count() == 1:
         return ocp.StandardCheckpointer()
     i = jax.process_index()
-    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
-        primary_host=i, active_processes={i}, barrier_sync_key_prefix=f"model-dir-{i}"))
+    options = ocp.options.MultiprocessingOptions(
+        primary_host=i, active_processes={i}, barrier_sync_key_prefix=f"model-dir-{i}")
+    # synchronous: orbax's asynchronous saves signal "directory created" through the
+    # coordination service under keys numbered per process but shared by all processes, so
+    # two processes' local saves of the same number would read (and delete) each other's
+    return ocp.Checkpointer(ocp.StandardCheckpointHandler(multiprocessing_options=options),
+                            multiprocessing_options=options)
 
 
 def save_model(directory: str | os.PathLike, model_cfg, variables,
