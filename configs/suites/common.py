@@ -14,6 +14,8 @@ PAPER = "configs/resnet18_netvlad.py"
 CITY = "configs/city.py"
 DEMO = "configs/demo.py"
 VARIANTS = {"paper": PAPER, "city": CITY, "demo": DEMO}
+BACKBONES = {"paper": "ResNet-18-conv4", "city": "ResNet-18-conv4, narrow, from scratch",
+             "demo": "EfficientNet-Lite0, ImageNet-pretrained"}
 
 
 def base(arg: str | None) -> str:
@@ -25,6 +27,12 @@ def base(arg: str | None) -> str:
     if arg not in VARIANTS:
         raise ValueError(f"suite argument {arg!r}: expected one of {', '.join(VARIANTS)}")
     return VARIANTS[arg]
+
+
+def backbone(arg: str | None) -> str:
+    """The backbone a suite variant trains, for its title."""
+    base(arg)  # the same check of the argument
+    return BACKBONES[arg or "paper"]
 
 
 def overrides(arg: str | None, before_training: bool = False) -> dict:
