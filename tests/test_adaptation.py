@@ -37,7 +37,7 @@ def day_night(tiny_city):
     return root, load_batch(day, (48, 64), 2), load_batch(night, (48, 64), 2)
 
 
-def _train_classifier(day, night, grl_lambda, steps=40):
+def _train_classifier(day, night, grl_lambda, steps=80):
     """Trains the smoke network + a domain classifier with the triplet term off (weight 0),
     so that only the domain term moves the weights; returns the classifier's accuracy over
     the last 10 steps (what metrics.jsonl reports as domain_acc)."""
@@ -76,6 +76,8 @@ def _train_classifier(day, night, grl_lambda, steps=40):
 
 def test_classifier_separates_domains_and_reversal_confuses_it(day_night):
     _, day, night = day_night
+    # 80 steps: the reversed features take a few dozen steps to confuse the classifier (on
+    # one machine both runs still agreed at step 40: 0.87 and 0.87; at 80, 0.94 and 0.63)
     separate = _train_classifier(day, night, grl_lambda=0.0)
     reversed_ = _train_classifier(day, night, grl_lambda=1.0)
     assert separate > 0.8, separate          # day and night features are separable

@@ -45,3 +45,17 @@ def test_events_are_written_without_importing_torch(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("val/R_5")] == [(4, 75.0)]
+
+
+def test_two_writers_in_the_same_second_keep_two_files(tmp_path, monkeypatch):
+    # tensorboardX names a file by the second and the host: without a suffix of its own, a
+    # run resumed within the second of its stop would overwrite the stopped run's events
+    import time
+    from vgjax.train.tensorboard import FOLDER, EventLog
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
+    for step in (1, 2):
+        log = EventLog(tmp_path, resume_step=step - 1 or None)
+        log.scalars({"loss": float(step)}, step)
+        log.close()
+    files = sorted((tmp_path / FOLDER).iterdir())
+    assert len(files) == 2 and all(f.stat().st_size > 0 for f in files), files

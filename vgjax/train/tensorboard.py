@@ -12,11 +12,14 @@ tag become '_': `val/R@5` is `val/R_5`):
   curve), and the `end` evaluations of the best model at the last step;
 - the pictures of queries beside their top-K that an evaluation renders (`test.num_pictures`)
   as images, `<entry>/<dataset>/pictures`.
-A resumed run appends a new event file and hides the events of the stopped run after its
+A resumed run appends a new event file (files are named by time, host, process and writer,
+so none replaces another) and hides the events of the stopped run after its
 checkpoint (TensorBoard's purge step), as `metrics.jsonl` drops those records.
 """
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import shutil
 import sys
@@ -27,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 FOLDER = "tensorboard"
+_WRITERS = itertools.count()  # this process's event files, for their names
 NOT_IN_TAGS = re.compile(r"[^-/\w.]")  # characters TensorBoard does not take in a tag
 STEP_COUNTERS = ("type", "step", "epoch", "round", "batch")  # step record fields, not scalars
 EPOCH_SCALARS = {"train_loss": "epoch/train_loss", "lr": "epoch/lr",
@@ -91,7 +95,11 @@ class EventLog:
 
     def __init__(self, run: Path, resume_step: int | None = None):
         purge = resume_step + 1 if resume_step else None
-        self.writer = summary_writer_class()(logdir=str(Path(run) / FOLDER), purge_step=purge)
+        # tensorboardX names a file by the second and the host alone: a second writer in the
+        # same second (a run resumed at once) would overwrite the first's file
+        suffix = f".{os.getpid()}.{next(_WRITERS)}"
+        self.writer = summary_writer_class()(logdir=str(Path(run) / FOLDER), purge_step=purge,
+                                             filename_suffix=suffix)
 
     def scalars(self, tags: Mapping[str, float], step: int) -> None:
         for tag, value in tags.items():
