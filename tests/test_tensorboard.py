@@ -53,8 +53,8 @@ def test_two_writers_in_the_same_second_keep_two_files(tmp_path, monkeypatch):
     import time
     from vgjax.train.tensorboard import FOLDER, EventLog
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
-    for step in (1, 2):
-        log = EventLog(tmp_path, resume_step=step - 1 or None)
+    for resume_step, step in ((None, 1), (1, 2)):   # a run, then its resumption
+        log = EventLog(tmp_path, resume_step=resume_step)
         log.scalars({"loss": float(step)}, step)
         log.close()
     files = sorted((tmp_path / FOLDER).iterdir())

@@ -190,8 +190,8 @@ print("saved", k + 1)
 
 def test_process_local_saves_of_two_processes_do_not_interfere(tmp_path):
     # a model dir is written by process 0 alone, while the other writes the same number of
-    # (scratch) saves elsewhere: orbax's asynchronous saves pair processes' signals by save number and
-    # made these unrelated saves wait on (or delete) each other's, failing at random
+    # (scratch) saves elsewhere: orbax's asynchronous saves pair processes' signals by save
+    # number and made these unrelated saves wait on (or delete) each other's, at random
     coordinator = f"127.0.0.1:{_free_port()}"
     commands = [["-c", _LOCAL_SAVES, str(i), str(tmp_path / "out"), coordinator, "40"]
                 for i in range(2)]

@@ -13,26 +13,30 @@ DATASETS = ["pitts30k", "sf-xs", "tokyo-xs", "tokyo-night"]
 PAPER = "configs/resnet18_netvlad.py"
 CITY = "configs/city.py"
 DEMO = "configs/demo.py"
-VARIANTS = {"paper": PAPER, "city": CITY, "demo": DEMO}
-BACKBONES = {"paper": "ResNet-18-conv4", "city": "ResNet-18-conv4, narrow, from scratch",
-             "demo": "EfficientNet-Lite0, ImageNet-pretrained"}
+# variant: (base config, the backbone it trains, as table titles name it)
+VARIANTS = {"paper": (PAPER, "ResNet-18-conv4"),
+            "city": (CITY, "ResNet-18-conv4, narrow, from scratch"),
+            "demo": (DEMO, "EfficientNet-Lite0, ImageNet-pretrained")}
+
+
+def _variant(arg: str | None) -> tuple[str, str]:
+    """(base config, backbone) of a suite argument; 'paper' when it is empty."""
+    name = arg or "paper"
+    if name not in VARIANTS:
+        raise ValueError(f"suite argument {arg!r}: expected one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
 
 
 def base(arg: str | None) -> str:
     """The base config of a suite variant: 'paper' (default), 'city' (from scratch on the
     synthetic city) or 'demo' (`make demo`'s recipe: ImageNet-pretrained EfficientNet-Lite0
     fine-tuned on the synthetic city)."""
-    if arg in (None, ""):
-        return PAPER
-    if arg not in VARIANTS:
-        raise ValueError(f"suite argument {arg!r}: expected one of {', '.join(VARIANTS)}")
-    return VARIANTS[arg]
+    return _variant(arg)[0]
 
 
 def backbone(arg: str | None) -> str:
     """The backbone a suite variant trains, for its title."""
-    base(arg)  # the same check of the argument
-    return BACKBONES[arg or "paper"]
+    return _variant(arg)[1]
 
 
 def overrides(arg: str | None, before_training: bool = False) -> dict:
